@@ -1,0 +1,5 @@
+import sys
+
+from hwflow.cli import main
+
+sys.exit(main())
