@@ -1,0 +1,128 @@
+"""Read what the emulator needs out of an hls4ml ModelGraph: the Program and the WeightImage.
+
+This is the only module that knows hls4ml's layer classes and attribute names. It reads the graph
+*after* hls4ml's optimizers ran, so inferred types, inserted padding layers and the Resource
+strategy's weight transposition are all seen as they will be synthesized.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwflow.emulator.program import WEIGHTED, Kind, LayerSpec, Program
+from hwflow.errors import UnsupportedLayerError
+from hwflow.fixed import from_hls4ml, quantize_float
+from hwflow.image import Kind as FormatKind
+from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
+
+_KINDS = {
+    "Input": Kind.INPUT,
+    "Dense": Kind.DENSE,
+    "Conv1D": Kind.CONV1D,
+    "Conv2D": Kind.CONV2D,
+    "BatchNormalization": Kind.BATCHNORM,
+    "Activation": Kind.ACTIVATION,
+    "Pooling1D": Kind.POOL1D,
+    "Pooling2D": Kind.POOL2D,
+    "GlobalPooling1D": Kind.GLOBALPOOL1D,
+    "GlobalPooling2D": Kind.GLOBALPOOL2D,
+    "ZeroPadding1D": Kind.ZEROPAD1D,
+    "ZeroPadding2D": Kind.ZEROPAD2D,
+    "Reshape": Kind.RESHAPE,
+}
+
+_GEOMETRY = (
+    "n_in", "n_out", "n_chan", "n_filt", "in_height", "in_width", "out_height", "out_width",
+    "filt_height", "filt_width", "stride_height", "stride_width", "pad_top", "pad_bottom", "pad_left",
+    "pad_right", "pool_height", "pool_width", "count_pad",
+)
+
+# hls4ml's Resource strategy stores kernels transposed (resource_strategy.py): firmware = logical.T(axes).
+_RESOURCE_AXES = {Kind.DENSE: (1, 0), Kind.CONV1D: (2, 0, 1), Kind.CONV2D: (3, 0, 1, 2)}
+
+
+def _kind(layer) -> Kind:
+    kind = _KINDS.get(layer.class_name)
+    if kind is None:
+        msg = (f"layer {layer.name!r} ({layer.class_name}) is not supported by the hwflow emulator; supported: "
+               f"{', '.join(sorted(_KINDS))}")
+        raise UnsupportedLayerError(msg)
+    return kind
+
+
+def program_from_hls(hls_model, source: dict | None = None) -> Program:
+    """The emulator's Program for a converted ModelGraph."""
+    specs = []
+    for layer in hls_model.get_layers():
+        kind = _kind(layer)
+        attrs = {k: _plain(layer.get_attr(k)) for k in _GEOMETRY if layer.get_attr(k) is not None}
+        if kind is Kind.ACTIVATION:
+            attrs["activation"] = str(layer.get_attr("activation")).lower()
+        if kind in (Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D):
+            attrs["pool_op"] = str(layer.get_attr("pool_op"))
+        accum = layer.get_attr("accum_t")
+        specs.append(
+            LayerSpec(
+                name=layer.name,
+                kind=kind,
+                inputs=tuple(_producer(hls_model, name) for name in layer.inputs) if kind is not Kind.INPUT else (),
+                output_shape=tuple(int(d) for d in layer.get_output_variable().shape),
+                result=from_hls4ml(layer.get_output_variable().type.precision),
+                accum=from_hls4ml(accum.precision) if accum is not None else None,
+                attrs=attrs,
+            )
+        )
+    io_type = hls_model.config.get_config_value("IOType")
+    return Program(tuple(specs), io_type, dict(source or {}))
+
+
+def _producer(hls_model, tensor: str) -> str:
+    """Name of the layer whose output is ``tensor`` (hls4ml names tensors after layers, mostly)."""
+    for layer in hls_model.get_layers():
+        if tensor in layer.outputs:
+            return layer.name
+    return tensor
+
+
+def _plain(value):
+    return bool(value) if isinstance(value, (bool, np.bool_)) else int(value)
+
+
+def image_from_hls(hls_model) -> WeightImage:
+    """The stored words of every weight array, exactly as the C simulation loads them.
+
+    hls4ml writes each value as decimal text with as many decimals as the type has fractional
+    bits, and the C++ reads it back into the ``ap_fixed`` type (rounding with the type's mode). We
+    follow the same text, so a weight that is not exactly representable (batch-norm scales, biases
+    without a quantizer) gets the very code the C simulation gets.
+    """
+    arrays = []
+    for layer in hls_model.get_layers():
+        kind = _kind(layer)
+        for name in WEIGHTED.get(kind, ()):
+            var = layer.weights.get(name)
+            if var is None:
+                continue
+            ftype = from_hls4ml(var.type.precision)
+            data = np.asarray(var.data, dtype=np.float64)
+            text_values = np.array([float(var.precision_fmt.format(v)) for v in data.reshape(-1)])
+            codes = quantize_float(text_values, ftype)
+            axes = tuple(range(data.ndim))
+            if name == "weight" and layer.get_attr("_weights_transposed", False) is True:
+                axes = _RESOURCE_AXES[kind]
+            elif name == "weight" and str(layer.get_attr("strategy", "")).lower().startswith("resource"):
+                axes = _RESOURCE_AXES.get(kind, axes)
+            logical = tuple(data.shape[i] for i in np.argsort(axes))
+            arrays.append(
+                StoredArray(
+                    layer=layer.name,
+                    name=name,
+                    var=var.name,
+                    shape=logical,
+                    axes=axes,
+                    format=StorageFormat(FormatKind.FIXED, ftype),
+                    scale=Scale(),
+                    words=ftype.to_unsigned(codes),
+                )
+            )
+    return WeightImage(tuple(arrays))

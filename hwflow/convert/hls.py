@@ -1,0 +1,177 @@
+"""QKeras model -> hls4ml ModelGraph, configured the way hwflow deploys it.
+
+Everything hls4ml needs is set here, in one typed place (``HlsOptions``), and every failure inside
+hls4ml is turned into a ``ConversionError`` that says what to change. Types are per layer
+(``granularity='name'``) so the emulator reads exactly what will be synthesized.
+
+A trailing softmax is removed before conversion: hwflow compares and classifies on the logits
+(argmax is unchanged), and hls4ml's table softmax is not what the weight-fault study is about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwflow.errors import ConversionError, ToolMissingError
+
+log = logging.getLogger(__name__)
+
+
+class IOType(enum.Enum):
+    PARALLEL = "io_parallel"
+    STREAM = "io_stream"
+
+
+class Backend(enum.Enum):
+    VITIS = "Vitis"
+    VIVADO = "Vivado"
+
+
+class Strategy(enum.Enum):
+    LATENCY = "Latency"
+    RESOURCE = "Resource"
+
+
+@dataclass(frozen=True)
+class HlsOptions:
+    """How the network is turned into HLS."""
+
+    io_type: IOType = IOType.PARALLEL
+    """``io_parallel`` (arrays, fully unrolled) or ``io_stream`` (FIFOs, line buffers for conv)."""
+    backend: Backend = Backend.VITIS
+    """hls4ml backend: Vitis (default) or Vivado HLS; both give the same C simulation numerics."""
+    strategy: Strategy = Strategy.LATENCY
+    """Latency keeps weights in registers; Resource with reuse_factor > 1 maps them to BRAM."""
+    reuse_factor: int = 1
+    """How many times each multiplier is reused; > 1 with Resource puts weights in memories."""
+    default_precision: str = "fixed<16,6>"
+    """Type of the input and of every type QKeras does not fix (hls4ml's default)."""
+    part: str = "xc7z020clg400-1"
+    """FPGA part (PYNQ-Z2); only matters for synthesis."""
+    clock_period: float = 10.0
+    """Clock period in ns; only matters for synthesis."""
+    trace: bool = False
+    """Compile every layer's output into the C simulation's trace (for locating mismatches)."""
+
+    @classmethod
+    def make(cls, io: str = "parallel", backend: str = "Vitis", strategy: str = "Latency",
+             reuse_factor: int = 1, **kw) -> HlsOptions:
+        """Build from user-level strings, with an error naming the bad value."""
+        try:
+            io_type = IOType(io if io.startswith("io_") else f"io_{io}")
+        except ValueError:
+            msg = f"unknown io type {io!r}: use 'parallel' or 'stream'"
+            raise ConversionError(msg) from None
+        try:
+            be = Backend(backend.capitalize())
+        except ValueError:
+            msg = f"unknown backend {backend!r}: use 'Vitis' or 'Vivado'"
+            raise ConversionError(msg) from None
+        try:
+            st = Strategy(strategy.capitalize())
+        except ValueError:
+            msg = f"unknown strategy {strategy!r}: use 'Latency' or 'Resource'"
+            raise ConversionError(msg) from None
+        if reuse_factor < 1:
+            msg = f"reuse factor must be >= 1, got {reuse_factor}"
+            raise ConversionError(msg)
+        return cls(io_type, be, st, reuse_factor, **kw)
+
+
+def strip_softmax(model):
+    """The model up to its logits: drops a final softmax layer or a final layer's softmax activation."""
+    import tensorflow as tf
+
+    last = model.layers[-1]
+    cfg = last.get_config()
+    act = cfg.get("activation")
+    act_name = str(act.get("class_name", "") if isinstance(act, dict) else act or "")
+    if type(last).__name__ == "Softmax" or (type(last).__name__ in ("Activation", "QActivation")
+                                             and "softmax" in act_name):
+        log.info("removing the final softmax (%s): hwflow compares logits", last.name)
+        return tf.keras.Model(model.inputs, last.input, name=model.name)
+    if "softmax" in act_name:
+        from qkeras.utils import _add_supported_quantized_objects
+
+        objects = {}
+        _add_supported_quantized_objects(objects)
+        config = model.get_config()
+        for layer_cfg in config["layers"]:
+            if layer_cfg["config"]["name"] == last.name:
+                layer_cfg["config"]["activation"] = "linear"
+        clone = model.__class__.from_config(config, custom_objects=objects)
+        clone.set_weights(model.get_weights())
+        log.info("setting the activation of %s to linear (was softmax): hwflow compares logits", last.name)
+        return clone
+    return model
+
+
+def hls_config(model, options: HlsOptions) -> dict:
+    """hls4ml's per-layer configuration dictionary for ``model`` under ``options``."""
+    import hls4ml
+
+    with _quiet():
+        config = hls4ml.utils.config_from_keras_model(
+            model, granularity="name", backend=options.backend.value,
+            default_precision=options.default_precision, default_reuse_factor=options.reuse_factor,
+        )
+    config["Model"]["Strategy"] = options.strategy.value
+    config["Model"]["ReuseFactor"] = options.reuse_factor
+    for layer_cfg in config["LayerName"].values():
+        layer_cfg["Trace"] = options.trace
+        if options.strategy is Strategy.RESOURCE:
+            layer_cfg["Strategy"] = "Resource"
+        if "ReuseFactor" in layer_cfg:
+            layer_cfg["ReuseFactor"] = options.reuse_factor
+    return config
+
+
+def convert(model, options: HlsOptions, output_dir: str | Path):
+    """Convert a Keras/QKeras model to an hls4ml ModelGraph written under ``output_dir``."""
+    import hls4ml
+
+    model = strip_softmax(model)
+    config = hls_config(model, options)
+    try:
+        with _quiet():
+            return hls4ml.converters.convert_from_keras_model(
+                model, hls_config=config, io_type=options.io_type.value, backend=options.backend.value,
+                output_dir=str(output_dir), part=options.part, clock_period=options.clock_period,
+            )
+    except Exception as err:  # hls4ml raises bare Exceptions and KeyErrors for unsupported input
+        msg = (f"hls4ml could not convert the model ({type(err).__name__}: {err}); check that every layer "
+               "is supported (hwflow lists them in README) and that quantizers use alpha=1")
+        raise ConversionError(msg) from err
+
+
+def compile_csim(hls_model) -> None:
+    """Write the project and build the C simulation library with g++ (hls4ml's ``compile``)."""
+    import shutil
+
+    if shutil.which("g++") is None:
+        msg = "g++ is not installed: run 'make deps' (or 'sudo apt-get install g++') to build the C simulation"
+        raise ToolMissingError(msg)
+    try:
+        with _quiet():
+            hls_model.compile()
+    except Exception as err:  # hls4ml raises plain exceptions when g++ fails
+        msg = f"building the C simulation failed in {hls_model.config.get_output_dir()}: {err}"
+        raise ConversionError(msg) from err
+
+
+@contextlib.contextmanager
+def _quiet():
+    """hls4ml prints its progress to stdout; keep it in the debug log instead."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            if line.strip():
+                log.debug("hls4ml: %s", line)

@@ -1,0 +1,136 @@
+"""Numeric kernels on integer codes, each mirroring one hls4ml C++ routine.
+
+Multiply-accumulate is where the time goes. hls4ml casts each product to the accumulator type and
+sums in it; when the accumulator keeps every product bit and wraps, that equals one exact integer
+matrix product followed by one wrap, which BLAS computes exactly in floating point as long as every
+partial sum is an integer below the mantissa limit (2**24 in float32, 2**53 in float64). The bound
+is taken from the *types*, not the data, so a faulty weight can never push a sum past exactness.
+When the accumulator truncates products or saturates, the slow path adds products one input at a
+time in hls4ml's loop order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwflow.errors import EmulatorError
+from hwflow.fixed import FixedType, Overflow, overflow, quantize_float, requantize
+
+_F32_EXACT = 2**24
+_F64_EXACT = 2**53
+
+
+def _max_abs_code(width: int, signed: bool) -> int:
+    return 1 << (width - 1) if signed else (1 << width) - 1
+
+
+def exact_matmul(x: np.ndarray, w: np.ndarray, x_type: FixedType, w_type: FixedType) -> np.ndarray:
+    """``x @ w`` on integer codes, exactly, with the fastest dtype the types allow."""
+    k = w.shape[0]
+    bound = _max_abs_code(x_type.width, x_type.signed) * _max_abs_code(w_type.width, w_type.signed) * k
+    if bound < _F32_EXACT:
+        out = np.matmul(x.astype(np.float32), w.astype(np.float32))
+    elif bound < _F64_EXACT:
+        out = np.matmul(x.astype(np.float64), w.astype(np.float64))
+    elif bound < 2**62:
+        return np.matmul(x.astype(np.int64), w.astype(np.int64))
+    else:
+        msg = f"products of {x_type} and {w_type} summed over {k} terms exceed 62 bits"
+        raise EmulatorError(msg)
+    return out.astype(np.int64)
+
+
+def linear_fixed(
+    x: np.ndarray,
+    x_type: FixedType,
+    w: np.ndarray,
+    w_type: FixedType,
+    b: np.ndarray | None,
+    b_type: FixedType | None,
+    accum: FixedType,
+    result: FixedType,
+) -> np.ndarray:
+    """hls4ml's ``dense`` on codes: ``x (R, K) @ w (K, M) + b`` -> result codes ``(R, M)``.
+
+    Mirrors dense_latency / dense_resource: ``acc = (accum_t) bias; acc += (accum_t)(x * w);
+    res = (res_t) acc``.
+    """
+    p_frac = x_type.frac + w_type.frac
+    if x_type.width + w_type.width > 62:
+        msg = f"a product of {x_type} and {w_type} exceeds the emulator's 62-bit integers"
+        raise EmulatorError(msg)
+    bias = (
+        requantize(b, b_type.frac, accum) if b is not None else np.zeros(w.shape[1], dtype=np.int64)
+    )
+    if accum.overflow is Overflow.WRAP and accum.frac >= p_frac:
+        acc = np.left_shift(exact_matmul(x, w, x_type, w_type), accum.frac - p_frac) + bias
+        return requantize(overflow(acc, accum), accum.frac, result)
+    return requantize(_linear_stepwise(x, w, p_frac, bias, accum), accum.frac, result)
+
+
+def _linear_stepwise(x: np.ndarray, w: np.ndarray, p_frac: int, bias: np.ndarray,
+                     accum: FixedType) -> np.ndarray:
+    """Per-product cast and per-step overflow, in hls4ml's loop order (inputs outer, outputs inner)."""
+    acc = np.broadcast_to(bias, (x.shape[0], w.shape[1])).astype(np.int64)
+    x = x.astype(np.int64)
+    w = w.astype(np.int64)
+    for i in range(w.shape[0]):
+        product = requantize(x[:, i, None] * w[None, i, :], p_frac, accum)
+        acc = overflow(acc + product, accum)
+    return acc
+
+
+def linear_float(x: np.ndarray, x_type: FixedType, w: np.ndarray, b: np.ndarray | None,
+                 result: FixedType) -> np.ndarray:
+    """A layer whose weights are stored as floats (or divided back by a non-power-of-two constant).
+
+    Our analysis choice, for the weight-scaling study of float16/float32 storage: products and sums
+    in float64, the sum cast to the layer's result type (NaN -> 0, +-inf -> the extreme codes).
+    """
+    xf = x_type.to_float(x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = xf @ w
+        if b is not None:
+            out = out + b
+    return quantize_float(out, result)
+
+
+def batchnorm_fixed(x: np.ndarray, x_type: FixedType, scale: np.ndarray, s_type: FixedType,
+                    bias: np.ndarray, b_type: FixedType, result: FixedType) -> np.ndarray:
+    """hls4ml's ``normalize``: ``res = (res_t)(x * scale + bias)`` with the product and sum in full
+    precision; ``scale``/``bias`` are per channel (last axis)."""
+    if x_type.width + s_type.width > 61:
+        msg = f"a product of {x_type} and {s_type} exceeds the emulator's 62-bit integers"
+        raise EmulatorError(msg)
+    p_frac = x_type.frac + s_type.frac
+    frac = max(p_frac, b_type.frac)
+    prod = np.left_shift(x.astype(np.int64) * scale.astype(np.int64), frac - p_frac)
+    return requantize(prod + np.left_shift(bias.astype(np.int64), frac - b_type.frac), frac, result)
+
+
+def batchnorm_float(x: np.ndarray, x_type: FixedType, scale: np.ndarray, bias: np.ndarray,
+                    result: FixedType) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return quantize_float(x_type.to_float(x) * scale + bias, result)
+
+
+def patches(x: np.ndarray, size: tuple[int, ...], stride: tuple[int, ...]) -> np.ndarray:
+    """Sliding windows over the spatial axes of a channels-last tensor ``(N, *spatial, C)``.
+
+    Returns ``(N, *out_spatial, *size, C)`` as a view where possible: the im2col of a convolution
+    (window position major, then kernel rows, columns, channels: the order of a Keras kernel).
+    """
+    nd = len(size)
+    axes = tuple(range(1, 1 + nd))
+    view = np.lib.stride_tricks.sliding_window_view(x, size, axis=axes)
+    view = view[(slice(None),) + tuple(slice(None, None, s) for s in stride)]
+    # (N, *out, C, *size) -> (N, *out, *size, C)
+    order = (0,) + tuple(range(1, 1 + nd)) + tuple(range(2 + nd, 2 + 2 * nd)) + (1 + nd,)
+    return view.transpose(order)
+
+
+def pad(x: np.ndarray, before: tuple[int, ...], after: tuple[int, ...], value: int = 0) -> np.ndarray:
+    if not any(before) and not any(after):
+        return x
+    width = [(0, 0)] + list(zip(before, after, strict=True)) + [(0, 0)]
+    return np.pad(x, width, constant_values=value)

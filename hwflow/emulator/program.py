@@ -1,0 +1,140 @@
+"""What the emulator executes: the layers of the converted network with every type spelled out.
+
+A ``Program`` is extracted once from hls4ml's ModelGraph (``hwflow.convert.program``) and then
+needs neither hls4ml nor TensorFlow: it is plain data, serializable to JSON, cheap to send to Dask
+workers, and the weights live apart from it in the WeightImage that faults act on.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hwflow.errors import FormatError
+from hwflow.fixed import FixedType, parse_type
+
+
+class Kind(enum.Enum):
+    INPUT = "input"
+    DENSE = "dense"
+    CONV1D = "conv1d"
+    CONV2D = "conv2d"
+    BATCHNORM = "batchnorm"
+    ACTIVATION = "activation"
+    POOL1D = "pool1d"
+    POOL2D = "pool2d"
+    GLOBALPOOL1D = "globalpool1d"
+    GLOBALPOOL2D = "globalpool2d"
+    ZEROPAD1D = "zeropad1d"
+    ZEROPAD2D = "zeropad2d"
+    RESHAPE = "reshape"
+
+
+# Layers whose arrays live in weight memory, and the names of those arrays in hls4ml.
+WEIGHTED = {
+    Kind.DENSE: ("weight", "bias"),
+    Kind.CONV1D: ("weight", "bias"),
+    Kind.CONV2D: ("weight", "bias"),
+    Kind.BATCHNORM: ("scale", "bias"),
+}
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer: its kind, inputs, output shape (without batch) and the types it computes in.
+
+    ``accum`` is the accumulator type (Dense, Conv, Pooling); ``attrs`` holds integer geometry
+    (filter sizes, strides, paddings) and names (activation function, pooling op).
+    """
+
+    name: str
+    kind: Kind
+    inputs: tuple[str, ...]
+    output_shape: tuple[int, ...]
+    result: FixedType
+    accum: FixedType | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return WEIGHTED.get(self.kind, ())
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind.value,
+            "inputs": list(self.inputs),
+            "output_shape": list(self.output_shape),
+            "result": str(self.result),
+            "accum": str(self.accum) if self.accum else None,
+            "attrs": self.attrs,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> LayerSpec:
+        return cls(
+            name=d["name"],
+            kind=Kind(d["kind"]),
+            inputs=tuple(d["inputs"]),
+            output_shape=tuple(d["output_shape"]),
+            result=parse_type(d["result"]),
+            accum=parse_type(d["accum"]) if d.get("accum") else None,
+            attrs=dict(d.get("attrs", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Program:
+    """The layers in execution order; the last layer's output is the network output (the logits)."""
+
+    layers: tuple[LayerSpec, ...]
+    io_type: str = "io_parallel"
+    source: dict = field(default_factory=dict)  # where it came from: backend, strategy, model file
+
+    def __post_init__(self) -> None:
+        if not self.layers or self.layers[0].kind is not Kind.INPUT:
+            msg = "a Program starts with its input layer"
+            raise FormatError(msg)
+
+    @property
+    def input(self) -> LayerSpec:
+        return self.layers[0]
+
+    @property
+    def output(self) -> LayerSpec:
+        return self.layers[-1]
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def layer(self, name: str) -> LayerSpec:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        msg = f"no layer {name!r}; layers are: {', '.join(self.names)}"
+        raise FormatError(msg)
+
+    def index(self, name: str) -> int:
+        return self.names.index(self.layer(name).name)
+
+    def to_json(self) -> dict:
+        return {"io_type": self.io_type, "source": self.source, "layers": [x.to_json() for x in self.layers]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Program:
+        layers = tuple(LayerSpec.from_json(x) for x in d["layers"])
+        return cls(layers, d.get("io_type", "io_parallel"), dict(d.get("source", {})))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Program:
+        try:
+            return cls.from_json(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            msg = f"{path}: not a readable hwflow program ({err})"
+            raise FormatError(msg) from None

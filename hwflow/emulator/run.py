@@ -1,0 +1,230 @@
+"""Run a Program on a WeightImage: the bit-exact software stand-in for the synthesized network.
+
+The emulator reads every weight from the WeightImage's stored words on each run, so a faulty image
+is emulated exactly as the hardware would compute with it (a scaled or float-stored array is
+divided back as the hardware does). Inputs are converted to the input type as hls4ml's C simulation
+converts them (``ap_fixed`` from the float value).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwflow.emulator import ops
+from hwflow.emulator.program import Kind, LayerSpec, Program
+from hwflow.errors import EmulatorError, UnsupportedLayerError
+from hwflow.fixed import FixedType, quantize_float, requantize
+from hwflow.image import Kind as FormatKind
+from hwflow.image import StoredArray, WeightImage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Weights:
+    """One array as a layer uses it: integer codes in a fixed type, or real values (float path)."""
+
+    codes: np.ndarray | None
+    type: FixedType | None
+    values: np.ndarray | None
+
+    @classmethod
+    def of(cls, array: StoredArray) -> Weights:
+        if array.format.kind is FormatKind.FIXED and array.scale.is_power_of_two:
+            return cls(array.codes(), array.compute_type(), None)
+        return cls(None, None, array.values())
+
+    @property
+    def is_fixed(self) -> bool:
+        return self.codes is not None
+
+    def real(self) -> np.ndarray:
+        return self.values if self.values is not None else self.type.to_float(self.codes)
+
+
+class Emulator:
+    """Executes ``program`` with the weights of ``image``; ``run`` returns output codes."""
+
+    def __init__(self, program: Program, image: WeightImage, chunk: int = 2048):
+        self.program = program
+        self.chunk = chunk
+        self._weights = {}
+        self.set_image(image)
+
+    def set_image(self, image: WeightImage) -> None:
+        """Use another image (e.g. a faulty one) for the following runs."""
+        weights = {}
+        for layer in self.program.layers:
+            for name in layer.arrays:
+                if image.has(layer.name, name):
+                    weights[(layer.name, name)] = Weights.of(image.get(layer.name, name))
+                elif name == "weight" or layer.kind is Kind.BATCHNORM:
+                    msg = f"the WeightImage has no {layer.name}/{name}, which layer {layer.name} needs"
+                    raise EmulatorError(msg)
+        self.image = image
+        self._weights = weights
+
+    # --- public entry points -----------------------------------------------------------------------
+
+    def quantize_input(self, x: np.ndarray) -> np.ndarray:
+        spec = self.program.input
+        x = np.asarray(x)
+        expected = tuple(spec.output_shape)
+        if x.shape[1:] != expected:
+            if int(np.prod(x.shape[1:])) != int(np.prod(expected)):
+                msg = f"input of shape {x.shape[1:]} per sample; the network expects {expected}"
+                raise EmulatorError(msg)
+            x = x.reshape((x.shape[0],) + expected)
+        # C simulation receives float32 samples; convert through float32 so both see the same values.
+        return quantize_float(np.asarray(x, dtype=np.float32), spec.result)
+
+    def run(self, x: np.ndarray, upto: str | None = None) -> np.ndarray:
+        """Output codes of the last layer (or of layer ``upto``) for float inputs ``x``."""
+        outs = [self._run_chunk(self.quantize_input(x[i : i + self.chunk]), upto, False)
+                for i in range(0, len(x), self.chunk)]
+        return np.concatenate(outs) if outs else np.zeros((0,) + self._shape(upto), dtype=np.int64)
+
+    def run_codes(self, codes: np.ndarray, start: str | None = None, upto: str | None = None) -> np.ndarray:
+        """Continue from the (already quantized) output codes of layer ``start``.
+
+        Lets a campaign compute the layers before the first faulty one once and reuse them.
+        """
+        outs = [self._run_chunk(codes[i : i + self.chunk], upto, False, start)
+                for i in range(0, len(codes), self.chunk)]
+        return np.concatenate(outs) if outs else np.zeros((0,) + self._shape(upto), dtype=np.int64)
+
+    def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Output codes of every layer, keyed by layer name (for locating a mismatch)."""
+        return self._run_chunk(self.quantize_input(x), None, True)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Real values of the network output."""
+        return self.program.output.result.to_float(self.run(x))
+
+    def predict_classes(self, x: np.ndarray) -> np.ndarray:
+        return np.argmax(self.run(x), axis=-1)
+
+    # --- execution ---------------------------------------------------------------------------------
+
+    def _shape(self, name: str | None) -> tuple[int, ...]:
+        layer = self.program.output if name is None else self.program.layer(name)
+        return tuple(layer.output_shape)
+
+    def _run_chunk(self, codes: np.ndarray, upto: str | None, keep: bool, start: str | None = None):
+        layers = self.program.layers
+        first = 1 if start is None else self.program.index(start) + 1
+        begin = layers[first - 1]
+        values = {begin.name: codes}
+        for layer in layers[first:]:
+            src = values[layer.inputs[0]]
+            src_type = self._type_of(layer.inputs[0])
+            values[layer.name] = self._layer(layer, src, src_type)
+            if not keep:
+                for name in layer.inputs:
+                    values.pop(name, None)
+            if layer.name == upto:
+                break
+        if keep:
+            return values
+        return values[upto or layers[-1].name]
+
+    def _type_of(self, name: str) -> FixedType:
+        return self.program.layer(name).result
+
+    def _layer(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        kind = layer.kind
+        a = layer.attrs
+        if kind is Kind.DENSE:
+            lead = x.shape[:-1]
+            y = self._linear(layer, x.reshape(-1, x.shape[-1]), x_type)
+            return y.reshape(lead + (y.shape[-1],))
+        if kind is Kind.CONV2D:
+            return self._conv(layer, x, x_type, (a["filt_height"], a["filt_width"]),
+                              (a["stride_height"], a["stride_width"]),
+                              (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"]))
+        if kind is Kind.CONV1D:
+            return self._conv(layer, x, x_type, (a["filt_width"],), (a["stride_width"],),
+                              (a["pad_left"],), (a["pad_right"],))
+        if kind is Kind.BATCHNORM:
+            return self._batchnorm(layer, x, x_type)
+        if kind is Kind.ACTIVATION:
+            return self._activation(layer, x, x_type)
+        if kind in (Kind.POOL2D, Kind.POOL1D):
+            return self._pool(layer, x, x_type)
+        if kind in (Kind.GLOBALPOOL2D, Kind.GLOBALPOOL1D):
+            axes = tuple(range(1, x.ndim - 1))
+            return self._max_to(layer, x.max(axis=axes), x_type)
+        if kind in (Kind.ZEROPAD2D, Kind.ZEROPAD1D):
+            nd = x.ndim - 2
+            before = (a["pad_top"], a["pad_left"])[-nd:] if nd == 2 else (a["pad_left"],)
+            after = (a["pad_bottom"], a["pad_right"])[-nd:] if nd == 2 else (a["pad_right"],)
+            return requantize(ops.pad(x, before, after), x_type.frac, layer.result)
+        if kind is Kind.RESHAPE:
+            y = x.reshape((x.shape[0],) + tuple(layer.output_shape))
+            return requantize(y, x_type.frac, layer.result)
+        msg = f"layer {layer.name} of kind {kind.value} cannot be emulated"
+        raise UnsupportedLayerError(msg)
+
+    def _linear(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType, shape=None) -> np.ndarray:
+        w = self._weights[(layer.name, "weight")]
+        b = self._weights.get((layer.name, "bias"))
+        wmat = w.codes if w.is_fixed else w.values
+        if shape is not None:
+            wmat = wmat.reshape(shape)
+        if w.is_fixed and (b is None or b.is_fixed):
+            return ops.linear_fixed(x, x_type, wmat, w.type, b.codes if b else None, b.type if b else None,
+                                    layer.accum, layer.result)
+        wreal = w.real().reshape(wmat.shape)
+        return ops.linear_float(x, x_type, wreal, b.real() if b else None, layer.result)
+
+    def _conv(self, layer, x, x_type, size, stride, before, after) -> np.ndarray:
+        x = ops.pad(x, before, after)
+        cols = ops.patches(x, size, stride)
+        n, out = cols.shape[0], cols.shape[1 : 1 + len(size)]
+        k = int(np.prod(cols.shape[1 + len(size) :]))
+        flat = np.ascontiguousarray(cols).reshape(-1, k)
+        y = self._linear(layer, flat, x_type, shape=(k, layer.attrs["n_filt"]))
+        return y.reshape((n,) + tuple(out) + (y.shape[-1],))
+
+    def _batchnorm(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        s = self._weights[(layer.name, "scale")]
+        b = self._weights[(layer.name, "bias")]
+        if s.is_fixed and b.is_fixed:
+            return ops.batchnorm_fixed(x, x_type, s.codes, s.type, b.codes, b.type, layer.result)
+        return ops.batchnorm_float(x, x_type, s.real(), b.real(), layer.result)
+
+    def _activation(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        fn = layer.attrs["activation"]
+        if fn == "relu":
+            return requantize(np.maximum(x, 0), x_type.frac, layer.result)
+        if fn == "linear":
+            return requantize(x, x_type.frac, layer.result)
+        msg = (f"activation {fn!r} of layer {layer.name} is not emulated (relu and linear are; a final "
+               "softmax is removed before conversion, since hwflow compares logits)")
+        raise UnsupportedLayerError(msg)
+
+    def _pool(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        a = layer.attrs
+        if a["pool_op"] != "Max":
+            msg = f"{a['pool_op']} pooling (layer {layer.name}) is not emulated yet; use max pooling"
+            raise UnsupportedLayerError(msg)
+        if layer.kind is Kind.POOL2D:
+            size, stride = (a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"])
+            before, after = (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"])
+        else:
+            size, stride = (a["pool_width"],), (a["stride_width"],)
+            before, after = (a["pad_left"],), (a["pad_right"],)
+        # hls4ml pads max pooling with the word whose MSB alone is set (pad_val<T, Max>).
+        pad_code = -(1 << (x_type.width - 1)) if x_type.signed else 1 << (x_type.width - 1)
+        cols = ops.patches(ops.pad(x, before, after, pad_code), size, stride)
+        reduce_axes = tuple(range(1 + len(size), 1 + 2 * len(size)))
+        return self._max_to(layer, cols.max(axis=reduce_axes), x_type)
+
+    @staticmethod
+    def _max_to(layer: LayerSpec, m: np.ndarray, x_type: FixedType) -> np.ndarray:
+        """The max is held in accum_t, then assigned to res_t (two casts, as in nnet_pooling.h)."""
+        acc = layer.accum or x_type
+        return requantize(requantize(m, x_type.frac, acc), acc.frac, layer.result)
