@@ -115,7 +115,7 @@ def hls_config(model, options: HlsOptions) -> dict:
     """hls4ml's per-layer configuration dictionary for ``model`` under ``options``."""
     import hls4ml
 
-    with _quiet():
+    with quiet():
         config = hls4ml.utils.config_from_keras_model(
             model, granularity="name", backend=options.backend.value,
             default_precision=options.default_precision, default_reuse_factor=options.reuse_factor,
@@ -138,7 +138,7 @@ def convert(model, options: HlsOptions, output_dir: str | Path):
     model = strip_softmax(model)
     config = hls_config(model, options)
     try:
-        with _quiet():
+        with quiet():
             return hls4ml.converters.convert_from_keras_model(
                 model, hls_config=config, io_type=options.io_type.value, backend=options.backend.value,
                 output_dir=str(output_dir), part=options.part, clock_period=options.clock_period,
@@ -157,7 +157,7 @@ def compile_csim(hls_model) -> None:
         msg = "g++ is not installed: run 'make deps' (or 'sudo apt-get install g++') to build the C simulation"
         raise ToolMissingError(msg)
     try:
-        with _quiet():
+        with quiet():
             hls_model.compile()
     except Exception as err:  # hls4ml raises plain exceptions when g++ fails
         msg = f"building the C simulation failed in {hls_model.config.get_output_dir()}: {err}"
@@ -165,7 +165,7 @@ def compile_csim(hls_model) -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """hls4ml prints its progress to stdout; keep it in the debug log instead."""
     buffer = io.StringIO()
     try:

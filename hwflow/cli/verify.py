@@ -1,0 +1,58 @@
+"""``hwflow verify MODEL``: emulator against hls4ml's C simulation, word for word; exit 0 only if equal."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwflow.convert import HlsOptions
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "verify",
+        help="check the emulator against hls4ml's C simulation, bit for bit",
+        description="Compile the hls4ml C simulation of MODEL (g++), run it and the emulator on the same "
+        "test samples and compare the logits word for word. Exits 0 only when they are identical.",
+    )
+    p.add_argument("model", help="QKeras model file (.h5)")
+    p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file (default: the model's sidecar)")
+    p.add_argument("--data-root", help="directory holding the data set's files (fashion-mnist)")
+    p.add_argument("--io", default="parallel", choices=["parallel", "stream"], help="hls4ml io type")
+    p.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado"], help="hls4ml backend")
+    p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"], help="hls4ml strategy")
+    p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (>= 1)")
+    p.add_argument("--samples", type=_positive, default=1000, help="test samples to compare (default 1000)")
+    p.add_argument("--workdir", help="where to write the hls4ml project (default: a temporary directory)")
+    p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def run(args) -> int:
+    from hwflow.data import load_dataset
+    from hwflow.errors import DatasetError
+    from hwflow.verify import build_csim, compare
+    from hwflow.zoo.loading import check_supported, load_model, read_sidecar, sidecar_path
+
+    options = HlsOptions.make(args.io, args.backend, args.strategy, args.reuse_factor)
+    model = load_model(args.model)
+    check_supported(model)
+    dataset_name = args.dataset or (read_sidecar(sidecar_path(args.model)) or {}).get("dataset")
+    if not dataset_name:
+        msg = f"{args.model} has no sidecar naming its data set: pass --dataset (digits, fashion-mnist or a .npz)"
+        raise DatasetError(msg)
+    data = load_dataset(dataset_name, root=args.data_root)
+    x = data.x_test[: args.samples]
+    csim = build_csim(model, options, args.workdir)
+    result = compare(csim, x)
+    print(result.summary())
+    return 0 if result.ok else 1

@@ -1,0 +1,119 @@
+"""Prove that the emulator speaks for the hardware: compare it with hls4ml's C simulation, bit for bit.
+
+The C simulation is driven with float64 samples (whose values are the float32 data, exactly), so
+it returns its outputs as doubles: every output word up to 53 bits comes back exactly and the
+comparison is on codes, not within a tolerance. When something differs, the C simulation is
+recompiled with tracing and both sides are compared layer by layer on the first differing sample,
+to name the first layer that disagrees.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hwflow.convert import HlsOptions, compile_csim, convert, image_from_hls, program_from_hls
+from hwflow.convert.hls import quiet
+from hwflow.emulator import Emulator, Program
+from hwflow.image import WeightImage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """Where the emulator and the C simulation first disagree."""
+
+    layer: str
+    sample: int
+    index: int
+    emulator: float
+    csim: float
+
+    def __str__(self) -> str:
+        return (f"first mismatch at layer {self.layer}, sample {self.sample}, index {self.index}: "
+                f"emulator {self.emulator!r} vs C-sim {self.csim!r}")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    samples: int
+    layers: int
+    mismatches: int  # output words that differ
+    first: Mismatch | None
+
+    @property
+    def ok(self) -> bool:
+        return self.mismatches == 0
+
+    def summary(self) -> str:
+        line = f"verify: {self.samples} samples, {self.layers} layers, {self.mismatches} mismatches"
+        return line if self.first is None else f"{line}; {self.first}"
+
+
+@dataclass
+class CSimModel:
+    """A converted, compiled hls4ml model with the emulator's view of it."""
+
+    hls_model: object
+    program: Program
+    image: WeightImage
+    output_dir: Path
+
+    def csim_logits(self, x: np.ndarray) -> np.ndarray:
+        """C simulation outputs (float64, exact) for float inputs."""
+        x64 = np.ascontiguousarray(np.asarray(x, dtype=np.float32), dtype=np.float64)
+        with quiet():
+            y = self.hls_model.predict(x64)
+        return np.asarray(y, dtype=np.float64).reshape(len(x), -1)
+
+
+def build_csim(model, options: HlsOptions, output_dir: str | Path | None = None) -> CSimModel:
+    """Convert a Keras/QKeras model and compile its C simulation (the slow part: g++)."""
+    out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="hwflow-hls-"))
+    hls_model = convert(model, options, out)
+    compile_csim(hls_model)
+    program = program_from_hls(hls_model, source={"backend": options.backend.value,
+                                                  "strategy": options.strategy.value})
+    return CSimModel(hls_model, program, image_from_hls(hls_model), out)
+
+
+def compare(csim: CSimModel, x: np.ndarray, locate: bool = True) -> VerifyResult:
+    """Run both on ``x`` and compare the outputs word for word."""
+    emulator = Emulator(csim.program, csim.image)
+    emu = emulator.logits(x).reshape(len(x), -1)
+    ref = csim.csim_logits(x)
+    diff = emu != ref
+    count = int(diff.sum())
+    first = None
+    if count:
+        sample, index = (int(v) for v in np.argwhere(diff)[0])
+        first = Mismatch(csim.program.output.name, sample, index, float(emu[sample, index]),
+                         float(ref[sample, index]))
+        if locate:
+            first = locate_mismatch(csim, emulator, x[sample : sample + 1], sample) or first
+    return VerifyResult(len(x), len(csim.program.layers), count, first)
+
+
+def locate_mismatch(csim: CSimModel, emulator: Emulator, x: np.ndarray, sample: int) -> Mismatch | None:
+    """First layer whose output differs, from hls4ml's trace (which recompiles with tracing)."""
+    for layer in csim.hls_model.get_layers():
+        layer.set_attr("trace", True)
+    x64 = np.ascontiguousarray(np.asarray(x, dtype=np.float32), dtype=np.float64)
+    with quiet():
+        _, traced = csim.hls_model.trace(x64)
+    ours = emulator.trace(x)
+    for spec in csim.program.layers:
+        if spec.name not in traced:
+            continue
+        theirs = np.asarray(traced[spec.name], dtype=np.float64).reshape(-1)
+        mine = spec.result.to_float(ours[spec.name]).reshape(-1)
+        bad = np.flatnonzero(mine != theirs)
+        if bad.size:
+            i = int(bad[0])
+            return Mismatch(spec.name, sample, i, float(mine[i]), float(theirs[i]))
+    return None
