@@ -96,19 +96,37 @@ def strip_softmax(model):
         log.info("removing the final softmax (%s): hwflow compares logits", last.name)
         return tf.keras.Model(model.inputs, last.input, name=model.name)
     if "softmax" in act_name:
-        from qkeras.utils import _add_supported_quantized_objects
-
-        objects = {}
-        _add_supported_quantized_objects(objects)
         config = model.get_config()
         for layer_cfg in config["layers"]:
             if layer_cfg["config"]["name"] == last.name:
                 layer_cfg["config"]["activation"] = "linear"
-        clone = model.__class__.from_config(config, custom_objects=objects)
-        clone.set_weights(model.get_weights())
+        clone = _rebuild(model, config)
         log.info("setting the activation of %s to linear (was softmax): hwflow compares logits", last.name)
         return clone
     return model
+
+
+# Layer names hls4ml reserves for its own nodes.
+RESERVED_NAMES = ("input", "output")
+
+
+def check_names(model) -> None:
+    """Refuse layer names hls4ml reserves, before hls4ml fails on them with a less helpful message."""
+    clashes = sorted({layer.name for layer in model.layers} & set(RESERVED_NAMES))
+    if clashes:
+        msg = (f"layer name(s) {', '.join(clashes)} are reserved by hls4ml: rename the layer(s) in the model "
+               "(e.g. tf.keras.Input(..., name='image')) and save it again")
+        raise ConversionError(msg)
+
+
+def _rebuild(model, config):
+    from qkeras.utils import _add_supported_quantized_objects
+
+    objects = {}
+    _add_supported_quantized_objects(objects)
+    clone = model.__class__.from_config(config, custom_objects=objects)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def hls_config(model, options: HlsOptions) -> dict:
@@ -136,6 +154,7 @@ def convert(model, options: HlsOptions, output_dir: str | Path):
     import hls4ml
 
     model = strip_softmax(model)
+    check_names(model)
     config = hls_config(model, options)
     try:
         with quiet():

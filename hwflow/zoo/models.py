@@ -13,8 +13,9 @@ Choices shared by the whole zoo, and why:
   with 4 or 5 bits three integer bits would leave almost nothing for the fraction.
 - Batch normalization uses ``momentum=0.9`` (Keras's 0.99 is tuned for long runs; the digits
   models train for a few hundred steps and their moving statistics would not settle).
-- Layers have fixed names (``conv1``, ``bn1``, ``relu1``, ``pool1``, ..., ``fc1``, ..., ``out``):
-  fault maps, weight images and reports refer to layers by these names.
+- Layers have fixed names (``image``, ``conv1``, ``bn1``, ``relu1``, ``pool1``, ..., ``fc1``, ...,
+  ``out``): fault maps, weight images and reports refer to layers by these names. The input is
+  ``image``, not ``input``, which hls4ml reserves for its own node.
 - Initializers are seeded from ``seed`` and the layer's position, so the same arguments always
   build the same model.
 
