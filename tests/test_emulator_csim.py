@@ -69,4 +69,5 @@ def test_verify_reports_a_corrupted_weight(csim_cache, digits):
     result = compare(bad, digits.x_test[:20])
     assert not result.ok
     assert result.first.layer in ("conv2", "bn2", "relu2")
-    assert "mismatches" in result.summary() and "first mismatch at layer" in result.summary()
+    assert "mismatches" in result.summary()
+    assert "first mismatch at layer" in result.summary()

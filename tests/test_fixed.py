@@ -82,7 +82,8 @@ def test_words_round_trip():
     t = FixedType(6, 2)
     codes = np.arange(t.min_code, t.max_code + 1)
     words = t.to_unsigned(codes)
-    assert words.min() == 0 and words.max() == 63
+    assert words.min() == 0
+    assert words.max() == 63
     np.testing.assert_array_equal(t.from_unsigned(words), codes)
     u = FixedType(6, 2, signed=False)
     np.testing.assert_array_equal(u.from_unsigned(u.to_unsigned(np.arange(64))), np.arange(64))
