@@ -1,0 +1,76 @@
+"""``hwflow train``: quantization-aware training of a zoo model, one call to :func:`hwflow.zoo.train`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hwflow.zoo.models import ZOO
+
+
+def add_parser(sub) -> None:
+    zoo = ", ".join(f"{name} ({spec.dataset})" for name, spec in ZOO.items())
+    p = sub.add_parser(
+        "train",
+        help="train a zoo model with quantization-aware training",
+        description=f"Train a zoo model with QKeras quantization-aware training and save it as .h5, "
+        f"with a .json sidecar recording how it was made. Zoo: {zoo}.",
+    )
+    p.add_argument("--model", required=True, metavar="NAME", help=f"zoo model: {', '.join(ZOO)}")
+    p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file (default: the zoo model's)")
+    p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files")
+    p.add_argument("--weight-bits", type=_int, default=8, help="bits per weight and bias, sign included (2..16)")
+    p.add_argument("--act-bits", type=_int, default=8, help="bits per ReLU output (2..16, default 8)")
+    p.add_argument(
+        "--weight-integer", type=_int, default=0, help="integer bits of the weights, sign excluded (default 0)"
+    )
+    p.add_argument("--epochs", type=_positive, help="training epochs (default: the zoo model's)")
+    p.add_argument("--batch-size", type=_positive, help="batch size (default: the zoo model's)")
+    p.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the zoo model's)")
+    p.add_argument("--seed", type=_int, default=0, help="seed of initial weights and shuffling (default 0)")
+    p.add_argument("--out", type=Path, required=True, help="model file to write (.h5; sidecar .json beside it)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        msg = f"must be an integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
+def _positive(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        msg = f"must be a positive integer, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def run(args) -> int:
+    from hwflow.zoo.train import TrainConfig, train
+
+    config = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        weight_bits=args.weight_bits,
+        act_bits=args.act_bits,
+        weight_integer=args.weight_integer,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        out=args.out,
+        data_root=args.data_root,
+    )
+    result = train(config, progress=not args.quiet)
+    meta = result.metadata
+    print(
+        f"{meta['model']} on {meta['dataset']} (w{meta['weight_bits']}.{meta['weight_integer']} "
+        f"a{meta['act_bits']}, {meta['epochs']} epochs, seed {meta['seed']}): "
+        f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
+        f"in {result.seconds:.1f} s; model {result.path}, sidecar {result.sidecar}"
+    )
+    return 0
