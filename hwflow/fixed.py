@@ -234,3 +234,78 @@ def quantize_float(values: np.ndarray, dst: FixedType) -> np.ndarray:
     codes = overflow(rounded.astype(np.int64), dst)
     inf_codes = np.where(np.isposinf(x), dst.max_code, np.where(np.isneginf(x), dst.min_code, 0))
     return np.where(finite, codes, inf_codes)
+
+
+# --- the fast cast: the same results as ``requantize``, on float64 when that is exact ---------------
+
+_F64_INT = 2**53
+
+
+def value_range(src: FixedType, dst: FixedType) -> tuple[int, int]:
+    """Smallest and largest ``dst`` codes a ``src`` value can round to, before overflow."""
+    ends = requantize_unbounded(np.array([src.min_code, src.max_code], dtype=np.int64), src.frac, dst)
+    return int(ends[0]), int(ends[1])
+
+
+def requantize_unbounded(codes: np.ndarray, src_frac: int, dst: FixedType) -> np.ndarray:
+    """``requantize`` without the overflow step: the rounded code at ``dst.frac``."""
+    codes = np.asarray(codes, dtype=np.int64)
+    shift = src_frac - dst.frac
+    if shift <= 0:
+        return np.left_shift(codes, -shift)
+    floor = np.right_shift(codes, shift)
+    rem = codes - np.left_shift(floor, shift)
+    return floor + _round_up(floor, rem, 1 << shift, codes < 0, dst.rounding)
+
+
+def cast(codes: np.ndarray, src: FixedType, dst: FixedType) -> np.ndarray:
+    """Assign ``src``-typed codes to ``dst``: what ``requantize`` does, but fast.
+
+    The types decide, once, whether rounding or overflow can happen at all (hls4ml's inferred types
+    often make a cast exact); what remains is done on float64, which holds every code below 2**53
+    exactly and has one-pass rounding functions for each mode. Returns float64 codes (exact
+    integers); wider types fall back to the int64 reference.
+    """
+    shift = src.frac - dst.frac
+    lo, hi = value_range(src, dst)
+    fits = dst.min_code <= lo and hi <= dst.max_code
+    if max(abs(lo), abs(hi), 1 << src.width) >= _F64_INT:
+        return requantize(codes, src.frac, dst).astype(np.float64)
+    y = np.asarray(codes, dtype=np.float64)
+    if shift != 0:
+        y = np.ldexp(y, -shift)
+    if shift > 0:
+        y = _round_float(y, dst.rounding)
+    if fits:
+        return y
+    return _overflow_float(y, dst)
+
+
+def _round_float(y: np.ndarray, mode: Rounding) -> np.ndarray:
+    """Round float64 values (whose fractional part is exact) to integers with an ap_fixed mode."""
+    if mode is Rounding.TRN:
+        return np.floor(y)
+    if mode is Rounding.TRN_ZERO:
+        return np.trunc(y)
+    if mode is Rounding.RND:
+        return np.floor(y + 0.5)
+    if mode is Rounding.RND_CONV:
+        return np.rint(y)  # IEEE round-half-to-even
+    if mode is Rounding.RND_MIN_INF:
+        return np.ceil(y - 0.5)
+    if mode is Rounding.RND_ZERO:
+        return np.copysign(np.ceil(np.abs(y) - 0.5), y)
+    return np.copysign(np.floor(np.abs(y) + 0.5), y)  # RND_INF: ties away from zero
+
+
+def _overflow_float(y: np.ndarray, dst: FixedType) -> np.ndarray:
+    lo, hi = float(dst.min_code), float(dst.max_code)
+    mode = dst.overflow
+    if mode is Overflow.WRAP:
+        span = float(1 << dst.width)
+        return y - span * np.floor((y - lo) / span)
+    if mode is Overflow.SAT:
+        return np.clip(y, lo, hi)
+    if mode is Overflow.SAT_ZERO:
+        return np.where((y < lo) | (y > hi), 0.0, y)
+    return np.clip(y, -hi if dst.signed else lo, hi)

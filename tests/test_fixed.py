@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hwflow.errors import FormatError
-from hwflow.fixed import FixedType, Overflow, Rounding, overflow, parse_type, quantize_float, requantize
+from hwflow.fixed import FixedType, Overflow, Rounding, cast, overflow, parse_type, quantize_float, requantize
 
 HERE = Path(__file__).parent
 
@@ -48,6 +48,23 @@ def test_rounding_by_hand(mode):
     codes = (np.array(VALUES) * 4).astype(np.int64)
     np.testing.assert_array_equal(requantize(codes, 2, dst), EXPECTED[mode])
     np.testing.assert_array_equal(quantize_float(np.array(VALUES), dst), EXPECTED[mode])
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_fast_cast_rounding_by_hand(mode):
+    codes = (np.array(VALUES) * 4).astype(np.int64)
+    out = cast(codes, FixedType(8, 6), FixedType(8, 8, True, mode))
+    np.testing.assert_array_equal(out, EXPECTED[mode])
+
+
+def test_fast_cast_skips_only_impossible_overflow():
+    # ufixed<8,3> into fixed<12,6>: exact, no rounding or overflow possible.
+    codes = np.arange(256)
+    np.testing.assert_array_equal(cast(codes, FixedType(8, 3, False), FixedType(12, 6)), codes * 2)
+    # fixed<12,6> into ufixed<8,3,SAT>: both negative and large values saturate.
+    codes = np.array([-2048, -1, 0, 100, 2047])
+    np.testing.assert_array_equal(cast(codes, FixedType(12, 6), FixedType(8, 3, False, overflow=Overflow.SAT)),
+                                  [0, 0, 0, 50, 255])
 
 
 def test_overflow_by_hand():
@@ -130,7 +147,10 @@ def test_against_xilinx_ap_fixed(tmp_path):
         src = FixedType(ws, is_)
         src_codes = src.from_unsigned(src.to_unsigned(codes))
         ours = dst.to_unsigned(requantize(src_codes, src.frac, dst))
-        np.testing.assert_array_equal(ours, np.array(out[2 * k].split(), dtype=np.uint64), err_msg=f"{src} -> {dst}")
+        theirs = np.array(out[2 * k].split(), dtype=np.uint64)
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"{src} -> {dst}")
+        fast = dst.to_unsigned(cast(src_codes, src, dst).astype(np.int64))
+        np.testing.assert_array_equal(fast, theirs, err_msg=f"fast cast {src} -> {dst}")
         ours_f = dst.to_unsigned(quantize_float(reals, dst))
         np.testing.assert_array_equal(ours_f, np.array(out[2 * k + 1].split(), dtype=np.uint64),
                                       err_msg=f"double -> {dst}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwflow.errors import EmulatorError
-from hwflow.fixed import FixedType, Overflow, overflow, quantize_float, requantize
+from hwflow.fixed import FixedType, Overflow, cast, overflow, quantize_float, requantize, value_range
 
 _F32_EXACT = 2**24
 _F64_EXACT = 2**53
@@ -24,20 +24,29 @@ def _max_abs_code(width: int, signed: bool) -> int:
     return 1 << (width - 1) if signed else (1 << width) - 1
 
 
+def matmul_bound(x_type: FixedType, w_type: FixedType, k: int) -> int:
+    """Largest possible ``|x @ w|`` over ``k`` terms, from the types alone."""
+    return _max_abs_code(x_type.width, x_type.signed) * _max_abs_code(w_type.width, w_type.signed) * k
+
+
+def matmul_dtype(x_type: FixedType, w_type: FixedType, k: int) -> type:
+    """The float dtype in which ``x @ w`` is exact (float32 is twice as fast), or int64."""
+    bound = matmul_bound(x_type, w_type, k)
+    return np.float32 if bound < _F32_EXACT else np.float64 if bound < _F64_EXACT else np.int64
+
+
 def exact_matmul(x: np.ndarray, w: np.ndarray, x_type: FixedType, w_type: FixedType) -> np.ndarray:
-    """``x @ w`` on integer codes, exactly, with the fastest dtype the types allow."""
+    """``x @ w`` on integer codes, exactly, with the fastest dtype the types allow.
+
+    Returns float64 codes when they are exact there, int64 otherwise.
+    """
     k = w.shape[0]
-    bound = _max_abs_code(x_type.width, x_type.signed) * _max_abs_code(w_type.width, w_type.signed) * k
-    if bound < _F32_EXACT:
-        out = np.matmul(x.astype(np.float32), w.astype(np.float32))
-    elif bound < _F64_EXACT:
-        out = np.matmul(x.astype(np.float64), w.astype(np.float64))
-    elif bound < 2**62:
-        return np.matmul(x.astype(np.int64), w.astype(np.int64))
-    else:
+    if matmul_bound(x_type, w_type, k) >= 2**62:
         msg = f"products of {x_type} and {w_type} summed over {k} terms exceed 62 bits"
         raise EmulatorError(msg)
-    return out.astype(np.int64)
+    dtype = matmul_dtype(x_type, w_type, k)
+    out = np.matmul(x.astype(dtype, copy=False), w.astype(dtype, copy=False))
+    return out if dtype is np.int64 else out.astype(np.float64, copy=False)
 
 
 def linear_fixed(
@@ -59,11 +68,23 @@ def linear_fixed(
     if x_type.width + w_type.width > 62:
         msg = f"a product of {x_type} and {w_type} exceeds the emulator's 62-bit integers"
         raise EmulatorError(msg)
-    bias = (
-        requantize(b, b_type.frac, accum) if b is not None else np.zeros(w.shape[1], dtype=np.int64)
-    )
+    if b is not None:
+        bias = requantize(b, b_type.frac, accum)
+        b_lo, b_hi = value_range(b_type, accum)
+    else:
+        bias, b_lo, b_hi = np.zeros(w.shape[1], dtype=np.int64), 0, 0
     if accum.overflow is Overflow.WRAP and accum.frac >= p_frac:
-        acc = np.left_shift(exact_matmul(x, w, x_type, w_type), accum.frac - p_frac) + bias
+        up = accum.frac - p_frac
+        bound = matmul_bound(x_type, w_type, w.shape[0]) << up
+        acc = exact_matmul(x, w, x_type, w_type)
+        if acc.dtype == np.float64 and bound + max(abs(b_lo), abs(b_hi)) < 2**53:
+            if up:
+                acc = np.ldexp(acc, up, out=acc)
+            acc += bias.astype(np.float64)
+            if not (accum.min_code <= b_lo - bound and b_hi + bound <= accum.max_code):
+                acc = overflow(acc.astype(np.int64), accum)
+            return cast(acc, accum, result)
+        acc = np.left_shift(acc.astype(np.int64), up) + bias
         return requantize(overflow(acc, accum), accum.frac, result)
     return requantize(_linear_stepwise(x, w, p_frac, bias, accum), accum.frac, result)
 
@@ -72,7 +93,7 @@ def _linear_stepwise(x: np.ndarray, w: np.ndarray, p_frac: int, bias: np.ndarray
                      accum: FixedType) -> np.ndarray:
     """Per-product cast and per-step overflow, in hls4ml's loop order (inputs outer, outputs inner)."""
     acc = np.broadcast_to(bias, (x.shape[0], w.shape[1])).astype(np.int64)
-    x = x.astype(np.int64)
+    x = np.asarray(x).astype(np.int64)
     w = w.astype(np.int64)
     for i in range(w.shape[0]):
         product = requantize(x[:, i, None] * w[None, i, :], p_frac, accum)
@@ -99,12 +120,20 @@ def batchnorm_fixed(x: np.ndarray, x_type: FixedType, scale: np.ndarray, s_type:
                     bias: np.ndarray, b_type: FixedType, result: FixedType) -> np.ndarray:
     """hls4ml's ``normalize``: ``res = (res_t)(x * scale + bias)`` with the product and sum in full
     precision; ``scale``/``bias`` are per channel (last axis)."""
-    if x_type.width + s_type.width > 61:
-        msg = f"a product of {x_type} and {s_type} exceeds the emulator's 62-bit integers"
-        raise EmulatorError(msg)
     p_frac = x_type.frac + s_type.frac
     frac = max(p_frac, b_type.frac)
-    prod = np.left_shift(x.astype(np.int64) * scale.astype(np.int64), frac - p_frac)
+    bound = (_max_abs_code(x_type.width, x_type.signed) * _max_abs_code(s_type.width, s_type.signed)
+             << (frac - p_frac)) + (_max_abs_code(b_type.width, b_type.signed) << (frac - b_type.frac))
+    if bound >= 2**62:
+        msg = f"batch normalization of {x_type} by {s_type} plus {b_type} exceeds the emulator's 62-bit integers"
+        raise EmulatorError(msg)
+    width = bound.bit_length() + 1
+    sum_type = FixedType(width, width - frac)  # holds x * scale + bias exactly
+    if bound < 2**53:
+        total = np.asarray(x, dtype=np.float64) * np.ldexp(scale.astype(np.float64), frac - p_frac)
+        total += np.ldexp(bias.astype(np.float64), frac - b_type.frac)
+        return cast(total, sum_type, result)
+    prod = np.left_shift(np.asarray(x).astype(np.int64) * scale.astype(np.int64), frac - p_frac)
     return requantize(prod + np.left_shift(bias.astype(np.int64), frac - b_type.frac), frac, result)
 
 
@@ -127,6 +156,21 @@ def patches(x: np.ndarray, size: tuple[int, ...], stride: tuple[int, ...]) -> np
     # (N, *out, C, *size) -> (N, *out, *size, C)
     order = (0,) + tuple(range(1, 1 + nd)) + tuple(range(2 + nd, 2 + 2 * nd)) + (1 + nd,)
     return view.transpose(order)
+
+
+def max_pool(x: np.ndarray, size: tuple[int, ...], stride: tuple[int, ...]) -> np.ndarray:
+    """Window maxima over the spatial axes of ``(N, *spatial, C)``; reshapes when windows tile."""
+    nd = len(size)
+    if tuple(size) == tuple(stride):
+        out = [d // s for d, s in zip(x.shape[1 : 1 + nd], size, strict=True)]
+        crop = x[(slice(None),) + tuple(slice(0, o * s) for o, s in zip(out, size, strict=True))]
+        shape = [x.shape[0]]
+        for o, s in zip(out, size, strict=True):
+            shape += [o, s]
+        tiled = crop.reshape(shape + [x.shape[-1]])
+        return tiled.max(axis=tuple(2 + 2 * i for i in range(nd)))
+    cols = patches(x, size, stride)
+    return cols.max(axis=tuple(range(1 + nd, 1 + 2 * nd)))
 
 
 def pad(x: np.ndarray, before: tuple[int, ...], after: tuple[int, ...], value: int = 0) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from hwflow.emulator import ops
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
-from hwflow.fixed import FixedType, quantize_float, requantize
+from hwflow.fixed import FixedType, cast, quantize_float
 from hwflow.image import Kind as FormatKind
 from hwflow.image import StoredArray, WeightImage
 
@@ -48,7 +48,7 @@ class Weights:
 class Emulator:
     """Executes ``program`` with the weights of ``image``; ``run`` returns output codes."""
 
-    def __init__(self, program: Program, image: WeightImage, chunk: int = 2048):
+    def __init__(self, program: Program, image: WeightImage, chunk: int = 256):
         self.program = program
         self.chunk = chunk
         self._weights = {}
@@ -79,13 +79,13 @@ class Emulator:
                 raise EmulatorError(msg)
             x = x.reshape((x.shape[0],) + expected)
         # C simulation receives float32 samples; convert through float32 so both see the same values.
-        return quantize_float(np.asarray(x, dtype=np.float32), spec.result)
+        return quantize_float(np.asarray(x, dtype=np.float32), spec.result).astype(np.float64)
 
     def run(self, x: np.ndarray, upto: str | None = None) -> np.ndarray:
         """Output codes of the last layer (or of layer ``upto``) for float inputs ``x``."""
         outs = [self._run_chunk(self.quantize_input(x[i : i + self.chunk]), upto, False)
                 for i in range(0, len(x), self.chunk)]
-        return np.concatenate(outs) if outs else np.zeros((0,) + self._shape(upto), dtype=np.int64)
+        return _as_codes(outs, self._shape(upto))
 
     def run_codes(self, codes: np.ndarray, start: str | None = None, upto: str | None = None) -> np.ndarray:
         """Continue from the (already quantized) output codes of layer ``start``.
@@ -94,11 +94,12 @@ class Emulator:
         """
         outs = [self._run_chunk(codes[i : i + self.chunk], upto, False, start)
                 for i in range(0, len(codes), self.chunk)]
-        return np.concatenate(outs) if outs else np.zeros((0,) + self._shape(upto), dtype=np.int64)
+        return _as_codes(outs, self._shape(upto))
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Output codes of every layer, keyed by layer name (for locating a mismatch)."""
-        return self._run_chunk(self.quantize_input(x), None, True)
+        traced = self._run_chunk(self.quantize_input(x), None, True)
+        return {name: np.asarray(v).astype(np.int64) for name, v in traced.items()}
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Real values of the network output."""
@@ -161,10 +162,10 @@ class Emulator:
             nd = x.ndim - 2
             before = (a["pad_top"], a["pad_left"])[-nd:] if nd == 2 else (a["pad_left"],)
             after = (a["pad_bottom"], a["pad_right"])[-nd:] if nd == 2 else (a["pad_right"],)
-            return requantize(ops.pad(x, before, after), x_type.frac, layer.result)
+            return cast(ops.pad(x, before, after), x_type, layer.result)
         if kind is Kind.RESHAPE:
             y = x.reshape((x.shape[0],) + tuple(layer.output_shape))
-            return requantize(y, x_type.frac, layer.result)
+            return cast(y, x_type, layer.result)
         msg = f"layer {layer.name} of kind {kind.value} cannot be emulated"
         raise UnsupportedLayerError(msg)
 
@@ -181,6 +182,9 @@ class Emulator:
         return ops.linear_float(x, x_type, wreal, b.real() if b else None, layer.result)
 
     def _conv(self, layer, x, x_type, size, stride, before, after) -> np.ndarray:
+        w = self._weights[(layer.name, "weight")]
+        if w.is_fixed:  # build the im2col matrix directly in the dtype the product will use
+            x = x.astype(ops.matmul_dtype(x_type, w.type, w.codes.size // layer.attrs["n_filt"]), copy=False)
         x = ops.pad(x, before, after)
         cols = ops.patches(x, size, stride)
         n, out = cols.shape[0], cols.shape[1 : 1 + len(size)]
@@ -199,9 +203,9 @@ class Emulator:
     def _activation(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
         fn = layer.attrs["activation"]
         if fn == "relu":
-            return requantize(np.maximum(x, 0), x_type.frac, layer.result)
+            return cast(np.maximum(x, 0), x_type, layer.result)
         if fn == "linear":
-            return requantize(x, x_type.frac, layer.result)
+            return cast(x, x_type, layer.result)
         msg = (f"activation {fn!r} of layer {layer.name} is not emulated (relu and linear are; a final "
                "softmax is removed before conversion, since hwflow compares logits)")
         raise UnsupportedLayerError(msg)
@@ -219,12 +223,17 @@ class Emulator:
             before, after = (a["pad_left"],), (a["pad_right"],)
         # hls4ml pads max pooling with the word whose MSB alone is set (pad_val<T, Max>).
         pad_code = -(1 << (x_type.width - 1)) if x_type.signed else 1 << (x_type.width - 1)
-        cols = ops.patches(ops.pad(x, before, after, pad_code), size, stride)
-        reduce_axes = tuple(range(1 + len(size), 1 + 2 * len(size)))
-        return self._max_to(layer, cols.max(axis=reduce_axes), x_type)
+        return self._max_to(layer, ops.max_pool(ops.pad(x, before, after, pad_code), size, stride), x_type)
 
     @staticmethod
     def _max_to(layer: LayerSpec, m: np.ndarray, x_type: FixedType) -> np.ndarray:
         """The max is held in accum_t, then assigned to res_t (two casts, as in nnet_pooling.h)."""
         acc = layer.accum or x_type
-        return requantize(requantize(m, x_type.frac, acc), acc.frac, layer.result)
+        return cast(cast(m, x_type, acc), acc, layer.result)
+
+
+def _as_codes(chunks: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """Join per-chunk outputs as int64 codes (layers pass exact float64 codes between them)."""
+    if not chunks:
+        return np.zeros((0,) + shape, dtype=np.int64)
+    return np.concatenate(chunks).astype(np.int64)
