@@ -1,0 +1,137 @@
+"""Emulator mechanics without the C simulation: fast paths against their references, formats, images."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from hwflow.emulator import Emulator, Program
+from hwflow.emulator.ops import _linear_stepwise, linear_fixed
+from hwflow.errors import EmulatorError, FormatError
+from hwflow.fixed import FixedType, Overflow, Rounding, requantize
+from hwflow.image import Kind, Scale, StorageFormat, WeightImage
+from tests.conftest import zoo_model
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+
+    hls_model = convert(zoo_model("cnn-digits", 8, 8), HlsOptions(), tmp_path_factory.mktemp("hls"))
+    return program_from_hls(hls_model), image_from_hls(hls_model)
+
+
+@pytest.mark.parametrize(
+    "accum",
+    [
+        FixedType(30, 12),  # exact: the BLAS path
+        FixedType(14, 4),  # wraps: BLAS plus one wrap
+        FixedType(20, 6, True, Rounding.TRN, Overflow.WRAP),  # drops product bits: stepwise
+        FixedType(16, 8, True, Rounding.TRN, Overflow.SAT),  # saturates at every step: stepwise
+    ],
+)
+def test_linear_matches_stepwise_reference(accum):
+    rng = np.random.default_rng(3)
+    x_t, w_t, b_t, r_t = FixedType(10, 4), FixedType(8, 1), FixedType(8, 2), FixedType(16, 6)
+    x = rng.integers(x_t.min_code, x_t.max_code + 1, (64, 40))
+    w = rng.integers(w_t.min_code, w_t.max_code + 1, (40, 7))
+    b = rng.integers(b_t.min_code, b_t.max_code + 1, 7)
+    ours = linear_fixed(x.astype(np.float64), x_t, w, w_t, b, b_t, accum, r_t)
+    reference = requantize(_linear_stepwise(x, w, x_t.frac + w_t.frac, requantize(b, b_t.frac, accum), accum),
+                           accum.frac, r_t)
+    np.testing.assert_array_equal(np.asarray(ours, dtype=np.int64), reference)
+
+
+def test_program_json_round_trip(graph, digits, tmp_path):
+    program, image = graph
+    program.save(tmp_path / "p.json")
+    again = Program.load(tmp_path / "p.json")
+    assert again == program
+    x = digits.x_test[:50]
+    np.testing.assert_array_equal(Emulator(again, image).run(x), Emulator(program, image).run(x))
+
+
+def test_image_bundle_round_trip_and_addresses(graph, tmp_path):
+    _, image = graph
+    image.save(tmp_path / "img")
+    again = WeightImage.load(tmp_path / "img")
+    assert again.equal_words(image)
+    assert again.total_words == sum(a.size for a in image)
+    conv2 = image.get("conv2", "weight")
+    base = image.base("conv2", "weight")
+    assert image.locate(base) == (conv2, 0)
+    assert image.locate(base + conv2.size - 1) == (conv2, conv2.size - 1)
+    assert image.locate(base + conv2.size)[0].key != conv2.key
+    with pytest.raises(FormatError, match="outside the weight memory"):
+        image.locate(image.total_words)
+    with pytest.raises(FormatError, match="outside"):
+        image.locate(-1)
+
+
+def test_image_refuses_words_wider_than_format(graph):
+    _, image = graph
+    arr = image.get("conv1", "weight")
+    words = arr.words.copy()
+    words[0] = 1 << arr.format.width
+    with pytest.raises(FormatError, match="wider"):
+        arr.with_words(words)
+
+
+def test_changing_a_word_changes_the_output(graph, digits):
+    """The emulator reads weights from the stored words: flipping a high bit must change logits."""
+    program, image = graph
+    arr = image.get("out", "weight")
+    words = arr.words.copy()
+    words[:] ^= np.uint64(1 << (arr.format.width - 2))
+    x = digits.x_test[:20]
+    clean = Emulator(program, image).run(x)
+    faulty = Emulator(program, image.replace_array(arr.with_words(words))).run(x)
+    assert np.any(clean != faulty)
+
+
+def test_float_storage_of_dyadic_weights_changes_nothing(graph, digits):
+    """float32 holds every 8-bit fixed-point weight exactly; the float path must then agree exactly."""
+    program, image = graph
+    arrays = []
+    for arr in image:
+        fmt = StorageFormat(Kind.FLOAT32)
+        arrays.append(replace(arr, format=fmt, words=fmt.encode(arr.format.decode_float(arr.words))))
+    floated = WeightImage(tuple(arrays))
+    x = digits.x_test[:100]
+    np.testing.assert_array_equal(Emulator(program, floated).run(x), Emulator(program, image).run(x))
+
+
+def test_power_of_two_scaling_is_exact_when_no_bits_are_lost(graph, digits):
+    program, image = graph
+    arr = image.get("conv2", "weight")
+    codes = arr.format.fixed.from_unsigned(arr.words)
+    shift = 1
+    assert np.all(np.abs(codes) < (1 << (arr.format.width - 2)))  # the scaled code still fits
+    scaled = replace(arr, scale=Scale(shift=shift), words=arr.format.fixed.to_unsigned(codes << shift))
+    assert scaled.compute_type().integer == arr.format.fixed.integer - shift
+    np.testing.assert_array_equal(scaled.values(), arr.values())
+    x = digits.x_test[:100]
+    np.testing.assert_array_equal(Emulator(program, image.replace_array(scaled)).run(x),
+                                  Emulator(program, image).run(x))
+
+
+def test_float16_words_decode_with_divide_back():
+    fmt = StorageFormat.parse("float16")
+    words = fmt.encode(np.array([0.5, -3.0, 1e-3]))
+    assert words.dtype == np.uint64
+    assert int(words.max()) < 1 << 16
+    np.testing.assert_allclose(fmt.decode_float(words), [0.5, -3.0, 1e-3], rtol=1e-3)
+    assert str(StorageFormat.parse("fixed<8,1>")) == "fixed<8,1,TRN,WRAP>"
+
+
+def test_wrong_input_shape_is_refused(graph):
+    program, image = graph
+    with pytest.raises(EmulatorError, match="expects"):
+        Emulator(program, image).run(np.zeros((2, 7, 7, 1), dtype=np.float32))
+
+
+def test_missing_array_is_refused(graph):
+    program, image = graph
+    partial = WeightImage(tuple(a for a in image if a.key != "conv1/weight"))
+    with pytest.raises(EmulatorError, match="conv1/weight"):
+        Emulator(program, partial)
