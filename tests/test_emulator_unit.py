@@ -135,3 +135,22 @@ def test_missing_array_is_refused(graph):
     partial = WeightImage(tuple(a for a in image if a.key != "conv1/weight"))
     with pytest.raises(EmulatorError, match="conv1/weight"):
         Emulator(program, partial)
+
+
+def test_trailing_softmax_is_removed_and_reserved_names_refused(tmp_path):
+    import tensorflow as tf
+
+    from hwflow.convert import HlsOptions, convert, program_from_hls
+    from hwflow.emulator import Kind as LayerKind
+    from hwflow.errors import ConversionError
+
+    base = zoo_model("mlp-digits", 8, 8)
+    with_softmax = tf.keras.Model(base.inputs, tf.keras.layers.Activation("softmax", name="probs")(base.output))
+    program = program_from_hls(convert(with_softmax, HlsOptions(), tmp_path / "a"))
+    assert program.output.kind is LayerKind.DENSE
+    assert program.output.name == "out"
+
+    inp = tf.keras.Input((4,), name="input")
+    reserved = tf.keras.Model(inp, tf.keras.layers.Dense(2, name="d")(inp))
+    with pytest.raises(ConversionError, match="reserved"):
+        convert(reserved, HlsOptions(), tmp_path / "b")
