@@ -47,6 +47,16 @@ def test_digits_split_is_deterministic():
         np.testing.assert_array_equal(u, v)
 
 
+def test_canonical_names():
+    from hwflow.data import canonical_name
+
+    assert canonical_name("FMNIST") == "fashion-mnist"
+    assert canonical_name("Fashion_MNIST") == "fashion-mnist"
+    assert canonical_name(" digits ") == "digits"
+    assert canonical_name(Path("a/B.NPZ")) == "a/B.NPZ"
+    assert canonical_name("mnist") == "mnist"
+
+
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(DatasetError, match="unknown data set 'mnist'") as info:
         load_dataset("mnist")

@@ -68,8 +68,9 @@ def run(args) -> int:
     result = train(config, progress=not args.quiet)
     meta = result.metadata
     print(
-        f"{meta['model']} on {meta['dataset']} (w{meta['weight_bits']}.{meta['weight_integer']} "
-        f"a{meta['act_bits']}, {meta['epochs']} epochs, seed {meta['seed']}): "
+        f"{meta['model']} on {meta['dataset']} ({meta['weight_bits']}-bit weights with "
+        f"{meta['weight_integer']} integer bits, {meta['act_bits']}-bit activations, "
+        f"{meta['epochs']} epochs, seed {meta['seed']}): "
         f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
         f"in {result.seconds:.1f} s; model {result.path}, sidecar {result.sidecar}"
     )

@@ -3,6 +3,6 @@
 See :mod:`hwflow.data.datasets` for the splits and why they are fixed.
 """
 
-from hwflow.data.datasets import KNOWN_DATASETS, Dataset, load_dataset
+from hwflow.data.datasets import KNOWN_DATASETS, Dataset, canonical_name, load_dataset
 
-__all__ = ["KNOWN_DATASETS", "Dataset", "load_dataset"]
+__all__ = ["KNOWN_DATASETS", "Dataset", "canonical_name", "load_dataset"]

@@ -91,20 +91,30 @@ def load_dataset(name: str | os.PathLike[str], root: str | Path | None = None) -
     ``/usr/share/datasets/fashion-mnist``; the other data sets ignore it.
     """
     text = os.fspath(name)
-    if text.lower().endswith(".npz"):
+    key = canonical_name(text)
+    if key.lower().endswith(".npz"):
         from hwflow.data.npz import load_npz
 
-        return load_npz(Path(text))
-    key = text.strip().lower().replace("_", "-")
+        return load_npz(Path(key))
     if key == "digits":
         return load_digits()
-    if key in ("fashion-mnist", "fmnist"):
+    if key == "fashion-mnist":
         return load_fashion_mnist(root)
     msg = (
         f"unknown data set {text!r}: known data sets are {', '.join(KNOWN_DATASETS)}, "
         "or give the path of a .npz file with x_train, y_train, x_test, y_test"
     )
     raise DatasetError(msg)
+
+
+def canonical_name(name: str | os.PathLike[str]) -> str:
+    """The name a data set is recorded under: ``FMNIST`` -> ``fashion-mnist``; paths and unknown
+    names are returned unchanged (as strings)."""
+    text = os.fspath(name)
+    if text.lower().endswith(".npz"):
+        return text
+    key = text.strip().lower().replace("_", "-")
+    return {"digits": "digits", "fashion-mnist": "fashion-mnist", "fmnist": "fashion-mnist"}.get(key, text)
 
 
 def load_digits() -> Dataset:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import hwflow
-from hwflow.data import Dataset, load_dataset
+from hwflow.data import Dataset, canonical_name, load_dataset
 from hwflow.errors import DatasetError, ModelError
 from hwflow.zoo.loading import load_model, read_sidecar, sidecar_path, write_sidecar
 from hwflow.zoo.models import build_model, check_bits, get_spec
@@ -71,7 +71,7 @@ class TrainConfig:
         check_bits(self.weight_bits, self.act_bits, self.weight_integer)
         config = dataclasses.replace(
             self,
-            dataset=self.dataset if self.dataset is not None else spec.dataset,
+            dataset=canonical_name(self.dataset if self.dataset is not None else spec.dataset),
             epochs=self.epochs if self.epochs is not None else spec.epochs,
             batch_size=self.batch_size if self.batch_size is not None else spec.batch_size,
             learning_rate=float(self.learning_rate if self.learning_rate is not None else spec.learning_rate),
@@ -161,6 +161,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train ``config.model`` with quantization-aware training and save it with its sidecar."""
     config = config.resolved()
     data = load_dataset(config.dataset, root=config.data_root)
+    try:  # before training, not after minutes of it
+        config.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        msg = f"cannot create the output directory {config.out.parent}: {err}"
+        raise ModelError(msg) from err
 
     import tensorflow as tf
 
@@ -177,7 +182,8 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
     log.info(
-        "training %s on %s (%d train / %d val / %d test), w%d.%d a%d, %d epochs, seed %d",
+        "training %s on %s (%d train / %d val / %d test), %d-bit weights (%d integer bits), "
+        "%d-bit activations, %d epochs, seed %d",
         config.model, data.name, len(data.y_train), len(data.y_val), len(data.y_test),
         config.weight_bits, config.weight_integer, config.act_bits, config.epochs, config.seed,
     )  # fmt: skip
@@ -195,7 +201,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     test_acc = accuracy(model, data.x_test, data.y_test)
     val_acc = accuracy(model, data.x_val, data.y_val)
 
-    config.out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with warnings.catch_warnings():
             # Keras calls .h5 "legacy"; it is the format hls4ml's QKeras path reads.
@@ -212,7 +217,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         "input_shape": list(data.input_shape),
         "n_classes": data.n_classes,
     }
-    side = write_sidecar(config.out, metadata)
+    try:
+        side = write_sidecar(config.out, metadata)
+    except OSError as err:
+        msg = f"cannot write the sidecar of {config.out}: {err}"
+        raise ModelError(msg) from err
     log.info("test accuracy %.4f, val accuracy %.4f, %.1f s; saved %s", test_acc, val_acc, seconds, config.out)
     return TrainResult(model, config.out, side, test_acc, val_acc, seconds, reused=False, metadata=metadata)
 
