@@ -271,41 +271,54 @@ def cast(codes: np.ndarray, src: FixedType, dst: FixedType) -> np.ndarray:
     fits = dst.min_code <= lo and hi <= dst.max_code
     if max(abs(lo), abs(hi), 1 << src.width) >= _F64_INT:
         return requantize(codes, src.frac, dst).astype(np.float64)
-    y = np.asarray(codes, dtype=np.float64)
+    if shift <= 0 and fits:  # nothing to round, nothing can overflow: at most a move of the binary point
+        y = np.asarray(codes, dtype=np.float64)
+        return y * 2.0**-shift if shift else y
+    y = np.array(codes, dtype=np.float64)  # a private copy: everything below works in place
     if shift != 0:
-        y = np.ldexp(y, -shift)
+        y *= 2.0**-shift  # exact: a power of two
     if shift > 0:
-        y = _round_float(y, dst.rounding)
-    if fits:
-        return y
-    return _overflow_float(y, dst)
+        _round_float(y, dst.rounding)
+    if not fits:
+        _overflow_float(y, dst)
+    return y
 
 
-def _round_float(y: np.ndarray, mode: Rounding) -> np.ndarray:
-    """Round float64 values (whose fractional part is exact) to integers with an ap_fixed mode."""
+def can_wrap(src: FixedType, dst: FixedType) -> bool:
+    """Whether casting ``src`` to ``dst`` can wrap around (the one cast that is not monotonic)."""
+    lo, hi = value_range(src, dst)
+    return dst.overflow is Overflow.WRAP and not (dst.min_code <= lo and hi <= dst.max_code)
+
+
+def _round_float(y: np.ndarray, mode: Rounding) -> None:
+    """Round float64 values (whose fractional part is exact) to integers with an ap_fixed mode, in place."""
     if mode is Rounding.TRN:
-        return np.floor(y)
-    if mode is Rounding.TRN_ZERO:
-        return np.trunc(y)
-    if mode is Rounding.RND:
-        return np.floor(y + 0.5)
-    if mode is Rounding.RND_CONV:
-        return np.rint(y)  # IEEE round-half-to-even
-    if mode is Rounding.RND_MIN_INF:
-        return np.ceil(y - 0.5)
-    if mode is Rounding.RND_ZERO:
-        return np.copysign(np.ceil(np.abs(y) - 0.5), y)
-    return np.copysign(np.floor(np.abs(y) + 0.5), y)  # RND_INF: ties away from zero
+        np.floor(y, out=y)
+    elif mode is Rounding.TRN_ZERO:
+        np.trunc(y, out=y)
+    elif mode is Rounding.RND:
+        y += 0.5
+        np.floor(y, out=y)
+    elif mode is Rounding.RND_CONV:
+        np.rint(y, out=y)  # IEEE round-half-to-even
+    elif mode is Rounding.RND_MIN_INF:
+        y -= 0.5
+        np.ceil(y, out=y)
+    elif mode is Rounding.RND_ZERO:
+        y[...] = np.copysign(np.ceil(np.abs(y) - 0.5), y)
+    else:  # RND_INF: ties away from zero
+        y[...] = np.copysign(np.floor(np.abs(y) + 0.5), y)
 
 
-def _overflow_float(y: np.ndarray, dst: FixedType) -> np.ndarray:
+def _overflow_float(y: np.ndarray, dst: FixedType) -> None:
     lo, hi = float(dst.min_code), float(dst.max_code)
     mode = dst.overflow
     if mode is Overflow.WRAP:
         span = float(1 << dst.width)
-        return y - span * np.floor((y - lo) / span)
-    if mode is Overflow.SAT:
-        return np.clip(y, lo, hi)
-    if mode is Overflow.SAT_ZERO:
-        return np.where((y < lo) | (y > hi), 0.0, y)
-    return np.clip(y, -hi if dst.signed else lo, hi)
+        y -= span * np.floor((y - lo) / span)
+    elif mode is Overflow.SAT:
+        np.clip(y, lo, hi, out=y)
+    elif mode is Overflow.SAT_ZERO:
+        y[(y < lo) | (y > hi)] = 0.0
+    else:
+        np.clip(y, -hi if dst.signed else lo, hi, out=y)

@@ -162,13 +162,13 @@ def max_pool(x: np.ndarray, size: tuple[int, ...], stride: tuple[int, ...]) -> n
     """Window maxima over the spatial axes of ``(N, *spatial, C)``; reshapes when windows tile."""
     nd = len(size)
     if tuple(size) == tuple(stride):
+        # Windows tile the input: the maximum of the strided slices, one per window offset.
         out = [d // s for d, s in zip(x.shape[1 : 1 + nd], size, strict=True)]
-        crop = x[(slice(None),) + tuple(slice(0, o * s) for o, s in zip(out, size, strict=True))]
-        shape = [x.shape[0]]
-        for o, s in zip(out, size, strict=True):
-            shape += [o, s]
-        tiled = crop.reshape(shape + [x.shape[-1]])
-        return tiled.max(axis=tuple(2 + 2 * i for i in range(nd)))
+        result = None
+        for offset in np.ndindex(*size):
+            part = x[(slice(None),) + tuple(slice(o, o + n * s, s) for o, n, s in zip(offset, out, size, strict=True))]
+            result = part.copy() if result is None else np.maximum(result, part, out=result)
+        return result
     cols = patches(x, size, stride)
     return cols.max(axis=tuple(range(1 + nd, 1 + 2 * nd)))
 

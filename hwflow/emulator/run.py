@@ -16,7 +16,7 @@ import numpy as np
 from hwflow.emulator import ops
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
-from hwflow.fixed import FixedType, cast, quantize_float
+from hwflow.fixed import FixedType, can_wrap, cast, quantize_float
 from hwflow.image import Kind as FormatKind
 from hwflow.image import StoredArray, WeightImage
 
@@ -119,9 +119,12 @@ class Emulator:
         first = 1 if start is None else self.program.index(start) + 1
         begin = layers[first - 1]
         values = {begin.name: codes}
-        for layer in layers[first:]:
+        for i, layer in enumerate(layers[first:], start=first):
             src = values[layer.inputs[0]]
             src_type = self._type_of(layer.inputs[0])
+            nxt = layers[i + 1] if i + 1 < len(layers) else None
+            if not keep and layer.name != upto and self._pool_first(layer, nxt, src_type):
+                src = ops.max_pool(src, *self._pool_geometry(nxt)[:2])  # see _pool_first
             values[layer.name] = self._layer(layer, src, src_type)
             if not keep:
                 for name in layer.inputs:
@@ -210,20 +213,45 @@ class Emulator:
                "softmax is removed before conversion, since hwflow compares logits)")
         raise UnsupportedLayerError(msg)
 
+    @staticmethod
+    def _pool_geometry(layer: LayerSpec):
+        a = layer.attrs
+        if layer.kind is Kind.POOL2D:
+            return ((a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"]),
+                    (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"]))
+        return (a["pool_width"],), (a["stride_width"],), (a["pad_left"],), (a["pad_right"],)
+
+    def _pool_first(self, layer: LayerSpec, nxt: LayerSpec | None, x_type: FixedType) -> bool:
+        """Whether a ReLU followed by max pooling may pool first, on four times fewer values.
+
+        ReLU and a cast that cannot wrap are monotonic, and max commutes with monotonic functions,
+        so the result is identical; the pooling layer then sees values that are already maxima.
+        Not with padding (hls4ml pads with a word of the ReLU's output type).
+        """
+        if nxt is None or layer.kind is not Kind.ACTIVATION or layer.attrs.get("activation") != "relu":
+            return False
+        if nxt.kind not in (Kind.POOL1D, Kind.POOL2D) or nxt.inputs != (layer.name,):
+            return False
+        if nxt.attrs.get("pool_op") != "Max" or any(self._pool_geometry(nxt)[2]) or any(self._pool_geometry(nxt)[3]):
+            return False
+        return not can_wrap(x_type, layer.result)
+
     def _pool(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
         a = layer.attrs
         if a["pool_op"] != "Max":
             msg = f"{a['pool_op']} pooling (layer {layer.name}) is not emulated yet; use max pooling"
             raise UnsupportedLayerError(msg)
-        if layer.kind is Kind.POOL2D:
-            size, stride = (a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"])
-            before, after = (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"])
-        else:
-            size, stride = (a["pool_width"],), (a["stride_width"],)
-            before, after = (a["pad_left"],), (a["pad_right"],)
+        size, stride, before, after = self._pool_geometry(layer)
+        if x.shape[1:] == tuple(layer.output_shape) and self._pooled_already(layer, x):
+            return self._max_to(layer, x, x_type)
         # hls4ml pads max pooling with the word whose MSB alone is set (pad_val<T, Max>).
         pad_code = -(1 << (x_type.width - 1)) if x_type.signed else 1 << (x_type.width - 1)
         return self._max_to(layer, ops.max_pool(ops.pad(x, before, after, pad_code), size, stride), x_type)
+
+    def _pooled_already(self, layer: LayerSpec, x: np.ndarray) -> bool:
+        """True when the preceding ReLU pooled first (its output already has the pooled shape)."""
+        i = self.program.index(layer.name)
+        return self._pool_first(self.program.layers[i - 1], layer, self._type_of(self.program.layers[i - 1].inputs[0]))
 
     @staticmethod
     def _max_to(layer: LayerSpec, m: np.ndarray, x_type: FixedType) -> np.ndarray:
