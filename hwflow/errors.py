@@ -35,3 +35,11 @@ class EmulatorError(HwflowError):
 
 class ToolMissingError(HwflowError):
     """An external tool (g++, Vivado, Vitis HLS) is not available."""
+
+
+class FaultSpecError(HwflowError):
+    """A fault model, target or FaultMap is malformed or does not fit the WeightImage it is applied to."""
+
+
+class SpecError(HwflowError):
+    """A campaign / build spec (YAML) is malformed; the message names the file and the field."""

@@ -13,7 +13,7 @@ import sys
 
 from hwflow.errors import HwflowError
 
-COMMANDS = ("train", "verify")
+COMMANDS = ("train", "verify", "campaign")
 
 
 def build_parser() -> argparse.ArgumentParser:

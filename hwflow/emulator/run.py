@@ -67,6 +67,20 @@ class Emulator:
         self.image = image
         self._weights = weights
 
+    def with_arrays(self, image: WeightImage, keys: set[str]) -> Emulator:
+        """A new emulator on ``image`` that re-reads only the arrays in ``keys`` ("layer/name").
+
+        For fault campaigns: a fault map touches a few arrays, the rest are shared, not decoded again.
+        """
+        other = object.__new__(Emulator)
+        other.program, other.chunk, other.image = self.program, self.chunk, image
+        other._weights = dict(self._weights)
+        for key in keys:
+            layer, name = key.split("/", 1)
+            if (layer, name) in other._weights:
+                other._weights[(layer, name)] = Weights.of(image.get(layer, name))
+        return other
+
     # --- public entry points -----------------------------------------------------------------------
 
     def quantize_input(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,171 @@
+"""Run a campaign: plan the trials, skip those already in the database, evaluate the rest in
+parallel (local processes, or a Dask cluster), and commit results as they arrive.
+
+Each finished task (a few trials) is committed in one transaction, so a campaign killed at any
+moment — SIGKILL included — loses at most the trials in flight, and the same command resumes it.
+Trial results do not depend on which worker ran them or in which order: a resumed, a parallel
+and a Dask campaign give the same rows as one uninterrupted serial run.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hwflow.campaign.engine import TrialEvaluator
+from hwflow.campaign.plan import Trial, plan
+from hwflow.campaign.spec import CampaignSpec
+from hwflow.campaign.variants import Variant, build_variants
+from hwflow.results import Baseline, ResultsDB, TrialRow
+
+log = logging.getLogger(__name__)
+
+TASK_TRIALS = 8  # trials per task: small enough to lose little when killed, large enough to amortize IPC
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Everything a worker needs to evaluate trials; sent once per worker."""
+
+    campaign: str
+    variants: dict[str, tuple]  # label -> (program, image)
+    x: np.ndarray
+    y: np.ndarray
+    chunk: int
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    planned: int
+    skipped: int  # already in the database (resumed)
+    ran: int
+
+
+def evaluation_data(spec: CampaignSpec) -> tuple[np.ndarray, np.ndarray]:
+    from hwflow.data import load_dataset
+
+    data = load_dataset(spec.dataset, root=spec.data_root)
+    x, y = (data.x_test, data.y_test) if spec.split == "test" else (data.x_val, data.y_val)
+    if spec.samples is not None:
+        x, y = x[: spec.samples], y[: spec.samples]
+    return x, y
+
+
+def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = None,
+                 scheduler: str | None = None, progress: bool = True,
+                 variants: list[Variant] | None = None) -> CampaignResult:
+    """Run (or resume) ``spec``, writing to ``db_path``.
+
+    ``workers``: local processes (default: every core; 1 runs in this process). ``scheduler``: a
+    Dask scheduler address, or ``"local"`` for a local Dask cluster; overrides ``workers``.
+    """
+    x, y = evaluation_data(spec)
+    variants = variants if variants is not None else build_variants(spec, progress=progress)
+    payload = Payload(spec.name, {v.label: (v.program, v.image) for v in variants}, x, y, spec.batch_size)
+    with ResultsDB(db_path) as db:
+        db.register_campaign(spec.name, spec.to_json())
+        done = db.done(spec.name)
+        todo: list[tuple[str, Trial]] = []
+        planned = 0
+        for v in variants:
+            trials = plan(spec, v.label, v.widths())
+            planned += len(trials)
+            todo += [(v.label, t) for t in trials if t.key not in done]
+            if not any(b.variant == v.label for b in db.baselines(spec.name)):
+                golden = _evaluator(payload, v.label).golden_correct
+                db.put_baseline(Baseline(spec.name, v.label, "emulator", len(y), golden))
+        tasks = [todo[i : i + TASK_TRIALS] for i in range(0, len(todo), TASK_TRIALS)]
+        log.info("%s: %d trials planned, %d already done, %d to run", spec.name, planned, planned - len(todo),
+                 len(todo))
+        bar = _progress(len(todo), spec.name, progress)
+        try:
+            for rows in _execute(payload, tasks, workers, scheduler):
+                db.add_trials(rows)
+                bar.update(len(rows))
+        finally:
+            bar.close()
+    return CampaignResult(planned, planned - len(todo), len(todo))
+
+
+def _execute(payload: Payload, tasks: list, workers: int | None, scheduler: str | None) -> Iterator[list]:
+    if not tasks:
+        return
+    if scheduler:
+        from hwflow.campaign.dask_executor import run_on_dask
+
+        yield from run_on_dask(payload, tasks, scheduler)
+        return
+    workers = workers or os.cpu_count() or 1
+    if workers <= 1 or len(tasks) == 1:
+        for task in tasks:
+            yield run_task(payload, task)
+        return
+    # "spawn": the parent may hold TensorFlow's threads, which do not survive a fork.
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(payload,)) as pool:
+        yield from pool.imap_unordered(_run_task_in_worker, tasks)
+
+
+# --- worker side -------------------------------------------------------------------------------------
+
+_WORKER_PAYLOAD: Payload | None = None
+_EVALUATORS: dict[tuple[str, str], TrialEvaluator] = {}  # per process: the fault-free run of each variant
+
+
+def _init_worker(payload: Payload) -> None:
+    global _WORKER_PAYLOAD
+    _WORKER_PAYLOAD = payload
+    _limit_threads()
+
+
+def _limit_threads() -> None:
+    """One BLAS thread per worker process: the processes already use every core."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+
+
+def _run_task_in_worker(task: list) -> list[TrialRow]:
+    return run_task(_WORKER_PAYLOAD, task)
+
+
+def _evaluator(payload: Payload, label: str) -> TrialEvaluator:
+    key = (payload.campaign, label)
+    if key not in _EVALUATORS:
+        program, image = payload.variants[label]
+        _EVALUATORS[key] = TrialEvaluator(program, image, payload.x, payload.y, payload.chunk)
+    return _EVALUATORS[key]
+
+
+def run_task(payload: Payload, task: list[tuple[str, Trial]]) -> list[TrialRow]:
+    """Evaluate a few trials; pure function of its inputs (the evaluator cache only saves time)."""
+    from hwflow.faults import fault_model_from_spec
+
+    rows = []
+    for label, trial in task:
+        start = time.perf_counter()
+        evaluator = _evaluator(payload, label)
+        model = fault_model_from_spec(trial.fault, trial.key.rate)
+        faultmap = model.sample(evaluator.image, np.random.default_rng(trial.seed))
+        outcome = evaluator.evaluate(faultmap)
+        k = trial.key
+        rows.append(TrialRow(payload.campaign, k.variant, k.study, k.fault_model, k.target_layer, k.target_bit,
+                             k.rate, k.trial, trial.seed, outcome.faults, outcome.effective, evaluator.samples,
+                             outcome.correct, outcome.mismatches, "emulator", time.perf_counter() - start))
+    return rows
+
+
+def _progress(total: int, name: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=name, unit="trial", disable=not enabled or total == 0, smoothing=0.1)

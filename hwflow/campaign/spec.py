@@ -1,0 +1,306 @@
+"""The campaign spec: what to fault, how hard, how often — loaded from YAML in one function.
+
+Every field is checked here, with errors that name the file and the field, so that a campaign
+never fails an hour in because of a typo. Fault models are checked by building them
+(``hwflow.faults.fault_model_from_spec``), the same code the campaign then uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hwflow.errors import HwflowError, SpecError
+
+STUDIES = ("layer", "bit", "layer-bit")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One network under test: a zoo model (trained or reused on first use) or a model file."""
+
+    name: str
+    """Label in results (``<name>/<variant>``); defaults to the zoo name or the file's stem."""
+    zoo: str | None = None
+    """Zoo model name (``mlp-digits``, ``cnn-digits``, ``cnn-fmnist``), trained with ``train`` settings."""
+    path: str | None = None
+    """A QKeras ``.h5`` file (relative paths are relative to the spec file)."""
+    weight_bits: int = 8
+    """Zoo models: weight and bias bits."""
+    act_bits: int = 8
+    """Zoo models: activation bits."""
+    weight_integer: int = 0
+    """Zoo models: integer bits of the weights (sign excluded)."""
+    train_seed: int = 0
+    """Zoo models: training seed."""
+    variants: tuple[str, ...] = ("baseline",)
+    """Hardening variants to measure; ``baseline`` is the model as trained."""
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault model (its YAML mapping, checked) with the rates and trials it runs at."""
+
+    spec: dict
+    """The fault model's fields, e.g. ``{"model": "bitflip", "mode": "bernoulli"}``."""
+    rates: tuple[float, ...]
+    """Bit-error (or fault) rates; each in [0, 1]."""
+    trials: int
+    """Trials per rate (each a different seeded fault map)."""
+
+
+@dataclass(frozen=True)
+class SensitivitySpec:
+    """Per-layer / per-bit sensitivity: the first fault model restricted to one layer or bit at a time."""
+
+    rate: float
+    trials: int
+    studies: tuple[str, ...] = ("layer", "bit")
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    name: str
+    """Campaign name: results are stored under it (resuming needs the same name and spec)."""
+    seed: int
+    """Master seed: every trial's seed is derived from it and the trial's key."""
+    dataset: str = "digits"
+    """``digits``, ``fashion-mnist`` or an ``.npz`` file."""
+    split: str = "test"
+    """Which split to evaluate: ``test`` or ``val`` (hardening searches use ``val``)."""
+    samples: int | None = None
+    """Use only the first N samples of the split (None: all)."""
+    batch_size: int = 256
+    """Samples per emulator batch (memory vs speed)."""
+    io: str = "parallel"
+    """hls4ml io type the emulated design uses: ``parallel`` or ``stream``."""
+    models: tuple[ModelSpec, ...] = ()
+    faults: tuple[FaultSpec, ...] = ()
+    sensitivity: SensitivitySpec | None = None
+    data_root: str | None = None
+    """Directory of Fashion-MNIST files when not installed system-wide."""
+    models_dir: str = "models"
+    """Where trained zoo models are cached (relative to the spec file)."""
+    source: str = field(default="", compare=False)
+    """The file it was read from (for messages and relative paths)."""
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.pop("source")
+        return data
+
+    def resolve(self, path: str) -> Path:
+        """A path from the spec, relative to the spec file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() or not self.source else Path(self.source).parent / p
+
+
+def load_spec(path: str | Path) -> CampaignSpec:
+    """Read and check a campaign spec."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"{path}: campaign spec not found"
+        raise SpecError(msg)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        msg = f"{path}: not valid YAML ({err})"
+        raise SpecError(msg) from None
+    return parse_spec(data, str(path))
+
+
+def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
+    r = _Reader(data, where)
+    spec = CampaignSpec(
+        name=r.string("name"),
+        seed=r.integer("seed", minimum=0),
+        dataset=r.string("dataset", "digits"),
+        split=r.choice("split", ("test", "val"), "test"),
+        samples=r.integer("samples", None, minimum=1),
+        batch_size=r.integer("batch_size", 256, minimum=1),
+        io=r.choice("io", ("parallel", "stream"), "parallel"),
+        models=tuple(_model(m, f"models[{i}]", r) for i, m in enumerate(r.items("models"))),
+        faults=(),
+        data_root=r.string("data_root", None),
+        models_dir=r.string("models_dir", "models"),
+        source=where,
+    )
+    rates = r.rates("rates", None)
+    trials = r.integer("trials", None, minimum=1)
+    faults = tuple(_fault(f, f"faults[{i}]", r, rates, trials) for i, f in enumerate(r.items("faults")))
+    sensitivity = _sensitivity(r.mapping("sensitivity", None), r)
+    r.finish()
+    names = [m.name for m in spec.models]
+    if len(set(names)) != len(names):
+        msg = f"{where}: models: two models are named alike ({', '.join(names)}); give them distinct 'name's"
+        raise SpecError(msg)
+    from dataclasses import replace
+
+    return replace(spec, faults=faults, sensitivity=sensitivity)
+
+
+def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
+    r = parent.child(data, field_name)
+    zoo, path = r.string("zoo", None), r.string("path", None)
+    if (zoo is None) == (path is None):
+        r.fail("", "give exactly one of 'zoo' (a zoo model name) or 'path' (a QKeras .h5 file)")
+    if zoo is not None:
+        from hwflow.zoo.models import ZOO
+
+        if zoo not in ZOO:
+            r.fail("zoo", f"unknown zoo model {zoo!r} (known: {', '.join(sorted(ZOO))})")
+    variants = tuple(r.strings("variants", ["baseline"]))
+    known_variants = ("baseline",)
+    for v in variants:
+        if v not in known_variants:
+            r.fail("variants", f"unknown variant {v!r} (known: {', '.join(known_variants)})")
+    spec = ModelSpec(
+        name=r.string("name", zoo or (Path(path).stem if path else "")),
+        zoo=zoo,
+        path=path,
+        weight_bits=r.integer("weight_bits", 8, minimum=2),
+        act_bits=r.integer("act_bits", 8, minimum=2),
+        weight_integer=r.integer("weight_integer", 0, minimum=0),
+        train_seed=r.integer("train_seed", 0, minimum=0),
+        variants=variants,
+    )
+    r.finish()
+    return spec
+
+
+def _fault(data: object, field_name: str, parent: _Reader, rates, trials) -> FaultSpec:
+    r = parent.child(data, field_name)
+    own_rates = r.rates("rates", rates)
+    own_trials = r.integer("trials", trials, minimum=1)
+    if own_rates is None:
+        r.fail("rates", "missing: give 'rates' here or at the top of the spec")
+    if own_trials is None:
+        r.fail("trials", "missing: give 'trials' here or at the top of the spec")
+    body = {k: v for k, v in r.data.items() if k not in ("rates", "trials")}
+    r.seen.update(body)
+    r.finish()
+    _build_fault_model(body, own_rates[0], f"{r.where}: {field_name}")
+    return FaultSpec(body, tuple(own_rates), own_trials)
+
+
+def _sensitivity(data: dict | None, parent: _Reader) -> SensitivitySpec | None:
+    if data is None:
+        return None
+    r = parent.child(data, "sensitivity")
+    studies = tuple(r.strings("studies", ["layer", "bit"]))
+    for s in studies:
+        if s not in STUDIES:
+            r.fail("studies", f"unknown study {s!r} (known: {', '.join(STUDIES)})")
+    rate = r.rates("rate", None)
+    if rate is None or len(rate) != 1:
+        r.fail("rate", "give one rate for the sensitivity study")
+    spec = SensitivitySpec(rate[0], r.integer("trials", 20, minimum=1), studies)
+    r.finish()
+    return spec
+
+
+def _build_fault_model(body: dict, rate: float, where: str):
+    from hwflow.faults import fault_model_from_spec
+
+    try:
+        return fault_model_from_spec(body, rate, where)
+    except SpecError:
+        raise
+    except HwflowError as err:
+        raise SpecError(str(err)) from None
+
+
+class _Reader:
+    """Reads fields of one YAML mapping, remembering which were used, to refuse unknown ones."""
+
+    def __init__(self, data: object, where: str, prefix: str = ""):
+        if not isinstance(data, dict):
+            msg = f"{where}: {prefix or 'the spec'} must be a mapping of fields, got {type(data).__name__}"
+            raise SpecError(msg)
+        self.data, self.where, self.prefix, self.seen = data, where, prefix, set()
+
+    def child(self, data: object, name: str) -> _Reader:
+        return _Reader(data, self.where, f"{self.prefix}{name}.")
+
+    def fail(self, key: str, problem: str):
+        label = f"{self.prefix}{key}".rstrip(".") or "spec"
+        msg = f"{self.where}: {label}: {problem}"
+        raise SpecError(msg)
+
+    def _get(self, key: str, default):
+        self.seen.add(key)
+        if key not in self.data:
+            if default is _REQUIRED:
+                self.fail(key, "missing (required)")
+            return default
+        return self.data[key]
+
+    def string(self, key: str, default=...):
+        value = self._get(key, _REQUIRED if default is ... else default)
+        if value is not None and not isinstance(value, str):
+            self.fail(key, f"must be text, got {value!r}")
+        return value
+
+    def integer(self, key: str, default=..., minimum: int | None = None):
+        value = self._get(key, _REQUIRED if default is ... else default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.fail(key, f"must be an integer, got {value!r}")
+        if minimum is not None and value < minimum:
+            self.fail(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def choice(self, key: str, options: tuple[str, ...], default: str):
+        value = self.string(key, default)
+        if value not in options:
+            self.fail(key, f"must be one of {', '.join(options)}, got {value!r}")
+        return value
+
+    def rates(self, key: str, default):
+        value = self._get(key, default)
+        if value is None or value is default:
+            return value
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            self.fail(key, "must list at least one rate")
+        out = []
+        for v in values:
+            try:
+                f = float(v)  # YAML reads 1e-3 as text: accept numbers written either way
+            except (TypeError, ValueError):
+                self.fail(key, f"not a number: {v!r}")
+            if not (math.isfinite(f) and 0.0 <= f <= 1.0):
+                self.fail(key, f"rate {v!r} is outside [0, 1]")
+            out.append(f)
+        return tuple(out)
+
+    def strings(self, key: str, default):
+        value = self._get(key, default)
+        values = value if isinstance(value, list) else [value]
+        if not values or not all(isinstance(v, str) for v in values):
+            self.fail(key, f"must be a list of names, got {value!r}")
+        return values
+
+    def items(self, key: str) -> list:
+        value = self._get(key, _REQUIRED)
+        if not isinstance(value, list) or not value:
+            self.fail(key, "must be a non-empty list")
+        return value
+
+    def mapping(self, key: str, default):
+        value = self._get(key, default)
+        if value is not None and not isinstance(value, dict):
+            self.fail(key, "must be a mapping of fields")
+        return value
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            self.fail(unknown[0], f"unknown field (known here: {', '.join(sorted(self.seen))})")
+
+
+_REQUIRED = object()
