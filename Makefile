@@ -30,6 +30,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_emulator.py
+	$(PY) benchmarks/bench_campaign.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

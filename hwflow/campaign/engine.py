@@ -18,8 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import Emulator, Program
+from hwflow.emulator import Emulator, Kind, Program
 from hwflow.image import WeightImage
+
+_MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,11 @@ class TrialEvaluator:
         self.y = np.asarray(y)
         self.emulator = Emulator(program, image, chunk=chunk)
         names = program.names
-        weighted = [i for i, layer in enumerate(program.layers) if layer.arrays]
-        # Checkpoints: the input of every weighted layer, and the output.
+        weighted = [i for i, layer in enumerate(program.layers) if layer.kind in _MAC_KINDS]
+        # Checkpoints: the input of every multiply-accumulate layer, and the output. Inputs of batch
+        # normalization are left out on purpose: they are the wide accumulator outputs of the layer
+        # before (32-bit words, the largest tensors of a CNN); a batch-norm fault restarts one layer
+        # earlier instead.
         self._checkpoints = sorted({names.index(program.layers[i].inputs[0]) for i in weighted}
                                    | {len(names) - 1})
         self.cache: dict[str, np.ndarray] = {}
