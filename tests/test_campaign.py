@@ -93,18 +93,23 @@ def variant(model_file, tmp_path_factory):
     return spec, build_variants(spec)[0]
 
 
-def test_engine_equals_full_emulation_on_many_fault_maps(variant, digits):
+def test_engine_equals_full_emulation_on_many_fault_maps(variant, digits, monkeypatch):
     from hwflow.faults import fault_model_from_spec
 
     _, v = variant
     x, y = digits.x_test[:200], digits.y_test[:200]
     evaluator = TrialEvaluator(v.program, v.image, x, y, chunk=64)
+    channel_path = []
+    original = TrialEvaluator._evaluate_channels
+    monkeypatch.setattr(TrialEvaluator, "_evaluate_channels",
+                        lambda self, *a: channel_path.append(1) or original(self, *a))
     rng = np.random.default_rng(5)
     models = [
         ({"model": "bitflip"}, 1e-3), ({"model": "bitflip"}, 2e-2), ({"model": "bitflip", "mode": "exact"}, 1e-4),
         ({"model": "stuck-at", "value": "mixed"}, 5e-3), ({"model": "bitflip", "layers": ["out"]}, 1e-2),
         ({"model": "bitflip", "layers": ["bn1"]}, 5e-2), ({"model": "bitflip", "bits": ["msb"]}, 1e-2),
-        ({"model": "burst", "length": 3}, 1e-2),
+        ({"model": "burst", "length": 3}, 1e-2), ({"model": "bitflip", "mode": "exact"}, 3e-5),
+        ({"model": "stuck-at", "value": "mixed", "layers": ["conv2"]}, 1e-3),
     ]
     seen_masked = seen_faulty = 0
     for i in range(120):
@@ -116,6 +121,7 @@ def test_engine_equals_full_emulation_on_many_fault_maps(variant, digits):
         seen_masked += fast.effective > 0 and fast.mismatches == 0
     assert seen_faulty > 10  # the maps really hurt
     assert seen_masked > 5  # and some were masked
+    assert 10 < len(channel_path) < 110  # both the channel path and the general path were taken
 
 
 def test_trial_seed_reproduces_the_fault_map(variant):

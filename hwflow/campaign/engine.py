@@ -18,10 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwflow.campaign.channels import MAC_KINDS, Segment, word_channels
 from hwflow.emulator import Emulator, Kind, Program
 from hwflow.image import WeightImage
-
-_MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
 
 
 @dataclass(frozen=True)
@@ -51,13 +50,21 @@ class TrialEvaluator:
         self.y = np.asarray(y)
         self.emulator = Emulator(program, image, chunk=chunk)
         names = program.names
-        weighted = [i for i, layer in enumerate(program.layers) if layer.kind in _MAC_KINDS]
+        weighted = [i for i, layer in enumerate(program.layers) if layer.kind in MAC_KINDS]
         # Checkpoints: the input of every multiply-accumulate layer, and the output. Inputs of batch
         # normalization are left out on purpose: they are the wide accumulator outputs of the layer
         # before (32-bit words, the largest tensors of a CNN); a batch-norm fault restarts one layer
         # earlier instead.
-        self._checkpoints = sorted({names.index(program.layers[i].inputs[0]) for i in weighted}
-                                   | {len(names) - 1})
+        # A reshape (flatten) before a layer is skipped back over, so that checkpoints keep channels.
+        inputs = set()
+        for i in weighted:
+            j = names.index(program.layers[i].inputs[0])
+            while program.layers[j].kind is Kind.RESHAPE:
+                j = names.index(program.layers[j].inputs[0])
+            inputs.add(j)
+        self._checkpoints = sorted(inputs | {len(names) - 1})
+        self._segments = [Segment(program, a, b) for a, b in zip(self._checkpoints, self._checkpoints[1:])]
+        self._channels = {a.key: word_channels(a) for a in image if a.layer in names}
         self.cache: dict[str, np.ndarray] = {}
         codes = self.emulator.quantize_input(x)
         start = names[0]
@@ -88,6 +95,13 @@ class TrialEvaluator:
         names = self.program.names
         touched = sorted(names.index(k.split("/", 1)[0]) for k in keys)
         first, last = touched[0], touched[-1]
+        segment = next(s for s in self._segments if s.contains(first))
+        if segment.usable and segment.contains(last):
+            channels = np.unique(np.concatenate([
+                self._channels[k][np.flatnonzero(self.image.get(*k.split("/", 1)).words
+                                                 != faulty.get(*k.split("/", 1)).words)] for k in keys]))
+            if len(channels) <= segment.channels // 2:
+                return self._evaluate_channels(emulator, segment, channels, n, effective)
         start = max(c for c in self._checkpoints if c < first)
         stop = min(c for c in self._checkpoints if c >= last)
         codes = emulator.run_codes(self.cache[names[start]], start=names[start], upto=names[stop])
@@ -101,6 +115,22 @@ class TrialEvaluator:
                 out[idx] = codes[idx]
             else:
                 out[idx] = emulator.run_codes(codes[idx], start=names[stop])
+        return self._outcome(out, n, effective)
+
+    def _evaluate_channels(self, emulator: Emulator, segment: Segment, channels: np.ndarray, n: int,
+                           effective: int) -> Outcome:
+        """Faults confined to one segment and a few channels: compute those channels only."""
+        names = self.program.names
+        part = segment.run(emulator, self.cache[names[segment.start]], channels)
+        golden_stop = self.cache[names[segment.stop]]
+        n_samples = len(part)
+        differs = np.any(golden_stop[..., channels].reshape(n_samples, -1) != part.reshape(n_samples, -1), axis=1)
+        idx = np.flatnonzero(differs)
+        out = self.golden.copy()
+        if idx.size:
+            full = golden_stop[idx].astype(np.int64)
+            full[..., channels] = part[idx]
+            out[idx] = full if segment.stop == len(names) - 1 else emulator.run_codes(full, start=names[segment.stop])
         return self._outcome(out, n, effective)
 
     def full_evaluate(self, faultmap, x: np.ndarray) -> Outcome:
