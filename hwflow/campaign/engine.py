@@ -63,7 +63,8 @@ class TrialEvaluator:
                 j = names.index(program.layers[j].inputs[0])
             inputs.add(j)
         self._checkpoints = sorted(inputs | {len(names) - 1})
-        self._segments = [Segment(program, a, b) for a, b in zip(self._checkpoints, self._checkpoints[1:], strict=False)]
+        pairs = zip(self._checkpoints, self._checkpoints[1:], strict=False)
+        self._segments = [Segment(program, a, b) for a, b in pairs]
         self._channels = {a.key: word_channels(a) for a in image if a.layer in names}
         self.cache: dict[str, np.ndarray] = {}
         codes = self.emulator.quantize_input(x)
