@@ -62,7 +62,7 @@ class TrialEvaluator:
             while program.layers[j].kind is Kind.RESHAPE:
                 j = names.index(program.layers[j].inputs[0])
             inputs.add(j)
-        self._checkpoints = sorted(inputs | {len(names) - 1})
+        self._checkpoints = sorted(inputs | {0, len(names) - 1})
         pairs = zip(self._checkpoints, self._checkpoints[1:], strict=False)
         self._segments = [Segment(program, a, b) for a, b in pairs]
         self._channels = {a.key: word_channels(a) for a in image if a.layer in names}
@@ -91,48 +91,57 @@ class TrialEvaluator:
         if effective == 0:
             return Outcome(self.golden_correct, 0, n, 0)
         faulty = faultmap.apply(self.image)
-        keys = {a.key for a in self.image if not np.array_equal(a.words, faulty.get(a.layer, a.name).words)}
-        emulator = self.emulator.with_arrays(faulty, keys)
+        changed = {}
+        for arr in self.image:
+            new = faulty.get(arr.layer, arr.name)
+            if new is not arr:
+                where = np.flatnonzero(new.words != arr.words)
+                if where.size:
+                    changed[arr.key] = where
+        emulator = self.emulator.with_arrays(faulty, set(changed))
         names = self.program.names
-        touched = sorted(names.index(k.split("/", 1)[0]) for k in keys)
-        first, last = touched[0], touched[-1]
-        segment = next(s for s in self._segments if s.contains(first))
-        if segment.usable and segment.contains(last):
-            channels = np.unique(np.concatenate([
-                self._channels[k][np.flatnonzero(self.image.get(*k.split("/", 1)).words
-                                                 != faulty.get(*k.split("/", 1)).words)] for k in keys]))
-            if len(channels) <= segment.channels // 2:
-                return self._evaluate_channels(emulator, segment, channels, n, effective)
-        start = max(c for c in self._checkpoints if c < first)
-        stop = min(c for c in self._checkpoints if c >= last)
-        codes = emulator.run_codes(self.cache[names[start]], start=names[start], upto=names[stop])
-        golden_stop = self.cache[names[stop]]
-        n_samples = len(codes)
-        differs = np.any(codes.reshape(n_samples, -1) != golden_stop.reshape(n_samples, -1), axis=1)
-        idx = np.flatnonzero(differs)
+        live = np.zeros(0, dtype=np.int64)  # samples whose activations differ at the current checkpoint
+        live_codes = None
+        for seg in self._segments:
+            keys = [k for k in changed if seg.contains(names.index(k.split("/", 1)[0]))]
+            if not keys and not live.size:
+                continue  # no fault here and nothing differs yet: the fault-free run holds
+            golden_stop = self.cache[names[seg.stop]]
+            parts_idx, parts_codes = [], []
+            if live.size:  # samples already off the fault-free path: the whole segment, faulty weights
+                out = emulator.run_codes(live_codes, start=names[seg.start], upto=names[seg.stop])
+                still = _differs(out, golden_stop[live])
+                parts_idx.append(live[still])
+                parts_codes.append(out[still])
+            if keys:  # the others, from the fault-free checkpoint
+                rest = np.setdiff1d(np.arange(self.samples), live, assume_unique=True)
+                idx, codes = self._segment_faults(emulator, seg, keys, changed, rest)
+                parts_idx.append(idx)
+                parts_codes.append(codes)
+            live = np.concatenate(parts_idx)
+            live_codes = np.concatenate(parts_codes) if live.size else None
         out = self.golden.copy()
-        if idx.size:
-            if stop == len(names) - 1:
-                out[idx] = codes[idx]
-            else:
-                out[idx] = emulator.run_codes(codes[idx], start=names[stop])
+        if live.size:
+            out[live] = live_codes
         return self._outcome(out, n, effective)
 
-    def _evaluate_channels(self, emulator: Emulator, segment: Segment, channels: np.ndarray, n: int,
-                           effective: int) -> Outcome:
-        """Faults confined to one segment and a few channels: compute those channels only."""
+    def _segment_faults(self, emulator: Emulator, seg: Segment, keys: list[str], changed: dict,
+                        rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Samples (among ``rest``) that the segment's faults push off the fault-free path, with their
+        activations at the segment's end; on the touched channels only when the segment allows it."""
         names = self.program.names
-        part = segment.run(emulator, self.cache[names[segment.start]], channels)
-        golden_stop = self.cache[names[segment.stop]]
-        n_samples = len(part)
-        differs = np.any(golden_stop[..., channels].reshape(n_samples, -1) != part.reshape(n_samples, -1), axis=1)
-        idx = np.flatnonzero(differs)
-        out = self.golden.copy()
-        if idx.size:
-            full = golden_stop[idx].astype(np.int64)
-            full[..., channels] = part[idx]
-            out[idx] = full if segment.stop == len(names) - 1 else emulator.run_codes(full, start=names[segment.stop])
-        return self._outcome(out, n, effective)
+        x = self.cache[names[seg.start]][rest]
+        golden_stop = self.cache[names[seg.stop]][rest]
+        channels = np.unique(np.concatenate([self._channels[k][changed[k]] for k in keys]))
+        if seg.usable and len(channels) <= seg.channels // 2:
+            part = seg.run(emulator, x, channels)
+            differs = _differs(part, golden_stop[..., channels])
+            codes = golden_stop[differs].astype(np.int64)
+            codes[..., channels] = part[differs]
+            return rest[differs], codes
+        out = emulator.run_codes(x, start=names[seg.start], upto=names[seg.stop])
+        differs = _differs(out, golden_stop)
+        return rest[differs], out[differs]
 
     def full_evaluate(self, faultmap, x: np.ndarray) -> Outcome:
         """The reference: emulate the whole faulty network on every sample."""
@@ -144,3 +153,11 @@ class TrialEvaluator:
         mismatches = int(np.sum(np.any(flat != self.golden.reshape(len(out), -1), axis=1)))
         correct = int(np.sum(np.argmax(flat, axis=1) == self.y))
         return Outcome(correct, mismatches, faults, effective)
+
+
+def _differs(codes: np.ndarray, golden: np.ndarray) -> np.ndarray:
+    """Per sample: does any word differ?"""
+    n = len(codes)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    return np.any(np.asarray(codes).reshape(n, -1) != np.asarray(golden).reshape(n, -1), axis=1)
