@@ -13,7 +13,7 @@ import sys
 
 from hwflow.errors import HwflowError
 
-COMMANDS = ("train", "verify", "campaign")
+COMMANDS = ("train", "verify", "campaign", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
