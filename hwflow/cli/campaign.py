@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+from hwflow.cli.args import positive
 
 
 def add_parser(sub) -> None:
@@ -14,21 +14,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument("spec", help="campaign spec (YAML); see examples/")
     p.add_argument("--db", required=True, help="results database (SQLite), created if missing")
-    p.add_argument("--workers", type=_positive, default=None, help="local worker processes (default: all cores)")
+    p.add_argument("--workers", type=positive, default=None, help="local worker processes (default: all cores)")
     p.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a local Dask cluster")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"must be a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def run(args) -> int:

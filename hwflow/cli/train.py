@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from hwflow.cli.args import integer, positive
 from hwflow.zoo.models import ZOO
 
 
@@ -19,34 +19,18 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, metavar="NAME", help=f"zoo model: {', '.join(ZOO)}")
     p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file (default: the zoo model's)")
     p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files")
-    p.add_argument("--weight-bits", type=_int, default=8, help="bits per weight and bias, sign included (2..16)")
-    p.add_argument("--act-bits", type=_int, default=8, help="bits per ReLU output (2..16, default 8)")
+    p.add_argument("--weight-bits", type=integer, default=8, help="bits per weight and bias, sign included (2..16)")
+    p.add_argument("--act-bits", type=integer, default=8, help="bits per ReLU output (2..16, default 8)")
     p.add_argument(
-        "--weight-integer", type=_int, default=0, help="integer bits of the weights, sign excluded (default 0)"
+        "--weight-integer", type=integer, default=0, help="integer bits of the weights, sign excluded (default 0)"
     )
-    p.add_argument("--epochs", type=_positive, help="training epochs (default: the zoo model's)")
-    p.add_argument("--batch-size", type=_positive, help="batch size (default: the zoo model's)")
+    p.add_argument("--epochs", type=positive, help="training epochs (default: the zoo model's)")
+    p.add_argument("--batch-size", type=positive, help="batch size (default: the zoo model's)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the zoo model's)")
-    p.add_argument("--seed", type=_int, default=0, help="seed of initial weights and shuffling (default 0)")
+    p.add_argument("--seed", type=integer, default=0, help="seed of initial weights and shuffling (default 0)")
     p.add_argument("--out", type=Path, required=True, help="model file to write (.h5; sidecar .json beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
-
-
-def _int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        msg = f"must be an integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
-def _positive(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        msg = f"must be a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def run(args) -> int:

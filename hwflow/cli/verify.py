@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
+from hwflow.cli.args import positive
 from hwflow.convert import HlsOptions
 
 
@@ -21,20 +20,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado"], help="hls4ml backend")
     p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"], help="hls4ml strategy")
     p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (>= 1)")
-    p.add_argument("--samples", type=_positive, default=1000, help="test samples to compare (default 1000)")
+    p.add_argument("--samples", type=positive, default=1000, help="test samples to compare (default 1000)")
     p.add_argument("--workdir", help="where to write the hls4ml project (default: a temporary directory)")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"must be a positive integer, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def run(args) -> int:
