@@ -156,6 +156,9 @@ def test_layer_bit_sensitivity_matrix():
     assert (table.row_labels, table.col_labels) == (list(LAYERS), ["0.01"])
     np.testing.assert_allclose(table.drop[:, 0], [0.0, 0.05, 0.10], atol=1e-12)
     assert {t.study for t in sensitivity_tables(summaries)} == {"layer", "layer-bit"}
+    ordered = sensitivity_table(summaries, "layer-bit", variant=BASE, layer_order=["dense", "conv2d"])
+    assert ordered.row_labels == ["dense", "conv2d", "conv2d_1"]  # unlisted layers follow
+    np.testing.assert_allclose(ordered.drop[0], expected[2], atol=1e-12)
 
 
 def test_compare_boards_finds_the_discrepancy_once():

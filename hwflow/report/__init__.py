@@ -7,6 +7,7 @@ functions over trial rows), ``plots`` (matplotlib, no screen), ``tables`` (CSV),
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,19 +61,21 @@ class ReportFiles:
         return [self.html, self.trials_csv, self.summary_csv, *extra, *self.sensitivity.values()]
 
 
-def write_report(db_path: str | Path, out_dir: str | Path, campaign: str | None = None) -> ReportFiles:
+def write_report(db_path: str | Path, out_dir: str | Path, campaign: str | None = None, *,
+                 layer_order: Sequence[str] | None = None) -> ReportFiles:
     """Write the report of one campaign (or every campaign in the database) into ``out_dir``.
 
     Files: ``report.html`` (self-contained), ``trials.csv``, ``summary.csv``,
     ``accuracy_vs_rate.png`` (when there are "sweep" trials) and ``sensitivity_<study>.png`` for
     each sensitivity study present ("layer", "bit", "layer-bit"). Raises ``ReportError`` when the
-    database is missing or empty, or has no such campaign.
+    database is missing or empty, or has no such campaign. ``layer_order``: layers in the order
+    the sensitivity tables show them (the results do not record it; default: natural order of names).
     """
     from hwflow.report.html import render_html
     from hwflow.report.plots import plot_accuracy_vs_rate, plot_sensitivity_heatmap
     from hwflow.report.tables import write_summary_csv, write_trials_csv
 
-    data = load_report_data(db_path, campaign)
+    data = load_report_data(db_path, campaign, layer_order=layer_order)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         msg = f"{out} is a file: give a directory for the report (--out)"

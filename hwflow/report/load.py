@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,11 @@ class ReportData:
         return out
 
 
-def load_report_data(db_path: str | Path, campaign: str | None = None) -> ReportData:
+def load_report_data(db_path: str | Path, campaign: str | None = None, *,
+                     layer_order: Sequence[str] | None = None) -> ReportData:
     """Read the trials and baselines of one campaign (or all) and summarize them.
 
+    ``layer_order``: layers in the order sensitivity tables show them (default: natural order of names).
     Raises ``ReportError`` when the database does not exist, holds no trials, or has no such campaign.
     """
     db_path = Path(db_path)
@@ -76,6 +79,7 @@ def load_report_data(db_path: str | Path, campaign: str | None = None) -> Report
         campaigns = [c for c in registered if c in present] + sorted(present - set(registered))
         specs = {c: db.campaign_spec(c) if c in registered else None for c in campaigns}
     summaries = summarize(rows, baselines)
-    return ReportData(db_path, campaigns, specs, rows, baselines, summaries, sensitivity_tables(summaries),
-                      compare_boards(rows), paired_counts(rows))
+    tables = sensitivity_tables(summaries, layer_order=layer_order)
+    return ReportData(db_path, campaigns, specs, rows, baselines, summaries, tables, compare_boards(rows),
+                      paired_counts(rows))
 

@@ -171,8 +171,9 @@ class SensitivityTable:
     ``drop[i, j]`` is the accuracy drop (fault-free minus mean faulty accuracy) at row ``i``,
     column ``j``; NaN where no trials ran (e.g. a bit beyond a narrower layer's word width).
     Rows and columns by study: "layer-bit": layers × bits; "layer": layers × rates;
-    "bit": bits × rates. Layers are in natural order of their names ("conv2d_2" before
-    "conv2d_10"), bits ascending (0 = LSB).
+    "bit": bits × rates. Layers follow ``layer_order`` when given (e.g. the WeightImage's
+    order), else the natural order of their names ("conv2d_2" before "conv2d_10"; the results
+    do not record the image order); bits ascending (0 = LSB); rates ascending.
     """
 
     study: str
@@ -214,16 +215,21 @@ _AXES = {
 }
 
 
-def _sort_key(value):
-    return natural_key(value) if isinstance(value, str) else value
-
-
-def sensitivity_tables(summaries: Iterable[Summary], study: str | None = None) -> list[SensitivityTable]:
+def sensitivity_tables(summaries: Iterable[Summary], study: str | None = None, *,
+                       layer_order: Sequence[str] | None = None) -> list[SensitivityTable]:
     """Every sensitivity table present: one per (study, campaign, variant, fault model, board).
 
     A "layer-bit" study with several rates gives one table per rate (its ``fault_model`` then
-    reads ``"<label> @ <rate>"``). ``study`` keeps only that study.
+    reads ``"<label> @ <rate>"``). ``study`` keeps only that study. ``layer_order`` lists layers
+    in the order to show them; layers not in it follow, in natural order.
     """
+    rank = {name: i for i, name in enumerate(layer_order or ())}
+
+    def sort_key(value):
+        if isinstance(value, str):
+            return (rank.get(value, len(rank)), natural_key(value))
+        return (0, value)
+
     if study is not None and study not in SENSITIVITY_STUDIES:
         msg = f"unknown sensitivity study {study!r} (known: {', '.join(SENSITIVITY_STUDIES)})"
         raise ReportError(msg)
@@ -236,18 +242,18 @@ def sensitivity_tables(summaries: Iterable[Summary], study: str | None = None) -
         st = SENSITIVITY_STUDIES[index]
         rates = sorted({s.rate for s in cells})
         if st != "layer-bit" or len(rates) == 1:
-            tables.append(_table(st, campaign, variant, fault_model, board, cells))
+            tables.append(_table(st, campaign, variant, fault_model, board, cells, sort_key))
             continue
         for rate in rates:  # layer x bit has no room for a rate axis: one table per rate
             tables.append(_table(st, campaign, variant, f"{fault_model} @ {rate:g}", board,
-                                 [s for s in cells if s.rate == rate]))
+                                 [s for s in cells if s.rate == rate], sort_key))
     return tables
 
 
-def _table(study, campaign, variant, fault_model, board, cells: list[Summary]) -> SensitivityTable:
+def _table(study, campaign, variant, fault_model, board, cells: list[Summary], sort_key) -> SensitivityTable:
     row_title, col_title, row_of, col_of = _AXES[study]
-    rows = sorted({row_of(s) for s in cells}, key=_sort_key)
-    cols = sorted({col_of(s) for s in cells}, key=_sort_key)
+    rows = sorted({row_of(s) for s in cells}, key=sort_key)
+    cols = sorted({col_of(s) for s in cells}, key=sort_key)
     drop = np.full((len(rows), len(cols)), np.nan)
     acc = np.full_like(drop, np.nan)
     n = np.zeros(drop.shape, dtype=np.int64)
@@ -265,13 +271,13 @@ def _table(study, campaign, variant, fault_model, board, cells: list[Summary]) -
 
 def sensitivity_table(summaries: Iterable[Summary], study: str, *, campaign: str | None = None,
                       variant: str | None = None, fault_model: str | None = None,
-                      board: str | None = None) -> SensitivityTable:
+                      board: str | None = None, layer_order: Sequence[str] | None = None) -> SensitivityTable:
     """The one sensitivity table of ``study`` (narrowed by the keywords); unpacks as (rows, cols, drop).
 
     Raises ``ReportError`` when there is none, or several (name the variant / board / ... to pick).
     """
     want = {"campaign": campaign, "variant": variant, "fault_model": fault_model, "board": board}
-    found = [t for t in sensitivity_tables(summaries, study)
+    found = [t for t in sensitivity_tables(summaries, study, layer_order=layer_order)
              if all(v is None or getattr(t, k) == v for k, v in want.items())]
     if not found:
         msg = f"no {study!r} sensitivity trials" + "".join(f", {k}={v!r}" for k, v in want.items() if v)
@@ -324,8 +330,8 @@ def reference_board(boards: Iterable[str]) -> str:
 def _paired(rows: Iterable[TrialRow]) -> dict[tuple, dict[str, TrialRow]]:
     by_trial: dict[tuple, dict[str, TrialRow]] = defaultdict(dict)
     for r in rows:
-        by_trial[(r.campaign, r.variant, r.study, r.fault_model, r.target_layer, r.target_bit, r.rate, r.trial)][
-            r.board] = r
+        trial_id = (r.campaign, r.variant, r.study, r.fault_model, r.target_layer, r.target_bit, r.rate, r.trial)
+        by_trial[trial_id][r.board] = r
     return {k: v for k, v in by_trial.items() if len(v) > 1}
 
 
