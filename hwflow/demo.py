@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_campaign(spec, db, variants=[variant], progress=True)
         print(f"      {outcome.planned} trials ({outcome.skipped} already in {db}, {outcome.ran} run)")
         print("[5/5] report")
-        files = write_report(db, out / "report", campaign=spec.name)
+        files = write_report(db, out / "report", campaign=spec.name, layer_order=csim.image.layers)
         print(f"      {files.html}")
     except HwflowError as err:
         print(f"demo: error: {err}", file=sys.stderr)
