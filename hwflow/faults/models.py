@@ -117,6 +117,17 @@ def _target_label(target: Target) -> str:
 # --- the models -------------------------------------------------------------------------------------
 
 
+def _hit_bits(target: Target, rate: float, mode: str, image: WeightImage, rng: np.random.Generator):
+    """The target's population and the flat indices of the bits a rate hits (None at rate 0).
+
+    The population is built first even at rate 0, so a bad target fails on every trial alike.
+    """
+    pop = target.population(image)
+    if rate == 0:
+        return pop, None
+    return pop, _distinct(rng, pop.n_bits, _count(rng, pop.n_bits, rate, mode))
+
+
 @register_fault_model
 @dataclass(frozen=True)
 class BitFlip:
@@ -134,10 +145,9 @@ class BitFlip:
         object.__setattr__(self, "mode", check_mode(self.mode, self.name))
 
     def sample(self, image: WeightImage, rng: np.random.Generator) -> FaultMap:
-        pop = self.target.population(image)
-        if self.rate == 0:
+        pop, flat = _hit_bits(self.target, self.rate, self.mode, image, rng)
+        if flat is None:
             return FaultMap.empty()
-        flat = _distinct(rng, pop.n_bits, _count(rng, pop.n_bits, self.rate, self.mode))
         return FaultMap.build(pop.keys, *pop.locate_bits(flat), FaultKind.FLIP.code)
 
     def describe(self) -> str:
@@ -172,10 +182,9 @@ class StuckAt:
         object.__setattr__(self, "mode", check_mode(self.mode, self.name))
 
     def sample(self, image: WeightImage, rng: np.random.Generator) -> FaultMap:
-        pop = self.target.population(image)
-        if self.rate == 0:
+        pop, flat = _hit_bits(self.target, self.rate, self.mode, image, rng)
+        if flat is None:
             return FaultMap.empty()
-        flat = _distinct(rng, pop.n_bits, _count(rng, pop.n_bits, self.rate, self.mode))
         if self.value == "mixed":
             kind = FaultKind.STUCK0.code + rng.integers(0, 2, size=flat.size)
         else:
