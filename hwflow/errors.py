@@ -43,3 +43,15 @@ class FaultSpecError(HwflowError):
 
 class SpecError(HwflowError):
     """A campaign / build spec (YAML) is malformed; the message names the file and the field."""
+
+
+class HardenError(HwflowError):
+    """A hardening method cannot be applied as asked (bad option, unsupported model or storage)."""
+
+
+class BuildError(HwflowError):
+    """The hardware build cannot be generated: unknown board, a model that does not fit, bad options."""
+
+
+class BoardError(HwflowError):
+    """A Board refused an operation: an address outside the weight memories, a word too wide, no device."""
