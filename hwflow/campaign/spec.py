@@ -37,7 +37,8 @@ class ModelSpec:
     train_seed: int = 0
     """Zoo models: training seed."""
     variants: tuple[str, ...] = ("baseline",)
-    """Hardening variants to measure; ``baseline`` is the model as trained."""
+    """Hardening variants to measure (``hwflow.harden.recipe``): ``baseline`` is the model as trained;
+    others stack methods with '+', e.g. ``scale``, ``clipact``, ``saq+clipact+scale``, ``float16+scale``."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,21 @@ def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
 
         if zoo not in ZOO:
             r.fail("zoo", f"unknown zoo model {zoo!r} (known: {', '.join(sorted(ZOO))})")
-    variants = tuple(r.strings("variants", ["baseline"]))
-    known_variants = ("baseline",)
-    for v in variants:
-        if v not in known_variants:
-            r.fail("variants", f"unknown variant {v!r} (known: {', '.join(known_variants)})")
+    from hwflow.errors import HardenError
+    from hwflow.harden.recipe import Recipe
+
+    variants = []
+    for v in r.strings("variants", ["baseline"]):
+        try:
+            variants.append(Recipe.parse(v).name)
+        except HardenError as err:
+            r.fail("variants", str(err))
+    if len(set(variants)) != len(variants):
+        r.fail("variants", f"a variant is listed twice ({', '.join(variants)})")
+    variants = tuple(variants)
+    if path is not None and any(Recipe.parse(v).training != "standard" for v in variants):
+        r.fail("variants", "saq / sparse are training methods: they apply to zoo models (or train the model "
+               "with 'hwflow train --method saq' and list it as a baseline)")
     spec = ModelSpec(
         name=r.string("name", zoo or (Path(path).stem if path else "")),
         zoo=zoo,

@@ -1,0 +1,102 @@
+"""The evidence table: accuracy under faults per variant and rate, with intervals, as Markdown and CSV.
+
+``hwflow experiment`` writes it and the README quotes it. One table per fault model; one row per
+variant (``model/variant``); one column per rate, each cell ``mean ± half-width`` in accuracy
+points (95 % Student-t over trials), plus the fault-free accuracy and the gain over the variant's
+baseline at each rate (the baseline is the ``baseline`` variant of the same model entry).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+from hwflow.report.stats import Summary
+
+
+def _cell(s: Summary | None) -> str:
+    if s is None:
+        return "—"
+    mean = 100 * s.mean_accuracy
+    if math.isnan(s.half_width):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} ± {100 * s.half_width:.1f}"
+
+
+def _rate(rate: float) -> str:
+    return f"{rate:.0e}".replace("e-0", "e-")
+
+
+def _baseline_of(variant: str) -> str:
+    return variant.rsplit("/", 1)[0] + "/baseline"
+
+
+def evidence_rows(summaries: Iterable[Summary]) -> dict[str, tuple[list[float], list[dict]]]:
+    """Per fault model: the rates and one row per variant (dicts, for CSV and Markdown)."""
+    sweep = [s for s in summaries if s.study == "sweep"]
+    by_model: dict[str, list[Summary]] = defaultdict(list)
+    for s in sweep:
+        by_model[s.fault_model].append(s)
+    out = {}
+    for fault_model, items in by_model.items():
+        rates = sorted({s.rate for s in items})
+        cells = {(s.variant, s.rate): s for s in items}
+        variants = list(dict.fromkeys(s.variant for s in items))
+        rows = []
+        for v in variants:
+            row = {"variant": v, "fault_free": next((s.fault_free_accuracy for s in items if s.variant == v), math.nan)}
+            base = _baseline_of(v)
+            for r in rates:
+                s, b = cells.get((v, r)), cells.get((base, r))
+                row[r] = s
+                row[("gain", r)] = (s.mean_accuracy - b.mean_accuracy) if (s and b and v != base) else math.nan
+            rows.append(row)
+        out[fault_model] = (rates, rows)
+    return out
+
+
+def evidence_markdown(summaries: Iterable[Summary]) -> str:
+    """Markdown tables: accuracy (%) ± 95 % half-width per rate; gain over baseline in brackets."""
+    parts = []
+    for fault_model, (rates, rows) in evidence_rows(summaries).items():
+        head = ["variant", "fault-free"] + [f"rate {_rate(r)}" for r in rates]
+        lines = [f"**{fault_model}** — accuracy % (mean ± 95 % CI half-width over trials; "
+                 "[gain over the model's baseline, points])", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row in rows:
+            cells = [row["variant"], f"{100 * row['fault_free']:.1f}"]
+            for r in rates:
+                text = _cell(row[r])
+                gain = row[("gain", r)]
+                if not math.isnan(gain):
+                    text += f" [{100 * gain:+.1f}]"
+                cells.append(text)
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_evidence(summaries: Iterable[Summary], out_dir: str | Path) -> tuple[Path, Path]:
+    """``evidence.md`` and ``evidence.csv`` in ``out_dir``."""
+    summaries = list(summaries)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / "evidence.md"
+    md.write_text(evidence_markdown(summaries), encoding="utf-8")
+    path = out / "evidence.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["fault_model", "variant", "rate", "n_trials", "mean_accuracy", "ci_low", "ci_high",
+                         "half_width", "fault_free_accuracy", "gain_over_baseline"])
+        for fault_model, (rates, rows) in evidence_rows(summaries).items():
+            for row in rows:
+                for r in rates:
+                    s = row[r]
+                    if s is None:
+                        continue
+                    writer.writerow([fault_model, row["variant"], r, s.n_trials, s.mean_accuracy, s.ci_low,
+                                     s.ci_high, s.half_width, s.fault_free_accuracy, row[("gain", r)]])
+    return md, path
