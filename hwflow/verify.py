@@ -19,7 +19,7 @@ import numpy as np
 from hwflow.convert import HlsOptions, compile_csim, convert, image_from_hls, program_from_hls
 from hwflow.convert.hls import quiet
 from hwflow.emulator import Emulator, Program
-from hwflow.image import WeightImage
+from hwflow.image import StoragePlan, WeightImage
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +72,21 @@ class CSimModel:
         return np.asarray(y, dtype=np.float64).reshape(len(x), -1)
 
 
-def build_csim(model, options: HlsOptions, output_dir: str | Path | None = None) -> CSimModel:
-    """Convert a Keras/QKeras model and compile its C simulation (the slow part: g++)."""
+def build_csim(model, options: HlsOptions, output_dir: str | Path | None = None,
+               storage: StoragePlan | None = None) -> CSimModel:
+    """Convert a Keras/QKeras model and compile its C simulation (the slow part: g++).
+
+    ``storage``: weight scaling. Power-of-two scales in fixed point are compiled into the C
+    simulation (bit-exact comparison of the scaled model); constant scales and float storage are
+    in the image only (the C simulation keeps the trained weights, so ``compare`` then checks that
+    the divide-back restores them).
+    """
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="hwflow-hls-"))
-    hls_model = convert(model, options, out)
+    hls_model = convert(model, options, out, storage=storage)
     compile_csim(hls_model)
     program = program_from_hls(hls_model, source={"backend": options.backend.value,
                                                   "strategy": options.strategy.value})
-    return CSimModel(hls_model, program, image_from_hls(hls_model), out)
+    return CSimModel(hls_model, program, image_from_hls(hls_model, storage), out)
 
 
 def compare(csim: CSimModel, x: np.ndarray, locate: bool = True) -> VerifyResult:

@@ -7,13 +7,15 @@ strategy's weight transposition are all seen as they will be synthesized.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from hwflow.emulator.program import WEIGHTED, Kind, LayerSpec, Program
-from hwflow.errors import UnsupportedLayerError
+from hwflow.errors import ConversionError, UnsupportedLayerError
 from hwflow.fixed import from_hls4ml, quantize_float
 from hwflow.image import Kind as FormatKind
-from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
+from hwflow.image import Scale, StorageFormat, StoragePlan, StoredArray, WeightImage
 
 _KINDS = {
     "Input": Kind.INPUT,
@@ -88,7 +90,7 @@ def _plain(value):
     return bool(value) if isinstance(value, (bool, np.bool_)) else int(value)
 
 
-def image_from_hls(hls_model) -> WeightImage:
+def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage:
     """The stored words of every weight array, exactly as the C simulation loads them.
 
     hls4ml writes each value as decimal text with as many decimals as the type has fractional
@@ -99,7 +101,18 @@ def image_from_hls(hls_model) -> WeightImage:
     arrays = []
     for layer in hls_model.get_layers():
         kind = _kind(layer)
+
+    ``storage`` (default: the plan ``convert`` was given): an array with a power-of-two scale in fixed
+    storage has hls4ml type ``fixed<W,I-s>``; its words are those bits, recorded as stored type
+    ``fixed<W,I>`` with the shift (contract 2). Constant scales and float storage are encoded from
+    the trained words (``StoragePlan.encode_array``); hls4ml keeps its types for them.
         for name in WEIGHTED.get(kind, ()):
+    recorded = getattr(hls_model, "hwflow_storage", None)
+    plan = storage if storage is not None else recorded
+    if plan is not None and plan.shifts() != (recorded.shifts() if recorded is not None else {}):
+        msg = ("the storage plan moves the binary point of hls4ml types that this graph was not converted with: "
+               "pass the same plan to hwflow.convert.convert(..., storage=plan)")
+        raise ConversionError(msg)
             var = layer.weights.get(name)
             if var is None:
                 continue
@@ -113,16 +126,27 @@ def image_from_hls(hls_model) -> WeightImage:
             elif name == "weight" and str(layer.get_attr("strategy", "")).lower().startswith("resource"):
                 axes = _RESOURCE_AXES.get(kind, axes)
             logical = tuple(data.shape[i] for i in np.argsort(axes))
-            arrays.append(
-                StoredArray(
-                    layer=layer.name,
-                    name=name,
-                    var=var.name,
-                    shape=logical,
-                    axes=axes,
-                    format=StorageFormat(FormatKind.FIXED, ftype),
-                    scale=Scale(),
-                    words=ftype.to_unsigned(codes),
-                )
+            array = StoredArray(
+                layer=layer.name,
+                name=name,
+                var=var.name,
+                shape=logical,
+                axes=axes,
+                format=StorageFormat(FormatKind.FIXED, ftype),
+                scale=Scale(),
+                words=ftype.to_unsigned(codes),
             )
-    return WeightImage(tuple(arrays))
+            arrays.append(_stored(array, plan) if plan is not None else array)
+    image = WeightImage(tuple(arrays))
+    if plan is not None:
+        plan.check(image)
+    return image
+
+
+def _stored(array: StoredArray, plan: StoragePlan) -> StoredArray:
+    shift = plan.shifts().get(array.key, 0)
+    if shift:  # hls4ml holds the words in the compute type fixed<W,I-s>: the same bits, stored as fixed<W,I>
+        t = array.format.fixed
+        return replace(array, format=StorageFormat(FormatKind.FIXED, replace(t, integer=t.integer + shift)),
+                       scale=Scale(shift))
+    return plan.encode_array(array)

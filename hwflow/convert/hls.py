@@ -14,10 +14,15 @@ import contextlib
 import enum
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hwflow.errors import ConversionError, ToolMissingError
+from hwflow.errors import ConversionError, HardenError, ToolMissingError
+
+if TYPE_CHECKING:
+    from hwflow.fixed import FixedType
+    from hwflow.image import StoragePlan
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +154,14 @@ def hls_config(model, options: HlsOptions) -> dict:
     return config
 
 
-def convert(model, options: HlsOptions, output_dir: str | Path):
-    """Convert a Keras/QKeras model to an hls4ml ModelGraph written under ``output_dir``."""
+def convert(model, options: HlsOptions, output_dir: str | Path, storage: StoragePlan | None = None):
+    """Convert a Keras/QKeras model to an hls4ml ModelGraph written under ``output_dir``.
+
+    ``storage`` (weight scaling): an array stored in fixed point with a power-of-two scale ``2**s``
+    gets the hls4ml type ``fixed<W,I-s>`` (contract 2), so the C simulation computes with the scaled
+    words and hls4ml infers its accumulators from that type; other plans leave hls4ml's types alone
+    (``image_from_hls`` encodes their words). The plan is recorded on the returned graph.
+    """
     import hls4ml
 
     model = strip_softmax(model)
@@ -158,17 +169,82 @@ def convert(model, options: HlsOptions, output_dir: str | Path):
     config = hls_config(model, options)
     try:
         with quiet():
-            return hls4ml.converters.convert_from_keras_model(
+            hls_model = hls4ml.converters.convert_from_keras_model(
+    shifts = storage.shifts() if storage is not None else {}
+    if shifts:
+        config["Flows"] = []  # build the layers only: their weight types move before hls4ml infers the rest
                 model, hls_config=config, io_type=options.io_type.value, backend=options.backend.value,
                 output_dir=str(output_dir), part=options.part, clock_period=options.clock_period,
             )
     except Exception as err:  # hls4ml raises bare Exceptions and KeyErrors for unsupported input
         msg = (f"hls4ml could not convert the model ({type(err).__name__}: {err}); check that every layer "
                "is supported (hwflow lists them in README) and that quantizers use alpha=1")
+            if shifts:
+                expected = move_binary_points(hls_model, shifts, options.default_precision)
+                flow = hls_model.config.backend.get_default_flow()
+                hls_model.config.flows = [flow]
+                hls_model.apply_flow(flow)
+    except HardenError:
+        raise
         raise ConversionError(msg) from err
 
 
 def compile_csim(hls_model) -> None:
+    if shifts:
+        check_scaled(hls_model, expected)
+    hls_model.hwflow_storage = storage
+    return hls_model
+
+
+def move_binary_points(hls_model, shifts: dict[str, int], default_precision: str) -> dict[str, FixedType]:
+    """Give each scaled array the type ``fixed<W,I-s>`` (its stored type read with the scale undone).
+
+    Runs on the graph before hls4ml's optimizers: a QKeras quantizer fixes a weight's type when the
+    layer is built (the configuration cannot), and the accumulator types are inferred afterwards.
+    """
+    import numpy as np
+    from hls4ml.model.types import UnspecifiedPrecisionType
+
+    from hwflow.fixed import Overflow, from_hls4ml, parse_type, quantize_float
+
+    layers = {layer.name: layer for layer in hls_model.get_layers()}
+    moved = {}
+    for key, shift in shifts.items():
+        layer, name = key.split("/")
+        var = layers[layer].weights.get(name) if layer in layers else None
+        if var is None:
+            msg = (f"storage plan scales {key}, but the model has no such array (layers: "
+                   f"{', '.join(layers)}); make the plan for this model")
+            raise HardenError(msg)
+        precision = var.type.precision
+        stored = (parse_type(default_precision) if isinstance(precision, UnspecifiedPrecisionType)
+                  else from_hls4ml(precision))
+        t = replace(stored, integer=stored.integer - shift)
+        data = np.asarray(var.data, dtype=np.float64)
+        if np.any(quantize_float(data, t) != quantize_float(data, replace(t, overflow=Overflow.SAT))):
+            msg = (f"{key}: the weights scaled by 2^{shift} overflow their stored type {stored}; the plan does "
+                   "not fit this model: make it again (plan_rule) for this model")
+            raise HardenError(msg)
+        base = "fixed" if t.signed else "ufixed"
+        text = f"{base}<{t.width},{t.integer},{t.rounding.value},{t.overflow.value},0>"
+        var.update_precision(hls_model.config.backend.convert_precision_string(text))
+        moved[key] = t
+    return moved
+
+
+def check_scaled(hls_model, expected: dict[str, FixedType]) -> None:
+    """Check that hls4ml kept the moved binary points (its later passes must not retype the weights)."""
+    from hwflow.fixed import from_hls4ml
+
+    layers = {layer.name: layer for layer in hls_model.get_layers()}
+    for key, want in expected.items():
+        layer, name = key.split("/")
+        var = layers[layer].weights[name] if layer in layers else None
+        got = from_hls4ml(var.type.precision) if var is not None else None
+        if got != want:
+            msg = (f"{key}: hls4ml's optimizers changed the scaled weight type to {got} (expected {want}); "
+                   "weight scaling of this layer is not supported")
+            raise ConversionError(msg)
     """Write the project and build the C simulation library with g++ (hls4ml's ``compile``)."""
     import shutil
 

@@ -33,7 +33,7 @@ class Weights:
 
     @classmethod
     def of(cls, array: StoredArray) -> Weights:
-        if array.format.kind is FormatKind.FIXED and array.scale.is_power_of_two:
+        if array.format.kind is FormatKind.FIXED:  # a constant scale is divided back exactly, on codes
             return cls(array.codes(), array.compute_type(), None)
         return cls(None, None, array.values())
 

@@ -88,6 +88,9 @@ class Scale:
         if self.constant is not None and (not math.isfinite(self.constant) or self.constant <= 0):
             msg = f"a weight scale must be a positive finite number, got {self.constant}"
             raise FormatError(msg)
+        if self.constant is not None and self.shift != 0:
+            msg = f"a weight scale is a shift or a constant, not both (shift {self.shift}, constant {self.constant})"
+            raise FormatError(msg)
 
     @property
     def factor(self) -> float:
@@ -97,9 +100,25 @@ class Scale:
     def is_power_of_two(self) -> bool:
         return self.constant is None
 
+    @property
+    def is_identity(self) -> bool:
+        return self.constant is None and self.shift == 0
+
+    @classmethod
+    def of(cls, factor: float) -> Scale:
+        """The scale ``c``: a shift when ``c`` is an exact power of two (the free divide-back), else a constant."""
+        c = float(factor)
+        if math.isfinite(c) and c > 0 and math.frexp(c)[0] == 0.5:
+            return cls(math.frexp(c)[1] - 1)
+        return cls(0, c)
+
+    def __str__(self) -> str:
+        return f"2^{self.shift}" if self.constant is None else f"{self.constant:g}"
+
     def to_json(self) -> dict:
         return {"shift": self.shift, "constant": self.constant}
 
     @classmethod
     def from_json(cls, data: dict) -> Scale:
-        return cls(int(data.get("shift", 0)), data.get("constant"))
+        constant = data.get("constant")
+        return cls(int(data.get("shift", 0)), None if constant is None else float(constant))

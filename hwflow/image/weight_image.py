@@ -20,6 +20,7 @@ import numpy as np
 
 from hwflow.errors import FormatError
 from hwflow.fixed import FixedType
+from hwflow.image import divide
 from hwflow.image.formats import Kind, Scale, StorageFormat
 
 MANIFEST = "weight_image.json"
@@ -67,20 +68,30 @@ class StoredArray:
         return np.asarray(flat).reshape(self.firmware_shape).transpose(inverse)
 
     def compute_type(self) -> FixedType:
-        """The type the hardware reads the word as: the stored type with the binary point moved by
-        the power-of-two scale (``fixed<W,I>`` storing ``2**s * w`` is read as ``fixed<W,I-s>``)."""
-        if self.format.kind is not Kind.FIXED or not self.scale.is_power_of_two:
-            msg = f"{self.key}: only fixed-point words with a power-of-two scale have a fixed compute type"
+        """The type the hardware computes with: the stored type with the binary point moved by a
+        power-of-two scale (``fixed<W,I>`` storing ``2**s * w`` is read as ``fixed<W,I-s>``), or,
+        for a constant scale, the type the divide-back casts to (``hwflow.image.divide``)."""
+        if self.format.kind is not Kind.FIXED:
+            msg = f"{self.key}: words stored as {self.format} have no fixed-point compute type"
             raise FormatError(msg)
         t = self.format.fixed
+        if not self.scale.is_power_of_two:
+            return divide.compute_type(t)
         return replace(t, integer=t.integer - self.scale.shift)
 
     def codes(self) -> np.ndarray:
-        """Integer codes in ``compute_type()``, logical layout."""
+        """Integer codes in ``compute_type()``, logical layout (after the divide-back, exactly as the
+        hardware does it)."""
+        if self.format.kind is Kind.FIXED and not self.scale.is_power_of_two:
+            t = self.format.fixed
+            return self.to_logical(divide.divide_codes(t.from_unsigned(self.words), self.scale.constant, t))
         return self.to_logical(self.compute_type().from_unsigned(self.words))
 
     def values(self) -> np.ndarray:
-        """Real values after the divide-back (float64, logical layout), whatever the format."""
+        """Real values after the divide-back (float64, logical layout), whatever the format: the
+        hardware's divide-back for fixed point, a float64 division for float words."""
+        if self.format.kind is Kind.FIXED:
+            return self.compute_type().to_float(self.codes())
         return self.to_logical(self.format.decode_float(self.words) / self.scale.factor)
 
     def with_words(self, words: np.ndarray) -> StoredArray:
