@@ -97,22 +97,22 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
     bits, and the C++ reads it back into the ``ap_fixed`` type (rounding with the type's mode). We
     follow the same text, so a weight that is not exactly representable (batch-norm scales, biases
     without a quantizer) gets the very code the C simulation gets.
-    """
-    arrays = []
-    for layer in hls_model.get_layers():
-        kind = _kind(layer)
 
     ``storage`` (default: the plan ``convert`` was given): an array with a power-of-two scale in fixed
     storage has hls4ml type ``fixed<W,I-s>``; its words are those bits, recorded as stored type
     ``fixed<W,I>`` with the shift (contract 2). Constant scales and float storage are encoded from
     the trained words (``StoragePlan.encode_array``); hls4ml keeps its types for them.
-        for name in WEIGHTED.get(kind, ()):
+    """
     recorded = getattr(hls_model, "hwflow_storage", None)
     plan = storage if storage is not None else recorded
     if plan is not None and plan.shifts() != (recorded.shifts() if recorded is not None else {}):
         msg = ("the storage plan moves the binary point of hls4ml types that this graph was not converted with: "
                "pass the same plan to hwflow.convert.convert(..., storage=plan)")
         raise ConversionError(msg)
+    arrays = []
+    for layer in hls_model.get_layers():
+        kind = _kind(layer)
+        for name in WEIGHTED.get(kind, ()):
             var = layer.weights.get(name)
             if var is None:
                 continue

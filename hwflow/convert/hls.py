@@ -167,18 +167,15 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     model = strip_softmax(model)
     check_names(model)
     config = hls_config(model, options)
-    try:
-        with quiet():
-            hls_model = hls4ml.converters.convert_from_keras_model(
     shifts = storage.shifts() if storage is not None else {}
     if shifts:
         config["Flows"] = []  # build the layers only: their weight types move before hls4ml infers the rest
+    try:
+        with quiet():
+            hls_model = hls4ml.converters.convert_from_keras_model(
                 model, hls_config=config, io_type=options.io_type.value, backend=options.backend.value,
                 output_dir=str(output_dir), part=options.part, clock_period=options.clock_period,
             )
-    except Exception as err:  # hls4ml raises bare Exceptions and KeyErrors for unsupported input
-        msg = (f"hls4ml could not convert the model ({type(err).__name__}: {err}); check that every layer "
-               "is supported (hwflow lists them in README) and that quantizers use alpha=1")
             if shifts:
                 expected = move_binary_points(hls_model, shifts, options.default_precision)
                 flow = hls_model.config.backend.get_default_flow()
@@ -186,10 +183,10 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
                 hls_model.apply_flow(flow)
     except HardenError:
         raise
+    except Exception as err:  # hls4ml raises bare Exceptions and KeyErrors for unsupported input
+        msg = (f"hls4ml could not convert the model ({type(err).__name__}: {err}); check that every layer "
+               "is supported (hwflow lists them in README) and that quantizers use alpha=1")
         raise ConversionError(msg) from err
-
-
-def compile_csim(hls_model) -> None:
     if shifts:
         check_scaled(hls_model, expected)
     hls_model.hwflow_storage = storage
@@ -245,6 +242,9 @@ def check_scaled(hls_model, expected: dict[str, FixedType]) -> None:
             msg = (f"{key}: hls4ml's optimizers changed the scaled weight type to {got} (expected {want}); "
                    "weight scaling of this layer is not supported")
             raise ConversionError(msg)
+
+
+def compile_csim(hls_model) -> None:
     """Write the project and build the C simulation library with g++ (hls4ml's ``compile``)."""
     import shutil
 
