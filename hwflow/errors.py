@@ -55,3 +55,8 @@ class BuildError(HwflowError):
 
 class BoardError(HwflowError):
     """A Board refused an operation: an address outside the weight memories, a word too wide, no device."""
+
+
+class DeployError(HwflowError):
+    """A deployment bundle cannot be packed: a build folder without its files, a variant or campaign that does not
+    fit the build."""
