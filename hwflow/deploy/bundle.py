@@ -1,0 +1,196 @@
+"""``hwflow deploy``: pack a build and a campaign into one bundle the board runs on its own.
+
+The bundle carries everything the board needs and nothing it cannot import: the build's manifest,
+golden WeightImage, program, bitstream and ``.hwh``; the campaign spec and its plan for the built
+variant (trial keys, seeds, FaultMap digests); the test inputs and labels; the host package; and a
+copy of exactly the numpy-only hwflow modules the host imports (``VENDORED``), taken from the
+installed hwflow at deploy time so the board samples FaultMaps with the workstation's code.
+See ``hwflow_host.bundle`` for the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hwflow_host
+import numpy as np
+from hwflow_host.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
+from hwflow_host.manifest import Manifest, load_manifest
+
+import hwflow
+from hwflow.errors import DeployError
+from hwflow.image import WeightImage
+
+log = logging.getLogger(__name__)
+
+# The hwflow modules the host imports (directly or through each other): numpy and the standard
+# library only. tests/test_deploy.py imports the packed set with TensorFlow, hls4ml, scipy,
+# matplotlib, PyYAML and the rest of hwflow made unimportable.
+VENDORED = (
+    "__init__.py", "errors.py", "fixed.py",
+    "image/__init__.py", "image/formats.py", "image/weight_image.py",
+    "faults/__init__.py", "faults/faultmap.py", "faults/models.py", "faults/target.py",
+    "results/__init__.py", "results/db.py",
+)
+
+RUN_SH = """#!/bin/bash
+# Start (or resume) this bundle's fault campaign on the board. Run it as root (pynq maps the
+# device): sudo ./run.sh [--db results.sqlite] [--max-trials N]
+# Rerunning the same command resumes: finished trials are kept, the memories are scrubbed first.
+set -e
+cd "$(dirname "$0")"
+for f in /etc/profile.d/pynq_venv.sh /etc/profile.d/xrt_setup.sh; do
+    if [ -f "$f" ]; then source "$f"; fi
+done
+exec python3 -m hwflow_host . "$@"
+"""
+
+
+@dataclass(frozen=True)
+class PackResult:
+    path: Path  # the .tar.gz
+    top: str  # the folder the archive unpacks to
+    campaign: str
+    variant: str
+    trials: int
+    samples: int
+    bitstream: str | None  # file name of the bitstream in the bundle; None for a dry-run bundle
+
+
+def find_bitstream(build_dir: Path, manifest: Manifest) -> Path | None:
+    """The build's bitstream: ``<top>.bit`` (or the only ``*.bit``) under ``build_dir``."""
+    found = sorted(build_dir.rglob("*.bit"))
+    if not found:
+        return None
+    preferred = [p for p in found if p.stem == manifest.top]
+    if len(preferred) == 1:
+        return preferred[0]
+    if len(found) == 1:
+        return found[0]
+    msg = (f"{build_dir} holds several bitstreams ({', '.join(str(p.relative_to(build_dir)) for p in found)}); "
+           "name one with --bitstream")
+    raise DeployError(msg)
+
+
+def choose_variant(spec, manifest: Manifest, variant: str | None) -> str:
+    labels = [f"{m.name}/{v}" for m in spec.models for v in m.variants]
+    if variant is not None:
+        if variant not in labels:
+            msg = f"variant {variant!r} is not in campaign {spec.name} (it has: {', '.join(labels)})"
+            raise DeployError(msg)
+        return variant
+    if len(labels) == 1:
+        return labels[0]
+    matching = [label for label in labels if label.split("/", 1)[0] == manifest.model]
+    if len(matching) == 1:
+        return matching[0]
+    msg = (f"campaign {spec.name} measures {len(labels)} variants ({', '.join(labels)}); say which one this build "
+           "is with --variant")
+    raise DeployError(msg)
+
+
+def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, variant: str | None = None,
+         bitstream: str | Path | None = None, require_bitstream: bool = True) -> PackResult:
+    """Write the bundle ``out`` (a .tar.gz unpacking to one folder named after it)."""
+    from hwflow.campaign import load_spec
+    from hwflow.campaign.runner import evaluation_data
+    from hwflow.deploy.plan import host_plan
+
+    build_dir, out = Path(build_dir), Path(out)
+    manifest_path = build_dir / "manifest.json"
+    if not manifest_path.is_file():
+        msg = f"{build_dir} has no manifest.json: give the output folder of `hwflow build`"
+        raise DeployError(msg)
+    manifest = load_manifest(manifest_path)
+    image_dir = build_dir / Path(manifest.weight_image).parent
+    image = WeightImage.load(image_dir)
+    manifest.check_image(image)
+    program = build_dir / manifest.program
+    if not program.is_file():
+        msg = f"{manifest_path}: program {manifest.program} is missing from {build_dir}; rebuild"
+        raise DeployError(msg)
+    bit = Path(bitstream) if bitstream is not None else find_bitstream(build_dir, manifest)
+    if bit is not None and (not bit.is_file() or not bit.with_suffix(".hwh").is_file()):
+        msg = f"{bit}: the bitstream and its .hwh (same name, beside it) are both needed by pynq's Overlay"
+        raise DeployError(msg)
+    if bit is None and require_bitstream:
+        msg = (f"{build_dir} has no bitstream (<top>.bit and .hwh): run the Vivado step of the build where Vivado is "
+               "installed, or pass --no-bitstream for a bundle that can only be dry-run with --board emulator")
+        raise DeployError(msg)
+    spec = load_spec(spec_path)
+    label = choose_variant(spec, manifest, variant)
+    x, y = evaluation_data(spec)
+    plan = host_plan(spec, label, image, len(y), in_memory={m.key for m in manifest.memories})
+
+    name = out.name[: -len(".tar.gz")] if out.name.endswith(".tar.gz") else out.stem
+    with tempfile.TemporaryDirectory(prefix="hwflow-deploy-") as tmp:
+        root = Path(tmp) / name
+        (root / "build").mkdir(parents=True)
+        shutil.copy2(manifest_path, root / "build" / "manifest.json")
+        image.save(root / "build" / Path(manifest.weight_image).parent)
+        shutil.copy2(program, root / "build" / manifest.program)
+        if bit is not None:
+            shutil.copy2(bit, root / "build" / bit.name)
+            shutil.copy2(bit.with_suffix(".hwh"), root / "build" / bit.with_suffix(".hwh").name)
+        shutil.copy2(spec_path, root / "campaign.yaml")
+        plan.save(root / "campaign.json")
+        (root / "data").mkdir()
+        np.save(root / "data" / "x.npy", np.asarray(x))
+        np.save(root / "data" / "y.npy", np.asarray(y))
+        copy_host(root)
+        (root / "run.sh").write_text(RUN_SH)
+        (root / "run.sh").chmod(0o755)
+        info = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "created": time.time(),
+                "hwflow": hwflow.__version__, "numpy": np.__version__, "campaign": spec.name, "variant": label,
+                "manifest": "build/manifest.json", "bitstream": f"build/{bit.name}" if bit is not None else None,
+                "plan": "campaign.json", "spec": "campaign.yaml", "x": "data/x.npy", "y": "data/y.npy"}
+        (root / BUNDLE_FILE).write_text(json.dumps(info, indent=1))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(out, "w:gz") as tar:
+            tar.add(root, arcname=name)
+    log.info("packed %s: %s, %d trials", out, label, len(plan.trials))
+    return PackResult(out, name, spec.name, label, len(plan.trials), len(y), bit.name if bit is not None else None)
+
+
+def copy_host(root: Path) -> None:
+    """The host package and the vendored hwflow modules, from the installed packages."""
+    host_src = Path(hwflow_host.__file__).parent
+    (root / "hwflow_host").mkdir()
+    for f in sorted(host_src.glob("*.py")):
+        shutil.copy2(f, root / "hwflow_host" / f.name)
+    src = Path(hwflow.__file__).parent
+    for rel in VENDORED:
+        dst = root / "hwflow" / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not (src / rel).is_file():
+            msg = f"the installed hwflow ({src}) has no {rel}: reinstall hwflow"
+            raise DeployError(msg)
+        shutil.copy2(src / rel, dst)
+
+
+def unpack(archive: str | Path, into: str | Path) -> Path:
+    """Unpack a bundle (what the board does with tar); returns the bundle folder."""
+    into = Path(into)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            names = {m.name.split("/", 1)[0] for m in tar.getmembers()}
+            for m in tar.getmembers():
+                if m.name.startswith("/") or ".." in Path(m.name).parts:
+                    msg = f"{archive}: unsafe path {m.name} in the archive"
+                    raise DeployError(msg)
+            tar.extractall(into)
+    except (OSError, tarfile.TarError) as err:
+        msg = f"{archive}: not a readable bundle ({err})"
+        raise DeployError(msg) from None
+    if len(names) != 1:
+        msg = f"{archive}: a bundle unpacks to one folder, this one to {sorted(names)}"
+        raise DeployError(msg)
+    return into / names.pop()
+
