@@ -15,7 +15,9 @@ plugged in directly. ``layout_manifest`` writes a contract-6 manifest for a Weig
 
 from __future__ import annotations
 
+import functools
 import math
+from pathlib import Path
 
 import numpy as np
 from hwflow_host.manifest import Manifest, parse_manifest
@@ -304,3 +306,26 @@ class FakePynq:
 
     def writes(self) -> list[tuple]:
         return [e for e in self.log if e[0] == "write"]
+
+
+# --- test models -------------------------------------------------------------------------------------
+
+
+@functools.cache
+def converted(name: str = "mlp-digits", weight_bits: int = 8, act_bits: int = 8):
+    """(Program, WeightImage) of an untrained zoo model (random batch-norm statistics) as hls4ml
+    converts it; once per test session, shared by the test modules."""
+    import tempfile
+
+    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+    from tests.conftest import zoo_model
+
+    with tempfile.TemporaryDirectory(prefix="hwflow-test-") as tmp:
+        hls_model = convert(zoo_model(name, weight_bits, act_bits), HlsOptions.make("parallel"), Path(tmp) / name)
+        return program_from_hls(hls_model, source={"model": name}), image_from_hls(hls_model)
+
+
+def manifest_for(program, image: WeightImage, **kwargs) -> dict:
+    """``layout_manifest`` with the data path of ``program``."""
+    return layout_manifest(image, input_shape=program.input.output_shape, input_type=str(program.input.result),
+                           output_shape=program.output.output_shape, output_type=str(program.output.result), **kwargs)
