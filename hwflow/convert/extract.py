@@ -24,6 +24,7 @@ _KINDS = {
     "Conv2D": Kind.CONV2D,
     "BatchNormalization": Kind.BATCHNORM,
     "Activation": Kind.ACTIVATION,
+    "ClipActivation": Kind.CLIPACT,  # hwflow.convert.clipact_hls
     "Pooling1D": Kind.POOL1D,
     "Pooling2D": Kind.POOL2D,
     "GlobalPooling1D": Kind.GLOBALPOOL1D,
@@ -60,6 +61,9 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
         attrs = {k: _plain(layer.get_attr(k)) for k in _GEOMETRY if layer.get_attr(k) is not None}
         if kind is Kind.ACTIVATION:
             attrs["activation"] = str(layer.get_attr("activation")).lower()
+        if kind is Kind.CLIPACT:  # the threshold as requested; hwflow.emulator.clip quantizes it
+            attrs["threshold"] = float(layer.get_attr("threshold"))
+            attrs["mode"] = str(layer.get_attr("mode"))
         if kind in (Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D):
             attrs["pool_op"] = str(layer.get_attr("pool_op"))
         accum = layer.get_attr("accum_t")

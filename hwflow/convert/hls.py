@@ -138,6 +138,9 @@ def hls_config(model, options: HlsOptions) -> dict:
     """hls4ml's per-layer configuration dictionary for ``model`` under ``options``."""
     import hls4ml
 
+    from hwflow.convert import clipact_hls
+
+    clipact_hls.register()  # hwflow's own layers, before hls4ml parses the model (idempotent)
     with quiet():
         config = hls4ml.utils.config_from_keras_model(
             model, granularity="name", backend=options.backend.value,

@@ -23,6 +23,7 @@ class Kind(enum.Enum):
     CONV2D = "conv2d"
     BATCHNORM = "batchnorm"
     ACTIVATION = "activation"
+    CLIPACT = "clipact"  # FT-ClipAct clipped activation (hwflow.emulator.clip)
     POOL1D = "pool1d"
     POOL2D = "pool2d"
     GLOBALPOOL1D = "globalpool1d"

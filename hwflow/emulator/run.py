@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwflow.emulator import ops
+from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
 from hwflow.fixed import FixedType, can_wrap, cast, quantize_float
@@ -170,6 +171,8 @@ class Emulator:
             return self._batchnorm(layer, x, x_type)
         if kind is Kind.ACTIVATION:
             return self._activation(layer, x, x_type)
+        if kind is Kind.CLIPACT:
+            return clip_layer(layer, x, x_type)
         if kind in (Kind.POOL2D, Kind.POOL1D):
             return self._pool(layer, x, x_type)
         if kind in (Kind.GLOBALPOOL2D, Kind.GLOBALPOOL1D):

@@ -32,6 +32,7 @@ SUPPORTED_LAYERS = frozenset({
     "Conv2D", "QConv2D",
     "BatchNormalization",
     "Activation", "QActivation", "ReLU",
+    "ClipActivation",  # FT-ClipAct (hwflow.harden.clipact)
     "MaxPooling1D", "MaxPooling2D",
     "Flatten",
     "Dropout",  # the identity at inference
@@ -126,6 +127,9 @@ def load_model(path: str | Path) -> tf.keras.Model:
 
     custom_objects: dict[str, Any] = {}
     _add_supported_quantized_objects(custom_objects)
+    from hwflow.harden.clipact import ClipActivation
+
+    custom_objects["ClipActivation"] = ClipActivation
     try:
         model = tf.keras.models.load_model(path, custom_objects=custom_objects, compile=False)
     except Exception as err:  # Keras raises anything from ValueError to TypeError here

@@ -1,0 +1,215 @@
+"""FT-ClipAct (Hoang, Hanif & Shafique, DATE 2020) as a Keras layer: a ReLU with a per-layer threshold.
+
+A weight fault makes some activations far larger than any the network saw in training; an
+unbounded ReLU passes them on. :class:`ClipActivation` replaces a zoo model's
+``QActivation(quantized_relu(bits, integer))`` one for one (same name, same output quantization)
+and squashes every value above its threshold ``T``:
+
+- ``mode="zero"`` (the paper's form, the default): ``y = q(x)`` if ``x <= T``, else ``0``;
+- ``mode="saturate"``: ``y = q(min(x, T))``;
+
+where ``q`` is the replaced layer's ``quantized_relu(bits, integer)`` (which also maps ``x < 0``
+to 0). With ``mode="saturate"`` and ``T`` at or above the output type's largest value the layer is
+the original ``QActivation``: the quantizer saturates there anyway.
+
+The layer is a real Keras layer, so a clipped model still trains and saves to ``.h5``;
+:func:`hwflow.zoo.loading.load_model` knows it. In hardware (``hls/nnet_clipact.h``) and in the
+emulator (``hwflow.emulator.clip``) ``T`` is compared in the layer's *input* type, rounded down to
+that type's grid; see ``hwflow.emulator.clip`` for the exact rule. The thresholds are searched
+under faults by ``hwflow.harden.thresholds``.
+
+The hardened model's sidecar records ``"hardening": {"methods": [..., "clipact"], "clipact":
+sidecar_entry(mode, thresholds)}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from hwflow.emulator.clip import MODES, check_mode, check_threshold
+from hwflow.errors import HardenError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODE = "zero"
+"""The paper's clip: values above the threshold become zero."""
+
+
+def _check_bits(bits: object, integer: object, where: str) -> tuple[int, int]:
+    for label, value in (("bits", bits), ("integer", integer)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            msg = f"{where}: {label} must be an integer, got {value!r}"
+            raise HardenError(msg)
+    if not 1 <= int(bits) <= 32 or not 0 <= int(integer) <= int(bits):
+        msg = f"{where}: need 1 <= bits <= 32 and 0 <= integer <= bits, got bits={bits}, integer={integer}"
+        raise HardenError(msg)
+    return int(bits), int(integer)
+
+
+class ClipActivation(tf.keras.layers.Layer):
+    """A quantized ReLU that clips values above ``threshold`` to zero or to the threshold.
+
+    ``bits`` and ``integer`` are those of QKeras's ``quantized_relu(bits, integer)``: the output is
+    ``ufixed<bits, integer>`` rounded to nearest and saturated, as hls4ml converts that quantizer.
+    """
+
+    def __init__(self, threshold: float, mode: str = DEFAULT_MODE, bits: int = 8, integer: int = 3,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        where = f"ClipActivation {self.name}"
+        self.threshold = check_threshold(threshold, f"{where}: threshold", HardenError)
+        self.mode = check_mode(mode, f"{where}: mode", HardenError)
+        self.bits, self.integer = _check_bits(bits, integer, where)
+        from qkeras import quantized_relu
+
+        self._quantizer = quantized_relu(self.bits, self.integer)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        t = tf.constant(self.threshold, dtype=inputs.dtype)
+        if self.mode == "zero":
+            clipped = tf.where(inputs <= t, inputs, tf.zeros_like(inputs))
+        else:
+            clipped = tf.minimum(inputs, t)
+        return self._quantizer(clipped)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"threshold": self.threshold, "mode": self.mode, "bits": self.bits, "integer": self.integer})
+        return config
+
+
+def custom_objects() -> dict[str, Any]:
+    """What ``tf.keras.models.load_model`` needs for QKeras layers and ``ClipActivation``."""
+    from qkeras.utils import _add_supported_quantized_objects
+
+    objects: dict[str, Any] = {}
+    _add_supported_quantized_objects(objects)
+    objects["ClipActivation"] = ClipActivation
+    return objects
+
+
+def _relu_quantizer(layer: Any) -> tuple[int, int] | None:
+    """(bits, integer) of a plain ``QActivation(quantized_relu(...))``, else None."""
+    if type(layer).__name__ != "QActivation":
+        return None
+    quantizer = layer.activation
+    if type(quantizer).__name__ != "quantized_relu":
+        return None
+    plain = (float(quantizer.negative_slope) == 0.0 and not quantizer.use_sigmoid
+             and quantizer.relu_upper_bound is None and not quantizer.use_stochastic_rounding)
+    return (int(quantizer.bits), int(quantizer.integer)) if plain else None
+
+
+def clip_layers(model: tf.keras.Model) -> dict[str, tuple[int, int]]:
+    """The layers FT-ClipAct can clip, with their ``(bits, integer)``: plain quantized ReLUs
+    (``QActivation(quantized_relu(bits, integer))``) and existing ``ClipActivation`` layers."""
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, ClipActivation):
+            out[layer.name] = (layer.bits, layer.integer)
+        elif (q := _relu_quantizer(layer)) is not None:
+            out[layer.name] = q
+    return out
+
+
+def _check_thresholds(model: tf.keras.Model, thresholds: dict[str, float]) -> dict[str, float]:
+    if not isinstance(thresholds, dict) or not thresholds:
+        msg = "thresholds must be a non-empty mapping {layer name: threshold}"
+        raise HardenError(msg)
+    layers = clip_layers(model)
+    if not layers:
+        msg = (f"model {model.name} has no layer FT-ClipAct can clip: it replaces "
+               "QActivation(quantized_relu(bits, integer)) layers without negative slope or upper bound")
+        raise HardenError(msg)
+    unknown = sorted(set(thresholds) - set(layers))
+    if unknown:
+        msg = f"no clippable layer named {', '.join(unknown)} in {model.name}; clippable: {', '.join(layers)}"
+        raise HardenError(msg)
+    return {name: check_threshold(t, f"threshold of {name}", HardenError) for name, t in thresholds.items()}
+
+
+def apply_clipact(model: tf.keras.Model, thresholds: dict[str, float], mode: str = DEFAULT_MODE) -> tf.keras.Model:
+    """A copy of ``model`` whose layers named in ``thresholds`` are ``ClipActivation(threshold, mode)``.
+
+    Each replaced layer keeps its name, its inputs and its output quantization; every other layer
+    (and every weight) is copied unchanged. Layers not named stay as they are.
+    """
+    mode = check_mode(mode, "clip mode", HardenError)
+    checked = _check_thresholds(model, thresholds)
+    bits = clip_layers(model)
+
+    def clone(layer: Any) -> Any:
+        if layer.name not in checked:
+            return layer.__class__.from_config(layer.get_config())
+        b, i = bits[layer.name]
+        return ClipActivation(checked[layer.name], mode, b, i, name=layer.name, dtype=layer.dtype)
+
+    try:
+        clone_model = tf.keras.models.clone_model(model, clone_function=clone)
+    except (TypeError, ValueError, KeyError) as err:
+        msg = f"cannot rebuild {model.name} with clipped activations ({type(err).__name__}: {err})"
+        raise HardenError(msg) from err
+    for layer in clone_model.layers:
+        weights = model.get_layer(layer.name).get_weights()
+        if weights:
+            layer.set_weights(weights)
+    log.info("clipped %s (%s): %s", model.name, mode,
+             ", ".join(f"{k}<={v:g}" for k, v in checked.items()))
+    return clone_model
+
+
+def profile_thresholds(model: tf.keras.Model, x: np.ndarray, layers: list[str] | None = None,
+                       batch_size: int = 256) -> dict[str, float]:
+    """The largest activation of each clippable layer on ``x``: ``max(0, max of the layer's input)``.
+
+    This is the paper's profile (the maximum output of the *unbounded* ReLU), so it may exceed the
+    quantized output type's range; the threshold search starts from ``[0, profile]``.
+    """
+    available = clip_layers(model)
+    names = list(available) if layers is None else list(layers)
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        msg = (f"cannot profile {', '.join(unknown) or 'no layers'} in {model.name}; "
+               f"clippable layers: {', '.join(available) or 'none'}")
+        raise HardenError(msg)
+    x = np.asarray(x)
+    if len(x) == 0:
+        msg = "profiling needs at least one sample"
+        raise HardenError(msg)
+    probe = tf.keras.Model(model.inputs, [model.get_layer(n).input for n in names])
+    outs = probe.predict(x, batch_size=batch_size, verbose=0)
+    if len(names) == 1:
+        outs = [outs]
+    return {n: max(0.0, float(np.max(o))) for n, o in zip(names, outs, strict=True)}
+
+
+def clip_settings(model: tf.keras.Model) -> dict | None:
+    """``{"mode": ..., "thresholds": {...}}`` of the model's ClipActivation layers (None if it has none).
+
+    A model whose clipped layers use different modes is refused: the sidecar records one mode.
+    """
+    layers = [layer for layer in model.layers if isinstance(layer, ClipActivation)]
+    if not layers:
+        return None
+    modes = {layer.mode for layer in layers}
+    if len(modes) > 1:
+        msg = f"model {model.name} mixes clip modes {sorted(modes)}; use one mode for every layer"
+        raise HardenError(msg)
+    return sidecar_entry(modes.pop(), {layer.name: layer.threshold for layer in layers})
+
+
+def sidecar_entry(mode: str, thresholds: dict[str, float]) -> dict:
+    """The ``hardening.clipact`` value of a hardened model's sidecar."""
+    mode = check_mode(mode, "clip mode", HardenError)
+    return {"mode": mode, "thresholds": {str(k): float(v) for k, v in thresholds.items()}}
+
+
+__all__ = ["DEFAULT_MODE", "MODES", "ClipActivation", "apply_clipact", "clip_layers", "clip_settings",
+           "custom_objects", "profile_thresholds", "sidecar_entry"]
