@@ -7,7 +7,8 @@ rules, each a deliberate simplification:
 - **Weight memories** (contract 6): one BRAM per WeightImage array behind an AXI BRAM controller.
   Vivado sizes the block memory from the controller's address range, so a memory costs
   ``range / 4`` 32-bit words, i.e. ``range / 4096`` BRAM36 (one RAMB36 is 1024 x 32 bits), at
-  least one per memory (the smallest range is 4 KiB).
+  least one per memory (the smallest range is 4 KiB). A memory stored with a constant
+  (non-power-of-two) scale adds one DSP per lane for its divide-back multiply (contract 3).
 - **Multipliers**: a layer with an ``n``-weight kernel has ``ceil(n / reuse_factor)`` multipliers
   (hls4ml's ``multiplier_limit``; a convolution reuses one kernel's multipliers for every pixel, a
   batch normalization has one per element in io_parallel, one per channel in io_stream). A product
@@ -183,7 +184,7 @@ def _memory_entries(image, memories: list[dict] | None) -> list[dict]:
     if memories is not None:
         return memories
     return [{"name": a.var, "layer": a.layer, "array": a.name, "depth": a.size, "word_bits": a.format.width,
-             "range": memory_range(a.size, a.format.width)} for a in image]
+             "range": memory_range(a.size, a.format.width), "scale": a.scale.to_json()} for a in image]
 
 
 def _memory(entry: dict) -> Usage:
@@ -193,8 +194,11 @@ def _memory(entry: dict) -> Usage:
         raise BuildError(msg)
     words = size // 4
     label = f"weight memory {entry.get('layer', '?')}/{entry.get('array', entry.get('name', '?'))}"
-    return Usage(label, bram36=float(max(1, -(-words // BRAM_WORDS))), lut=MEMORY_PORT[0] + BRAM_CTRL[0],
-                 ff=MEMORY_PORT[1] + BRAM_CTRL[1])
+    # A constant (non-power-of-two) scale is undone by one multiplier per lane while decoding (contract 3).
+    divided = (entry.get("scale") or {}).get("constant") is not None
+    lanes = max(1, 32 // int(entry.get("word_bits", 32))) if divided else 0
+    return Usage(label, bram36=float(max(1, -(-words // BRAM_WORDS))), dsp=lanes,
+                 lut=MEMORY_PORT[0] + BRAM_CTRL[0], ff=MEMORY_PORT[1] + BRAM_CTRL[1])
 
 
 def _ram(depth: int, width: int) -> tuple[float, int]:
