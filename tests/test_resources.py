@@ -1,0 +1,197 @@
+"""The resource estimate: its rules on synthetic designs (exact numbers), and the zoo on a PYNQ-Z2."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hwflow.build.boards import load_board
+from hwflow.build.resources import (
+    BRAM_CTRL,
+    DMA,
+    LUT_PER_PRODUCT_BIT,
+    MEMORY_PORT,
+    ResourceEstimate,
+    Usage,
+    check_fits,
+    estimate,
+    memory_range,
+)
+from hwflow.convert import HlsOptions
+from hwflow.emulator.program import Kind, LayerSpec, Program
+from hwflow.errors import BuildError
+from hwflow.fixed import parse_type
+from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
+from tests.conftest import zoo_model
+
+
+def dense_design(n_in: int, n_out: int, weight_type: str = "fixed<8,1>", scale: Scale | None = None):
+    """A synthetic one-layer network: input (n_in,) -> Dense(n_out), 16-bit input, 8-bit weights."""
+    layers = (
+        LayerSpec("image", Kind.INPUT, (), (n_in,), parse_type("fixed<16,6>")),
+        LayerSpec("fc", Kind.DENSE, ("image",), (n_out,), parse_type("fixed<24,12>"), parse_type("fixed<30,14>")),
+    )
+    fmt = StorageFormat.parse(weight_type)
+    arrays = (
+        StoredArray("fc", "weight", "w2", (n_in, n_out), (0, 1), fmt, scale or Scale(0),
+                    np.zeros(n_in * n_out, dtype=np.uint64)),
+        StoredArray("fc", "bias", "b2", (n_out,), (0,), fmt, Scale(0), np.zeros(n_out, dtype=np.uint64)),
+    )
+    return Program(layers), WeightImage(arrays)
+
+
+def by_name(estimate_: ResourceEstimate, prefix: str) -> Usage:
+    (usage,) = [u for u in estimate_.items if u.what.startswith(prefix)]
+    return usage
+
+
+@pytest.mark.parametrize(
+    ("depth", "bits", "expected"),
+    [(1, 8, 4096), (144, 8, 4096), (4096, 8, 4096), (4097, 8, 8192), (10000, 8, 16384), (1024, 32, 4096),
+     (1025, 32, 8192), (3000, 16, 8192), (262144, 8, 262144)],
+)
+def test_memory_range_is_the_power_of_two_holding_the_bus_words(depth, bits, expected):
+    assert memory_range(depth, bits) == expected
+
+
+def test_each_weight_memory_is_range_over_4096_bram36_behind_a_controller():
+    program, image = dense_design(64, 128)  # 8192 weights of 8 bits: 2048 bus words -> 8 KiB
+    usage = estimate(program, image, HlsOptions.make("parallel", "Vitis", "Resource", 64))
+    weight, bias = by_name(usage, "weight memory fc/weight"), by_name(usage, "weight memory fc/bias")
+    assert (weight.bram36, bias.bram36) == (2.0, 1.0)
+    assert weight.lut == MEMORY_PORT[0] + BRAM_CTRL[0]
+    assert weight.ff == MEMORY_PORT[1] + BRAM_CTRL[1]
+
+
+def test_manifest_memories_decide_the_brams():
+    program, image = dense_design(64, 128)
+    memories = [{"name": "w2", "layer": "fc", "array": "weight", "range": 65536, "word_bits": 8,
+                 "scale": {"shift": 0, "constant": None}}]  # only the kernel in BRAM, 64 KiB of address space
+    usage = estimate(program, image, HlsOptions.make("parallel", "Vitis", "Resource", 64), memories)
+    assert [u.bram36 for u in usage.items if u.what.startswith("weight memory")] == [16.0]
+
+
+def test_a_constant_scale_adds_one_divide_back_dsp_per_lane():
+    plain = estimate(*dense_design(64, 10), HlsOptions.make("parallel", "Vitis", "Resource", 8))
+    scaled = estimate(*dense_design(64, 10, scale=Scale(0, 3.0)), HlsOptions.make("parallel", "Vitis", "Resource", 8))
+    assert by_name(plain, "weight memory fc/weight").dsp == 0
+    assert by_name(scaled, "weight memory fc/weight").dsp == 4  # 8-bit words: 4 lanes per bus word
+
+
+def test_multipliers_per_reuse_factor_and_the_dsp_rule():
+    options = HlsOptions.make("parallel", "Vitis", "Latency", 4)
+    narrow = by_name(estimate(*dense_design(64, 10, "fixed<8,1>"), options), "fc multipliers")
+    wide = by_name(estimate(*dense_design(64, 10, "fixed<12,2>"), options), "fc multipliers")
+    multipliers = 64 * 10 // 4
+    assert narrow.what == f"fc multipliers ({multipliers} of 8x16 bits)"
+    assert narrow.dsp == 0  # 8-bit weights: LUT multipliers
+    assert narrow.lut == multipliers * (math.ceil(LUT_PER_PRODUCT_BIT * 8 * 16) + 30)  # + adder of the 30-bit accum
+    assert wide.dsp == multipliers  # 12-bit weights: one DSP each
+    assert wide.lut == multipliers * 30
+    assert wide.ff == narrow.ff == multipliers * 30
+
+
+def test_latency_keeps_weights_in_registers_resource_in_ram():
+    program, image = dense_design(64, 128)
+    latency = by_name(estimate(program, image, HlsOptions.make("parallel", "Vitis", "Latency", 64)), "fc weight arrays")
+    resource = by_name(estimate(program, image, HlsOptions.make("parallel", "Vitis", "Resource", 64)),
+                       "fc weight arrays")
+    assert latency.ff == (64 * 128 + 128) * 8
+    assert latency.bram36 == 0
+    # 64 deep x (8192 / 64 = 128 weights x 8 bits = 1024 bits) wide: RAMB18s of 512 x 36
+    assert resource.bram36 == math.ceil(1024 / 36) / 2
+    assert resource.ff == 128 * 8  # the bias stays in registers
+
+
+def test_infrastructure_is_counted_once():
+    usage = estimate(*dense_design(64, 10), HlsOptions.make("stream", "Vitis", "Resource", 8))
+    dma = by_name(usage, "AXI DMA")
+    assert (dma.lut, dma.ff, dma.bram36) == DMA
+    assert usage.bram36 == sum(u.bram36 for u in usage.items)
+    assert usage.summary().startswith(f"estimated {usage.bram36:g} BRAM36, {usage.dsp} DSP")
+    assert usage.to_json()["lut"] == usage.lut
+
+
+def test_a_huge_image_is_refused_with_the_numbers():
+    program, image = dense_design(2048, 256)  # 524288 8-bit weights: 131072 bus words, 512 KiB
+    usage = estimate(program, image, HlsOptions.make("stream", "Vitis", "Resource", 2048))
+    # memories of 128 (kernel) + 1 (bias) BRAM36, the DMA's, and hls4ml's 2048-deep x 2048-bit kernel RAM
+    assert usage.bram36 == 128 + 1 + DMA[2] + math.ceil(2048 / 9) / 2
+    board = load_board("pynq-z2")
+    with pytest.raises(BuildError) as err:
+        check_fits(usage, board)
+    message = str(err.value)
+    assert f"needs {usage.bram36:g} BRAM36 of 140 on pynq-z2 (126 usable with a 10% margin" in message
+    assert "largest: weight memory fc/weight 128" in message
+    assert "raise the reuse factor" in message
+    assert "a bigger board" in message
+    assert "estimate" in message
+    check_fits(usage, load_board("alveo-u250"))  # a big card takes it
+
+
+def test_every_resource_over_budget_is_named():
+    board = load_board("pynq-z2")
+    usage = ResourceEstimate((Usage("everything", bram36=200.0, dsp=300, lut=60000, ff=50000),))
+    with pytest.raises(BuildError) as err:
+        check_fits(usage, board)
+    message = str(err.value)
+    assert "needs 200 BRAM36 of 140" in message
+    assert "needs 300 DSP of 220 on pynq-z2 (198 usable" in message
+    assert "needs 60000 LUT of 53200 on pynq-z2 (47880 usable" in message
+    assert "FF" not in message
+
+
+def test_margin():
+    board = load_board("pynq-z2")
+    usage = ResourceEstimate((Usage("brams", bram36=130.0),))
+    check_fits(usage, board, margin=0.0)
+    with pytest.raises(BuildError, match="needs 130 BRAM36 of 140 on pynq-z2 \\(126 usable with a 10% margin"):
+        check_fits(usage, board)
+    with pytest.raises(BuildError, match="margin must be in"):
+        check_fits(usage, board, margin=1.0)
+
+
+def test_a_malformed_memory_range_is_refused():
+    program, image = dense_design(64, 10)
+    with pytest.raises(BuildError, match="'range' must be a positive byte count"):
+        estimate(program, image, HlsOptions.make(), [{"name": "w2", "range": "4K"}])
+
+
+# --- the zoo ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """hls4ml conversions of the zoo CNNs (no C simulation build), once per module."""
+    from hwflow.convert import convert, image_from_hls, program_from_hls
+
+    cache = {}
+
+    def get(name: str, options: HlsOptions):
+        key = (name, options)
+        if key not in cache:
+            hls_model = convert(zoo_model(name, 8, 8), options, tmp_path_factory.mktemp(name))
+            cache[key] = program_from_hls(hls_model), image_from_hls(hls_model)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize(("name", "reuse"), [("cnn-digits", 16), ("cnn-fmnist", 64)])
+def test_the_zoo_cnns_fit_a_pynq_z2_with_resource_strategy(converted, name, reuse):
+    options = HlsOptions.make("stream", "Vitis", "Resource", reuse)
+    usage = estimate(*converted(name, options), options)
+    check_fits(usage, load_board("pynq-z2"))
+    assert usage.dsp < 220
+
+
+def test_cnn_fmnist_fully_parallel_is_refused_on_a_pynq_z2(converted):
+    options = HlsOptions.make("parallel", "Vitis", "Latency", 1)
+    usage = estimate(*converted("cnn-fmnist", options), options)
+    with pytest.raises(BuildError, match=r"does not fit pynq-z2 .*needs \d+ DSP of 220.*needs \d+ LUT of 53200"):
+        check_fits(usage, load_board("pynq-z2"))
+    # fewer multipliers with a larger reuse factor, everything else equal
+    resource = HlsOptions.make("parallel", "Vitis", "Resource", 16)
+    assert estimate(*converted("cnn-fmnist", resource), resource).lut < usage.lut
