@@ -56,6 +56,8 @@ class PynqBoard:
                  name: str | None = None, timeout_s: float = 10.0):
         manifest.check_image(image)
         self.manifest = manifest
+        self.image = image
+        self.total_words = image.total_words
         self.name = name or manifest.board
         self.timeout_s = timeout_s
         self._pynq = pynq if pynq is not None else import_pynq()
@@ -125,7 +127,9 @@ class PynqBoard:
     def _locate(self, addr: int) -> tuple[WeightMemory, int]:
         where = self.manifest.locate(addr)
         if where is None:
-            msg = f"address {addr} is in no weight memory of {self.manifest.source or 'the manifest'}"
+            array, index = self.image.locate(addr)
+            msg = (f"address {addr} ({array.key}[{index}]) is in no weight memory: {array.key} is a constant of this "
+                   f"build, not host-writable (memories: {', '.join(m.key for m in self.manifest.memories)})")
             raise BoardError(msg)
         return where
 
@@ -133,7 +137,7 @@ class PynqBoard:
         return self._locate(addr)[0].word_bits
 
     def write_word(self, addr: int, value: int) -> None:
-        addr, value = check_word(addr, value, self.manifest.total_words, self._width)
+        addr, value = check_word(addr, value, self.total_words, self._width)
         mem, index = self._locate(addr)
         offset, shift = mem.locate(index)
         mmio = self._mmio[mem.name]
@@ -144,7 +148,7 @@ class PynqBoard:
         mmio.write(offset, (old & ~(mem.mask << shift) & _U32) | (value << shift))
 
     def read_word(self, addr: int) -> int:
-        mem, index = self._locate(check_address(addr, self.manifest.total_words))
+        mem, index = self._locate(check_address(addr, self.total_words))
         offset, shift = mem.locate(index)
         return (int(self._mmio[mem.name].read(offset)) >> shift) & mem.mask
 
@@ -188,9 +192,9 @@ class PynqBoard:
         vals = None if values is None else np.asarray(values, dtype=np.uint64).reshape(-1)
         for i, a in enumerate(addrs.tolist()):
             if vals is None:
-                check_address(a, self.manifest.total_words)
+                check_address(a, self.total_words)
             else:
-                check_word(a, int(vals[i]), self.manifest.total_words, self._width)
+                check_word(a, int(vals[i]), self.total_words, self._width)
         out = []
         for mem in self.manifest.memories:
             sel = np.flatnonzero((addrs >= mem.first_word) & (addrs < mem.first_word + mem.depth))
