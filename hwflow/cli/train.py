@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwflow.cli.args import integer, positive
+from hwflow.errors import HardenError
+from hwflow.harden.saq import DEFAULT_RHO, DEFAULT_SPARSITY, uses_sam, uses_sparsity
 from hwflow.zoo.models import ZOO
 
 
@@ -28,6 +30,17 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive, help="batch size (default: the zoo model's)")
     p.add_argument("--learning-rate", type=float, help="Adam learning rate (default: the zoo model's)")
     p.add_argument("--seed", type=integer, default=0, help="seed of initial weights and shuffling (default 0)")
+    p.add_argument(
+        "--method",
+        default="standard",
+        metavar="METHOD",
+        help="standard (default), saq (sharpness-aware QAT, FlatENN), sparse (L1 activity penalty) or sparse-saq",
+    )
+    p.add_argument("--rho", type=float, help=f"SAM radius for saq / sparse-saq (default {DEFAULT_RHO})")
+    p.add_argument("--asam", action="store_true", help="adaptive SAM (ASAM) for saq / sparse-saq")
+    p.add_argument(
+        "--sparsity", type=float, help=f"L1 activity penalty for sparse / sparse-saq (default {DEFAULT_SPARSITY})"
+    )
     p.add_argument("--out", type=Path, required=True, help="model file to write (.h5; sidecar .json beside it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -36,6 +49,19 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from hwflow.zoo.train import TrainConfig, train
 
+    unused = [
+        flag for flag, given, used in (
+            ("--rho", args.rho is not None, uses_sam(args.method)),
+            ("--asam", args.asam, uses_sam(args.method)),
+            ("--sparsity", args.sparsity is not None, uses_sparsity(args.method)),
+        ) if given and not used
+    ]  # fmt: skip
+    if unused:
+        msg = (
+            f"{', '.join(unused)}: not used by --method {args.method} (--rho and --asam apply to saq and "
+            "sparse-saq, --sparsity to sparse and sparse-saq); drop it or pick the method that uses it"
+        )
+        raise HardenError(msg)
     config = TrainConfig(
         model=args.model,
         dataset=args.dataset,
@@ -48,14 +74,19 @@ def run(args) -> int:
         seed=args.seed,
         out=args.out,
         data_root=args.data_root,
+        method=args.method,
+        rho=args.rho if args.rho is not None else DEFAULT_RHO,
+        asam=args.asam,
+        sparsity=args.sparsity if args.sparsity is not None else DEFAULT_SPARSITY,
     )
     result = train(config, progress=not args.quiet)
     meta = result.metadata
     print(
         f"{meta['model']} on {meta['dataset']} ({meta['weight_bits']}-bit weights with "
         f"{meta['weight_integer']} integer bits, {meta['act_bits']}-bit activations, "
-        f"{meta['epochs']} epochs, seed {meta['seed']}): "
-        f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
+        f"{meta['epochs']} epochs, seed {meta['seed']}, method {meta['method']}): "
+        f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f}, "
+        f"sharpness {result.sharpness:.4f}, activation sparsity {result.activation_sparsity:.3f} "
         f"in {result.seconds:.1f} s; model {result.path}, sidecar {result.sidecar}"
     )
     return 0

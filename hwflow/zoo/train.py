@@ -22,6 +22,9 @@ import numpy as np
 import hwflow
 from hwflow.data import Dataset, canonical_name, load_dataset
 from hwflow.errors import DatasetError, ModelError
+from hwflow.harden.saq import DEFAULT_RHO, DEFAULT_SPARSITY, check_options, hardening_record, training_record
+from hwflow.harden.saq import fit as saq_fit
+from hwflow.harden.sharpness import activation_sparsity, sharpness
 from hwflow.zoo.loading import load_model, read_sidecar, sidecar_path, write_sidecar
 from hwflow.zoo.models import build_model, check_bits, get_spec
 
@@ -34,7 +37,10 @@ log = logging.getLogger(__name__)
 _MATCH_KEYS = (
     "model", "dataset", "weight_bits", "act_bits", "weight_integer",
     "epochs", "batch_size", "learning_rate", "seed", "hwflow_version",
+    "method", "rho", "asam", "sparsity",
 )  # fmt: skip
+# What a sidecar written before a key existed means by its absence (a standard model).
+_MATCH_DEFAULTS = {"method": "standard", "rho": None, "asam": None, "sparsity": None}
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,15 @@ class TrainConfig:
     None: ``models/<model>-w<weight_bits>i<weight_integer>a<act_bits>-s<seed>.h5``."""
     data_root: Path | None = None
     """Directory of the Fashion-MNIST files when not in ``/usr/share/datasets/fashion-mnist``."""
+    method: str = "standard"
+    """``standard`` QAT, ``saq`` (FlatENN's sharpness-aware QAT), ``sparse`` (QAT with an L1
+    activity penalty) or ``sparse-saq`` (both); see :mod:`hwflow.harden.saq`."""
+    rho: float = DEFAULT_RHO
+    """SAM's neighbourhood radius (``saq`` and ``sparse-saq`` only)."""
+    asam: bool = False
+    """Use adaptive SAM (perturbation scaled elementwise by |w|) instead of SAM (``saq`` methods only)."""
+    sparsity: float = DEFAULT_SPARSITY
+    """Strength of the L1 activity penalty on the mean |ReLU output| (``sparse`` methods only)."""
 
     def resolved(self) -> TrainConfig:
         """A copy with every None replaced by the zoo model's default, checked for sense."""
@@ -94,6 +109,7 @@ class TrainConfig:
         if config.out.suffix.lower() != ".h5":
             msg = f"training configuration: out must be an .h5 file, got {config.out}"
             raise ModelError(msg)
+        check_options(config.method, config.rho, config.asam, config.sparsity)
         return config
 
     def metadata(self) -> dict[str, Any]:
@@ -109,6 +125,7 @@ class TrainConfig:
             "learning_rate": self.learning_rate,
             "seed": int(self.seed),
             "hwflow_version": hwflow.__version__,
+            **training_record(self.method, self.rho, self.asam, self.sparsity),
         }
 
 
@@ -132,6 +149,11 @@ class TrainResult:
     """True when :func:`load_or_train` found a matching saved model."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """The sidecar's contents."""
+    sharpness: float | None = None
+    """Mean test-loss rise under random weight perturbations (:mod:`hwflow.harden.sharpness`);
+    None for a reused model whose sidecar predates the measure."""
+    activation_sparsity: float | None = None
+    """Fraction of zero ReLU outputs on the test split; None as for ``sharpness``."""
 
 
 def accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
@@ -176,30 +198,41 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     # Cosine decay to zero: the last epochs fine-tune at small steps, which quantized weights need
     # to settle on their grid; it costs nothing and is as deterministic as a constant rate.
     schedule = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate=schedule),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
+    optimizer = tf.keras.optimizers.Adam(learning_rate=schedule)
+    if config.method == "standard":
+        model.compile(
+            optimizer=optimizer,
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
     log.info(
         "training %s on %s (%d train / %d val / %d test), %d-bit weights (%d integer bits), "
-        "%d-bit activations, %d epochs, seed %d",
+        "%d-bit activations, %d epochs, seed %d, method %s",
         config.model, data.name, len(data.y_train), len(data.y_val), len(data.y_test),
-        config.weight_bits, config.weight_integer, config.act_bits, config.epochs, config.seed,
+        config.weight_bits, config.weight_integer, config.act_bits, config.epochs, config.seed, config.method,
     )  # fmt: skip
     start = time.perf_counter()
-    model.fit(
-        data.x_train,
-        data.y_train,
-        validation_data=(data.x_val, data.y_val),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        verbose=1 if progress else 0,
-    )
+    if config.method == "standard":
+        model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            shuffle=True,
+            verbose=1 if progress else 0,
+        )
+    else:
+        saq_fit(
+            model, config.method, optimizer, data.x_train, data.y_train, rho=config.rho, asam=config.asam,
+            sparsity=config.sparsity, validation_data=(data.x_val, data.y_val), epochs=config.epochs,
+            batch_size=config.batch_size, verbose=1 if progress else 0,
+        )  # fmt: skip
     seconds = time.perf_counter() - start
     test_acc = accuracy(model, data.x_test, data.y_test)
     val_acc = accuracy(model, data.x_val, data.y_val)
+    sharp = sharpness(model, data.x_test, data.y_test)
+    sparse = activation_sparsity(model, data.x_test)
 
     try:
         with warnings.catch_warnings():
@@ -216,14 +249,29 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         "train_seconds": round(seconds, 2),
         "input_shape": list(data.input_shape),
         "n_classes": data.n_classes,
+        "sharpness": sharp.loss_rise,
+        "sharpness_measure": sharp.to_json(),
+        "activation_sparsity": sparse.overall,
+        "activation_sparsity_layers": sparse.layers,
+        "hardening": hardening_record(config.method, config.rho, config.asam, config.sparsity),
     }
     try:
         side = write_sidecar(config.out, metadata)
     except OSError as err:
         msg = f"cannot write the sidecar of {config.out}: {err}"
         raise ModelError(msg) from err
-    log.info("test accuracy %.4f, val accuracy %.4f, %.1f s; saved %s", test_acc, val_acc, seconds, config.out)
-    return TrainResult(model, config.out, side, test_acc, val_acc, seconds, reused=False, metadata=metadata)
+    log.info(
+        "test accuracy %.4f, val accuracy %.4f, sharpness %.4f, activation sparsity %.3f, %.1f s; saved %s",
+        test_acc, val_acc, sharp.loss_rise, sparse.overall, seconds, config.out,
+    )  # fmt: skip
+    return TrainResult(
+        model, config.out, side, test_acc, val_acc, seconds, reused=False, metadata=metadata,
+        sharpness=sharp.loss_rise, activation_sparsity=sparse.overall,
+    )  # fmt: skip
+
+
+def _matches(side: dict, wanted: dict, key: str) -> bool:
+    return side.get(key, _MATCH_DEFAULTS.get(key)) == wanted[key]
 
 
 def load_or_train(config: TrainConfig, progress: bool = True) -> TrainResult:
@@ -231,7 +279,7 @@ def load_or_train(config: TrainConfig, progress: bool = True) -> TrainResult:
     config = config.resolved()
     side = read_sidecar(config.out) if config.out.is_file() else None
     wanted = config.metadata()
-    if side is not None and all(side.get(key) == wanted[key] for key in _MATCH_KEYS):
+    if side is not None and all(_matches(side, wanted, key) for key in _MATCH_KEYS):
         try:
             model = load_model(config.out)
         except ModelError as err:
@@ -242,8 +290,14 @@ def load_or_train(config: TrainConfig, progress: bool = True) -> TrainResult:
                 model, config.out, sidecar_path(config.out),
                 float(side.get("test_accuracy", float("nan"))), float(side.get("val_accuracy", float("nan"))),
                 0.0, reused=True, metadata=side,
+                sharpness=_optional_float(side.get("sharpness")),
+                activation_sparsity=_optional_float(side.get("activation_sparsity")),
             )  # fmt: skip
     elif side is not None:
-        changed = [key for key in _MATCH_KEYS if side.get(key) != wanted[key]]
+        changed = [key for key in _MATCH_KEYS if not _matches(side, wanted, key)]
         log.info("%s was trained with a different %s; training again", config.out, ", ".join(changed))
     return train(config, progress=progress)
+
+
+def _optional_float(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
