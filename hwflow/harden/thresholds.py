@@ -142,11 +142,11 @@ class ClipSearchResult:
     initial_score: float
     """Score with every threshold at its profiled maximum (the search's starting point)."""
     baseline_score: float
-    """Score of the unclipped model on the same fault maps."""
+    """Score of the model as given (unclipped, for a plain model) on the same fault maps."""
     clean_accuracy: float
     """Fault-free validation accuracy of the chosen thresholds."""
     baseline_clean_accuracy: float
-    """Fault-free validation accuracy of the unclipped model."""
+    """Fault-free validation accuracy of the model as given."""
     rounds: list[SearchRound]
     evaluations: int
     """Distinct threshold settings scored (each on rates x trials fault maps)."""
