@@ -10,13 +10,16 @@ The rule (the default) — our choices, where the paper is silent:
   still fits the stored type ``S = fixed<W,I>`` (``code << s`` in range), at most ``W - 1`` (an
   all-zero array would fit any shift). The divide-back is a move of the binary point (the hardware
   reads ``fixed<W,I-s>``): free and exact.
-- **float16 / float32**: per array, the smallest power of two that makes every nonzero ``|c*w| >= 2``,
-  so that the exponent's top bit is 1 and its flip divides the weight by 2**16 (fp16) / 2**128 (fp32)
-  instead of multiplying by it. Not larger: a larger ``c`` changes nothing for that bit and brings
-  weights closer to overflow, where a flip of a lower exponent bit reaches inf. When the weights' range
-  is too wide for float16 (``c * max|w|`` would pass 65504), the largest power of two that does not
-  overflow is used and the plan's details name the arrays whose smallest weights keep the top bit 0.
-  All-zero arrays keep ``c = 1``.
+- **float16 / float32**: per array, the largest power of two with ``c * max|w| < 2**14`` (float16) /
+  ``2**126`` (float32). The paper's condition — every nonzero ``|c*w| >= 2``, so the exponent's top bit
+  is 1 and its flip divides the weight by 2**16 / 2**128 instead of multiplying it — holds whenever
+  the array's range allows (8-bit weights span 2**7), but it is not enough on its own: just above 2
+  the exponent's lower bits are 0 (``0b10000...``) and their flips multiply the weight by up to
+  2**8 / 2**64, which we measured to be worse than no scaling. Near the top of the range those bits
+  are 1 and most exponent flips shrink the weight; the bound keeps at least two 0 bits in the
+  largest weight's exponent (``<= 0b11100`` / ``0b11111100``), so no single flip reaches inf/NaN.
+  Arrays whose range is too wide keep the top bit 0 for their smallest weights: the plan's details
+  count them (``top_bit_zero``). All-zero arrays are scaled as if their largest weight were 1.
 - **Arrays**: weights and biases of Dense/Conv layers, and batch-norm scale and bias (their default
   ``fixed<16,6>`` words are the loosest in a QKeras model); ``batchnorm=False`` leaves them out.
   Through hls4ml a scaled batch-norm array gains real precision (hls4ml re-quantizes the float scale
@@ -34,7 +37,7 @@ import numpy as np
 from hwflow.errors import FormatError, HardenError
 from hwflow.fixed import FixedType, quantize_float
 from hwflow.image import Kind, Scale, StoragePlan, StoredArray, WeightImage
-from hwflow.image.plan import FLOAT_MAX, STORAGE_KINDS
+from hwflow.image.plan import STORAGE_KINDS
 
 BATCHNORM_ROLE = "scale"  # a layer holding a "scale" array is a batch normalization
 
@@ -95,15 +98,19 @@ def max_fit_constant(array: StoredArray) -> float:
     return min(bounds)
 
 
+# Exclusive bound of max|c*w| in float storage: the largest binade whose exponent field keeps two 0 bits.
+FLOAT_TOP_EXPONENT = {"float16": 14, "float32": 126}
+
+
 def float_shift(array: StoredArray, storage: str) -> tuple[int, int]:
     """The float rule's shift for one array, and how many nonzero weights keep the exponent's top bit 0."""
     values = np.abs(array.values()).reshape(-1)
     nonzero = values[values > 0]
+    top = FLOAT_TOP_EXPONENT[storage]
     if nonzero.size == 0:
-        return 0, 0
-    need = math.ceil(math.log2(2.0 / float(nonzero.min())))  # smallest s: 2**s * min|w| >= 2
-    room = math.floor(math.log2(FLOAT_MAX[storage] / float(nonzero.max())))  # largest s without overflow
-    shift = min(need, room)
+        return top - 1, 0
+    _, exponent = math.frexp(float(nonzero.max()))  # max = m * 2**exponent, 0.5 <= m < 1
+    shift = top - exponent  # the largest s with max * 2**s < 2**top
     low = int(np.sum(nonzero * 2.0**shift < 2.0))
     return shift, low
 
@@ -124,10 +131,10 @@ def plan_rule(image: WeightImage, storage: str = "fixed", layers: Iterable[str] 
             scales[arr.key] = Scale(shift)
             if low:
                 short[arr.key] = low
-    details: dict = {"rule": "fill the stored range" if storage == "fixed" else "min nonzero |c*w| >= 2",
-                     "batchnorm": bool(batchnorm), "layers": None if layers is None else list(layers)}
+    rule = "fill the stored range" if storage == "fixed" else f"max|c*w| < 2^{FLOAT_TOP_EXPONENT[storage]}"
+    details: dict = {"rule": rule, "batchnorm": bool(batchnorm), "layers": None if layers is None else list(layers)}
     if short:
-        details["top_bit_zero"] = short  # float16 trade-off: these weights would overflow otherwise
+        details["top_bit_zero"] = short  # weights left below 2: their exponent's top bit stays 0
     return StoragePlan(storage, scales, "rule", details)
 
 

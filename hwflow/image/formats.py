@@ -70,7 +70,8 @@ class StorageFormat:
         if self.kind is Kind.FIXED:
             return self.fixed.to_float(self.fixed.from_unsigned(words))
         ftype, utype = _FLOAT_DTYPES[self.kind]
-        return np.asarray(words, dtype=np.uint64).astype(utype).view(ftype).astype(np.float64)
+        with np.errstate(invalid="ignore"):  # NaN words (a faulty exponent) stay NaN
+            return np.asarray(words, dtype=np.uint64).astype(utype).view(ftype).astype(np.float64)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,8 @@ from hwflow.image.weight_image import StoredArray, WeightImage
 STORAGE_KINDS = ("fixed", "float16", "float32")
 MODES = ("none", "rule", "constant", "search")
 PLAN_FORMAT = 1
-MAX_SHIFT = 62  # a FixedType holds at most 62 bits: no shift beyond that can mean anything
+MAX_FIXED_SHIFT = 62  # a FixedType holds at most 62 bits: no shift beyond that can mean anything
+MAX_SHIFT = 1023  # 2**shift must be a finite float64 (float32 storage may need shifts beyond 100)
 
 # Largest finite value of each float storage kind (a scaled weight must stay below it).
 FLOAT_MAX = {"float16": float(np.finfo(np.float16).max), "float32": float(np.finfo(np.float32).max)}
@@ -79,6 +80,10 @@ class StoragePlan:
             msg = f"storage plan: scales must be a mapping 'layer/name' -> Scale, got {type(self.scales).__name__}"
             raise HardenError(msg)
         scales = {_check_key(k): _check_scale(k, v) for k, v in self.scales.items()}
+        too_far = [k for k, v in scales.items() if abs(int(v.shift)) > MAX_FIXED_SHIFT]
+        if self.storage == "fixed" and too_far:
+            msg = f"storage plan: shifts of {', '.join(too_far)} are beyond +-{MAX_FIXED_SHIFT} bits of fixed point"
+            raise HardenError(msg)
         object.__setattr__(self, "scales", scales)
         try:
             details = json.loads(json.dumps(dict(self.details)))

@@ -92,7 +92,8 @@ class StoredArray:
         hardware's divide-back for fixed point, a float64 division for float words."""
         if self.format.kind is Kind.FIXED:
             return self.compute_type().to_float(self.codes())
-        return self.to_logical(self.format.decode_float(self.words) / self.scale.factor)
+        with np.errstate(over="ignore", invalid="ignore"):  # a faulty float word may be inf or NaN
+            return self.to_logical(self.format.decode_float(self.words) / self.scale.factor)
 
     def with_words(self, words: np.ndarray) -> StoredArray:
         return replace(self, words=words)
