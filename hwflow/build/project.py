@@ -1,0 +1,290 @@
+"""``hwflow build``: an HLS project whose weight arrays live in host-writable BRAM, and its manifest.
+
+The project is hls4ml's, written by hls4ml, plus hwflow's top-level wrapper ``hwflow_top``
+(``hls/templates``). The arrays chosen for BRAM become ports of hls4ml's ``myproject`` (hls4ml's
+own mechanism: a weight variable with ``storage = 'bram'``, what its ``BramFactor`` option sets),
+and ``hwflow_top`` feeds them from BRAMs holding the *stored words* of the WeightImage — the bits
+the emulator faults — decoded as the hardware must (a power-of-two scale is a reinterpretation, a
+constant scale a multiply). Arrays below the size threshold stay hls4ml's compile-time constants:
+they are not in the manifest and faults cannot be injected into them on the board.
+
+Output folder::
+
+    manifest.json          contract 6: what the host reads
+    weight_image.json      the golden WeightImage bundle (+ one .npy per array)
+    program.json           the emulator's Program
+    hls/                   the hls4ml project + firmware/hwflow_top.{h,cpp}, hwflow_csim_bridge.cpp
+
+Generation is deterministic: the same model and options give the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from hwflow.build.codegen import Divide, MemoryCode, TopCode, write_sources
+from hwflow.build.manifest import DataPath, Manifest, WeightMemory, address_range, assign_bases, lanes_for
+from hwflow.convert import HlsOptions, image_from_hls, program_from_hls
+from hwflow.convert.hls import quiet
+from hwflow.emulator import Program
+from hwflow.errors import BuildError, FormatError
+from hwflow.fixed import FixedType, from_hls4ml
+from hwflow.image import Kind, StoredArray, WeightImage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_WORDS = 64
+"""Arrays of at least this many words go to BRAM by default. Every weight memory costs a BRAM18, an
+AXI BRAM controller and an interconnect port whatever its size, so the small arrays (biases and
+batch-norm parameters of narrow layers) stay constants unless asked for (``min_words=1``)."""
+HLS_SUBDIR = "hls"
+BUS_BITS = 32
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How a model is turned into a design for a board."""
+
+    hls: HlsOptions = field(default_factory=HlsOptions)
+    """io type, backend, strategy and reuse factor; the part and clock are taken from the board."""
+    min_words: int = DEFAULT_MIN_WORDS
+    """Arrays with at least this many stored words are put in BRAM (host-writable, fault-injectable);
+    smaller ones stay hls4ml constants. Arrays stored scaled always go to BRAM. Ignored when
+    ``memories`` is given."""
+    memories: tuple[str, ...] | None = None
+    """Explicit ``layer/name`` keys of the arrays to put in BRAM (instead of the ``min_words`` rule)."""
+    name: str | None = None
+    """Model name recorded in the manifest (default: the Keras model's name)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 1:
+            msg = f"min_words must be a positive integer, got {self.min_words!r}"
+            raise BuildError(msg)
+        if self.memories is not None:
+            object.__setattr__(self, "memories", tuple(self.memories))
+
+    def memory_keys(self, image: WeightImage) -> tuple[str, ...]:
+        """The ``layer/name`` keys of the arrays that go to BRAM, in image order."""
+        scaled = [a.key for a in image if not a.scale.is_identity]
+        if self.memories is None:
+            return tuple(a.key for a in image if a.size >= self.min_words or a.key in scaled)
+        known = {a.key for a in image}
+        unknown = [k for k in self.memories if k not in known]
+        if unknown:
+            msg = f"no weight array {', '.join(unknown)} in the model; its arrays are: {', '.join(sorted(known))}"
+            raise BuildError(msg)
+        left_out = [k for k in scaled if k not in self.memories]
+        if left_out:
+            msg = (f"{', '.join(left_out)} are stored scaled: a scaled array must be in a weight memory (its "
+                   "divide-back is done when the words are read); add them to the memories")
+            raise BuildError(msg)
+        return tuple(a.key for a in image if a.key in set(self.memories))
+
+
+@dataclass
+class Build:
+    """A generated build: where it is, and the objects its files hold."""
+
+    out_dir: Path
+    manifest: Manifest
+    program: Program
+    image: WeightImage
+    hls_model: object = None
+
+    @property
+    def hls_dir(self) -> Path:
+        return self.out_dir / HLS_SUBDIR
+
+
+def generate(model, board, out_dir: str | Path, options: BuildOptions | None = None, storage=None) -> Build:
+    """Convert ``model`` for ``board`` (a ``BoardSpec``) and write the project, manifest and bundle.
+
+    ``storage`` is the hardened model's ``StoragePlan`` (weight scaling), or None. The resource check
+    (``hwflow.build.resources.check_fits``) runs before anything is written: a model that does not
+    fit is refused with the numbers.
+    """
+    from hls4ml.backends.fpga.fpga_types import BramWeightVariableConverter
+
+    from hwflow.build.vivado import write_scripts
+    from hwflow.convert import convert
+
+    options = options or BuildOptions()
+    _check_board(board)
+    out = Path(out_dir)
+    hls = replace(options.hls, part=board.part, clock_period=board.clock_period_ns, trace=False)
+    kwargs = {} if storage is None else {"storage": storage}
+    hls_model = convert(model, hls, out / HLS_SUBDIR, **kwargs)
+    program = program_from_hls(hls_model, source={"backend": hls.backend.value, "strategy": hls.strategy.value})
+    image = image_from_hls(hls_model, **kwargs)
+    _check_image(image)
+    keys = options.memory_keys(image)
+    if not keys:
+        largest = max((a.size for a in image), default=0)
+        msg = (f"no weight array has {options.min_words} or more words (the largest has {largest}): nothing "
+               "would be host-writable; lower --min-words")
+        raise BuildError(msg)
+    variables = _bram_variables(hls_model, image, keys)
+    name = options.name or str(getattr(model, "name", "model"))
+    manifest = make_manifest(name, board, hls, program, image, keys, variables)
+    check_resources(program, image, board, hls, manifest)
+
+    for var in variables.values():
+        BramWeightVariableConverter.convert(var)  # hls4ml's own switch: the array becomes a port of myproject
+    hls_model.config.writer_config["WriteWeightsTxt"] = False  # constants compiled in: no file loading
+    with quiet():
+        hls_model.write()
+    write_sources(_top_code(hls_model, manifest, image, variables), out / HLS_SUBDIR)
+    image.save(out)
+    program.save(out / manifest.program)
+    manifest.save(out)
+    write_scripts(manifest.to_json(), board, out)
+    log.info("build: %d weight memories (%d words) in %s", len(keys), sum(m.depth for m in manifest.weight_memories),
+             out)
+    return Build(out, manifest, program, image, hls_model)
+
+
+def load_build(out_dir: str | Path) -> Build:
+    """Read a generated build (manifest, Program, golden WeightImage) back from its folder."""
+    out = Path(out_dir)
+    manifest = Manifest.load(out)
+    try:
+        program = Program.load(out / manifest.program)
+        image = WeightImage.load(out)
+    except FormatError as err:
+        msg = f"{out}: incomplete build ({err}); rebuild with 'hwflow build'"
+        raise BuildError(msg) from None
+    return Build(out, manifest, program, image)
+
+
+# --- manifest -----------------------------------------------------------------------------------------
+
+
+def make_manifest(name: str, board, hls: HlsOptions, program: Program, image: WeightImage, keys: tuple[str, ...],
+                  variables: dict[str, object]) -> Manifest:
+    """The manifest: memories in image order, laid out on the bus from the board's ``weight_base``."""
+    arrays = [image.get(*key.split("/")) for key in keys]
+    lanes = [lanes_for(a.format.width) for a in arrays]
+    ranges = [address_range(-(-a.size // n)) for a, n in zip(arrays, lanes, strict=True)]
+    bases = assign_bases(ranges, board.weight_base, board.master_window)
+    memories = []
+    for a, n, r, base in zip(arrays, lanes, ranges, bases, strict=True):
+        var = variables[a.key].name
+        memories.append(WeightMemory(
+            name=var, layer=a.layer, array=a.name, port=f"{var}_mem", ctrl=f"axi_bram_ctrl_{var}", base=base,
+            range=r, depth=a.size, word_bits=a.format.width, lanes=n, first_word=image.base(a.layer, a.name),
+            format=str(a.format), scale=a.scale,
+        ))
+    data = DataPath(
+        input_shape=tuple(program.input.output_shape), input_type=str(_stream_type(program.input.result, "input")),
+        output_shape=tuple(program.output.output_shape),
+        output_type=str(_stream_type(program.output.result, "output")),
+    )
+    return Manifest(model=name, board=board.name, part=board.part, clock_mhz=float(board.clock_mhz),
+                    backend=hls.backend.value, io_type=hls.io_type.value, data=data, weight_memories=tuple(memories))
+
+
+def _stream_type(t: FixedType, what: str) -> FixedType:
+    if t.width > BUS_BITS:
+        msg = (f"the {what} type {t} is wider than the {BUS_BITS}-bit stream word; give the {what} layer a "
+               f"narrower type (at most {BUS_BITS} bits)")
+        raise BuildError(msg)
+    return t
+
+
+# --- checks -------------------------------------------------------------------------------------------
+
+
+def _check_board(board) -> None:
+    interface = getattr(getattr(board, "data_interface", None), "value", None)
+    if interface != "axis-dma" or board.weight_base is None or board.master_window is None:
+        msg = (f"board {board.name} has data interface {interface!r}: hwflow build generates the AXI-Stream/AXI "
+               "DMA design of Zynq and Zynq UltraScale+ boards only (data_interface: axis-dma)")
+        raise BuildError(msg)
+
+
+def _check_image(image: WeightImage) -> None:
+    floats = [f"{a.key} ({a.format})" for a in image if a.format.kind is not Kind.FIXED]
+    if floats:
+        msg = (f"float weight storage cannot be built: {', '.join(floats)}. Float storage is an emulator study "
+               "(contract 4); build with fixed-point storage (a storage plan with storage 'fixed')")
+        raise BuildError(msg)
+
+
+def check_resources(program: Program, image: WeightImage, board, hls: HlsOptions, manifest: Manifest):
+    """The resource estimate of the design (``hwflow.build.resources``); refuses one that cannot fit."""
+    from hwflow.build.resources import check_fits, estimate
+
+    usage = estimate(program, image, hls, memories=[m.to_json() for m in manifest.weight_memories])
+    log.info("%s on %s", usage.summary(), board.name)
+    check_fits(usage, board)
+    return usage
+
+
+def _bram_variables(hls_model, image: WeightImage, keys: tuple[str, ...]) -> dict[str, object]:
+    """hls4ml's weight variables of the arrays that go to BRAM, checking their types.
+
+    The stored bits are reinterpreted as hls4ml's weight type (no scale, or a power-of-two scale),
+    or multiplied into it (constant scale): either way hls4ml's type must be the array's compute type.
+    """
+    found = {}
+    for layer in hls_model.get_layers():
+        for role, var in layer.weights.items():
+            key = f"{layer.name}/{role}"
+            if key in keys:
+                found[key] = var
+    for key in keys:
+        var = found.get(key)
+        if var is None:
+            msg = f"hls4ml has no weight variable for {key} (a bug in hwflow's build)"
+            raise BuildError(msg)
+        array = image.get(*key.split("/"))
+        theirs, ours = from_hls4ml(var.type.precision), array.compute_type()
+        if (theirs.width, theirs.integer, theirs.signed) != (ours.width, ours.integer, ours.signed):
+            msg = (f"hls4ml computes {key} ({var.name}) in {theirs}, but its stored words ({array.format}, scale "
+                   f"{array.scale.factor:g}) decode to {ours}: convert with the model's storage plan")
+            raise BuildError(msg)
+    return {key: found[key] for key in keys}
+
+
+# --- generated code -----------------------------------------------------------------------------------
+
+
+def _divide(array: StoredArray) -> Divide | None:
+    if array.scale.is_power_of_two:
+        return None
+    from hwflow.image.divide import DivideBack
+
+    d = DivideBack.of(array.format.fixed, array.scale.constant)
+    return Divide(d.stored, d.q, d.q_code, d.compute)
+
+
+def _pack(variable, io_type: str) -> int:
+    if io_type != "io_stream":
+        return 1
+    t = variable.type
+    if getattr(t, "unpack", False) or getattr(t, "n_pack", 1) != 1:
+        msg = f"hls4ml packs {variable.name} as {t.n_elem}x{t.n_pack} per transaction; hwflow_top expects 1 pack"
+        raise BuildError(msg)
+    return int(t.n_elem)
+
+
+def _top_code(hls_model, manifest: Manifest, image: WeightImage, variables: dict[str, object]) -> TopCode:
+    inputs, outputs = hls_model.get_input_variables(), hls_model.get_output_variables()
+    if len(inputs) != 1 or len(outputs) != 1:
+        msg = f"hwflow_top streams one input and one output; the model has {len(inputs)} and {len(outputs)}"
+        raise BuildError(msg)
+    memories = tuple(
+        MemoryCode(m, variables[m.key].type.name, _divide(image.get(m.layer, m.array)))
+        for m in manifest.weight_memories
+    )
+    order = tuple(v.name for v in hls_model.get_weight_variables() if v.storage.lower() == "bram")
+    n_in, n_out = math.prod(manifest.data.input_shape), math.prod(manifest.data.output_shape)
+    return TopCode(
+        model=manifest.model, board=manifest.board, io_type=manifest.io_type, backend=manifest.backend,
+        project=hls_model.config.get_project_name(), input_t=inputs[0].type.name, result_t=outputs[0].type.name,
+        n_in=n_in, n_out=n_out, input_pack=_pack(inputs[0], manifest.io_type),
+        output_pack=_pack(outputs[0], manifest.io_type), memories=memories, call_order=order,
+    )
