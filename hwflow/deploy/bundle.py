@@ -3,8 +3,9 @@
 The bundle carries everything the board needs and nothing it cannot import: the build's manifest,
 golden WeightImage, program, bitstream and ``.hwh``; the campaign spec and its plan for the built
 variant (trial keys, seeds, FaultMap digests); the test inputs and labels; the host package; and a
-copy of exactly the numpy-only hwflow modules the host imports (``VENDORED``), taken from the
-installed hwflow at deploy time so the board samples FaultMaps with the workstation's code.
+copy of exactly the hwflow modules the host imports (``hwflow.deploy.vendor``: numpy and the
+standard library only), taken from the installed hwflow at deploy time so the board samples
+FaultMaps with the workstation's code.
 See ``hwflow_host.bundle`` for the layout.
 """
 
@@ -25,20 +26,11 @@ from hwflow_host.bundle import BUNDLE_FILE, BUNDLE_FORMAT, BUNDLE_VERSION
 from hwflow_host.manifest import Manifest, load_manifest
 
 import hwflow
+from hwflow.deploy.vendor import vendored_modules
 from hwflow.errors import DeployError
 from hwflow.image import WeightImage
 
 log = logging.getLogger(__name__)
-
-# The hwflow modules the host imports (directly or through each other): numpy and the standard
-# library only. tests/test_deploy.py imports the packed set with TensorFlow, hls4ml, scipy,
-# matplotlib, PyYAML and the rest of hwflow made unimportable.
-VENDORED = (
-    "__init__.py", "errors.py", "fixed.py",
-    "image/__init__.py", "image/formats.py", "image/weight_image.py",
-    "faults/__init__.py", "faults/faultmap.py", "faults/models.py", "faults/target.py",
-    "results/__init__.py", "results/db.py",
-)
 
 RUN_SH = """#!/bin/bash
 # Start (or resume) this bundle's fault campaign on the board. Run it as root (pynq maps the
@@ -150,7 +142,8 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
         info = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "created": time.time(),
                 "hwflow": hwflow.__version__, "numpy": np.__version__, "campaign": spec.name, "variant": label,
                 "manifest": "build/manifest.json", "bitstream": f"build/{bit.name}" if bit is not None else None,
-                "plan": "campaign.json", "spec": "campaign.yaml", "x": "data/x.npy", "y": "data/y.npy"}
+                "plan": "campaign.json", "spec": "campaign.yaml", "x": "data/x.npy", "y": "data/y.npy",
+                "vendored": [f"hwflow/{rel}" for rel in vendored_modules()]}
         (root / BUNDLE_FILE).write_text(json.dumps(info, indent=1))
         out.parent.mkdir(parents=True, exist_ok=True)
         with tarfile.open(out, "w:gz") as tar:
@@ -166,7 +159,7 @@ def copy_host(root: Path) -> None:
     for f in sorted(host_src.glob("*.py")):
         shutil.copy2(f, root / "hwflow_host" / f.name)
     src = Path(hwflow.__file__).parent
-    for rel in VENDORED:
+    for rel in vendored_modules():
         dst = root / "hwflow" / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not (src / rel).is_file():

@@ -9,6 +9,8 @@ differently), so a board trial and an emulator trial with the same key did see t
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from hwflow_host.campaign import CampaignPlan, HostTrial
 
@@ -47,4 +49,5 @@ def host_plan(spec: CampaignSpec, variant: str, image: WeightImage, samples: int
                        f"{', '.join(sorted(in_memory))})")
                 raise DeployError(msg)
         trials.append(HostTrial(t.key, t.seed, dict(t.fault), faultmap.digest()))
-    return CampaignPlan(spec.name, spec.to_json(), variant, samples, tuple(trials))
+    spec_json = json.loads(json.dumps(spec.to_json()))  # as the board reads it back (lists, not tuples)
+    return CampaignPlan(spec.name, spec_json, variant, samples, tuple(trials))

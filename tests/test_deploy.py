@@ -1,0 +1,281 @@
+"""hwflow deploy / pull and the bundle on the board's side: packing, the vendored numpy-only hwflow
+(imported with TensorFlow, hls4ml, scipy, matplotlib and PyYAML made unimportable, also under
+Python 3.10 when one is available), and the whole flow up to the report: workstation campaign,
+deploy, the host run (dry run on the emulator board), pull, board-vs-emulator comparison."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hwflow_host.bundle import load_bundle
+
+from hwflow.campaign import load_spec, run_campaign
+from hwflow.campaign.runner import evaluation_data
+from hwflow.campaign.variants import Variant
+from hwflow.cli import main as hwflow_main
+from hwflow.deploy import pack, pull, unpack
+from hwflow.deploy.plan import host_plan
+from hwflow.deploy.vendor import vendored_modules
+from hwflow.errors import DeployError
+from hwflow.report import load_report_data
+from hwflow.results import ResultsDB
+from hwflow.results.db import ResultsError
+from tests.fake_pynq import converted, manifest_for
+
+SPEC = {"name": "deploy-test", "seed": 5, "dataset": "digits", "samples": 40,
+        "models": [{"zoo": "mlp-digits", "name": "mlp"}],
+        "faults": [{"model": "bitflip", "rates": [3e-3, 1e-2], "trials": 3},
+                   {"model": "stuck-at", "value": "mixed", "arrays": ["weight"], "rates": [1e-2], "trials": 2}]}
+VENDORED = vendored_modules()
+BLOCKED = ("tensorflow", "keras", "hls4ml", "qkeras", "scipy", "matplotlib", "sklearn", "yaml", "dask", "h5py",
+           "tqdm", "pandas", "pynq")
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return converted("mlp-digits")
+
+
+def make_build(root: Path, program, image, *, bitstream: bool = True, **layout) -> Path:
+    """A build folder as `hwflow build` writes it (contract 6), plus a stand-in bitstream."""
+    root.mkdir(parents=True, exist_ok=True)
+    image.save(root)
+    program.save(root / "program.json")
+    (root / "manifest.json").write_text(json.dumps(manifest_for(program, image, model="mlp", **layout), indent=1))
+    if bitstream:
+        (root / "hwflow_top.bit").write_bytes(b"bitstream")
+        (root / "hwflow_top.hwh").write_text("<hwh/>")
+    return root
+
+
+def write_spec(path: Path, **changes) -> Path:
+    path.write_text(yaml.safe_dump({**SPEC, **changes}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def deployed(mlp, tmp_path_factory):
+    """A build, a spec, the bundle packed from them, and the bundle unpacked."""
+    program, image = mlp
+    tmp = tmp_path_factory.mktemp("deploy")
+    build = make_build(tmp / "build", program, image)
+    spec = write_spec(tmp / "campaign.yaml")
+    result = pack(build, spec, tmp / "out" / "mlp-bundle.tar.gz")
+    root = unpack(result.path, tmp / "board")
+    return tmp, build, spec, result, root
+
+
+def test_bundle_layout_and_contents(mlp, deployed):
+    program, image = mlp
+    tmp, build, spec_path, result, root = deployed
+    assert (result.top, result.variant, result.bitstream) == ("mlp-bundle", "mlp/baseline", "hwflow_top.bit")
+    with tarfile.open(result.path) as tar:
+        names = tar.getnames()
+    assert all(n == "mlp-bundle" or n.startswith("mlp-bundle/") for n in names)
+    assert root == tmp / "board" / "mlp-bundle"
+    assert os.access(root / "run.sh", os.X_OK)
+    assert sorted(str(p.relative_to(root / "hwflow")) for p in (root / "hwflow").rglob("*.py")) == sorted(VENDORED)
+    assert {p.name for p in (root / "hwflow_host").glob("*.py")} >= {"board.py", "campaign.py", "pynq_board.py",
+                                                                    "bundle.py", "manifest.py", "__main__.py"}
+    bundle = load_bundle(root)
+    spec = load_spec(spec_path)
+    x, y = evaluation_data(spec)
+    np.testing.assert_array_equal(bundle.x, x)
+    np.testing.assert_array_equal(bundle.y, y)
+    assert bundle.image.equal_words(image)
+    assert bundle.bitstream == root / "build" / "hwflow_top.bit"
+    assert bundle.bitstream.with_suffix(".hwh").is_file()
+    assert bundle.plan == host_plan(spec, "mlp/baseline", image, len(y))
+    assert bundle.plan.spec == json.loads(json.dumps(spec.to_json()))
+    assert result.trials == len(bundle.plan.trials) == 3 * 2 + 2
+    assert all(t.digest for t in bundle.plan.trials)
+    np.testing.assert_array_equal(bundle.addresses(), np.arange(image.total_words))
+
+
+CHECK = r"""
+import importlib.abc, json, sys
+bundle, vendored, blocked = sys.argv[1], set(json.loads(sys.argv[2])), tuple(json.loads(sys.argv[3]))
+sys.path.insert(0, bundle)
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.split(".")[0]
+        if top in blocked:
+            raise ImportError(f"{name} is not on the board")
+        if top == "hwflow" and name != "hwflow" and name.replace(".", "/")[7:] + ".py" not in vendored \
+                and name.replace(".", "/")[7:] + "/__init__.py" not in vendored:
+            raise ImportError(f"{name} is not vendored")
+        return None
+
+sys.meta_path.insert(0, Block())
+import numpy as np
+import hwflow, hwflow_host
+from hwflow_host import board, campaign, manifest, pynq_board, bundle as bundle_mod
+from hwflow_host.__main__ import main
+assert hwflow.__file__.startswith(bundle), hwflow.__file__
+assert hwflow_host.__file__.startswith(bundle), hwflow_host.__file__
+b = bundle_mod.load_bundle(bundle)
+
+class Memory:
+    # a numpy-only word memory; run() depends on the weights so faults change outputs
+    def __init__(self, image):
+        self.words = np.concatenate([a.words for a in image])
+    def read_word(self, addr):
+        return int(self.words[addr])
+    def write_word(self, addr, value):
+        self.words[addr] = value
+    def run(self, x):
+        s = int(self.words.astype(np.int64).sum())
+        return np.stack([np.arange(len(x)) * 0 + s % 7 + k for k in range(10)], axis=1)[:, ::-1] if s % 2 else \
+            np.stack([np.arange(len(x)) * 0 + k for k in range(10)], axis=1)
+
+for t in b.plan.trials:  # the workstation's FaultMaps, sampled here
+    assert t.sample(b.image).digest() == t.digest, t.key
+r = campaign.run_host_campaign(Memory(b.image), b.image, b.plan, b.x, b.y, sys.argv[4], "memory", max_trials=3)
+assert r.ran == 3
+assert main([bundle, "--db", sys.argv[4]]) == 2  # --board pynq without pynq: a clear error, no traceback
+mods = sorted(m for m in sys.modules if m == "hwflow" or m.startswith("hwflow."))
+print(json.dumps({"python": sys.version.split()[0], "numpy": np.__version__, "hwflow": mods}))
+"""
+
+
+def interpreters() -> list[str]:
+    out = [sys.executable]
+    py310 = os.environ.get("HWFLOW_PY310")  # a Python 3.10 with numpy 1.x, as on PYNQ 3.0 images
+    if py310:
+        out.append(py310)
+    return out
+
+
+@pytest.mark.parametrize("python", interpreters())
+def test_vendored_hwflow_runs_the_host_without_heavy_packages(deployed, python, tmp_path):
+    _, _, _, _, root = deployed
+    args = [python, "-I", "-c", CHECK, str(root), json.dumps(VENDORED), json.dumps(BLOCKED),
+            str(tmp_path / "r.sqlite")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "pynq is not importable" in done.stderr
+    assert set(info["hwflow"]) <= {"hwflow"} | {"hwflow." + v[:-3].replace("/", ".").removesuffix(".__init__")
+                                               for v in VENDORED}
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        assert len(db.trials(board="memory")) == 3
+
+
+def test_python310_check_is_configured():
+    """Python 3.10 semantics: ruff targets py310; HWFLOW_PY310 adds a real 3.10 run of the check above."""
+    import tomllib
+
+    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert config["tool"]["ruff"]["target-version"] == "py310"
+
+
+def test_dry_run_pull_and_report_compare_board_with_emulator(mlp, deployed, tmp_path, capsys):
+    """The flow after `hwflow build`: campaign, deploy, run on the board (here the emulator board), pull, report."""
+    program, image = mlp
+    tmp, build, spec_path, _, _ = deployed
+    spec = load_spec(spec_path)
+    campaign_db = tmp_path / "campaign.sqlite"
+    run_campaign(spec, campaign_db, workers=1, progress=False, variants=[Variant("mlp/baseline", program, image)])
+    out = tmp_path / "bundle.tar.gz"
+    assert hwflow_main(["deploy", str(build), "--campaign", str(spec_path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tar -xzf bundle.tar.gz && sudo ./bundle/run.sh --db bundle/results.sqlite" in printed
+    assert "hwflow pull board.sqlite --into CAMPAIGN.sqlite" in printed
+    root = unpack(out, tmp_path / "board")
+    from hwflow_host.__main__ import main as host_main
+
+    board_db = root / "results.sqlite"
+    assert host_main([str(root), "--board", "emulator", "--max-trials", "3"]) == 0  # interrupted...
+    assert host_main([str(root), "--board", "emulator"]) == 0  # ...and resumed
+    printed = capsys.readouterr().out
+    assert "3 already done, 5 run" in printed
+    assert hwflow_main(["pull", str(board_db), "--into", str(campaign_db)]) == 0
+    assert "pulled 8 trials (0 already there) and 1 fault-free runs" in capsys.readouterr().out
+    data = load_report_data(campaign_db)
+    assert data.paired == {("emulator", "emulator-board"): 8}
+    assert data.discrepancies == []
+    assert data.baseline_mismatches() == []
+    assert hwflow_main(["report", "--db", str(campaign_db), "--out", str(tmp_path / "report")]) == 0
+    assert "boards: 8 shared trials, 0 discrepancies, 0 seed mismatches" in capsys.readouterr().out
+    # pulling again adds nothing
+    assert pull(board_db, campaign_db).added == 0
+    # a board trial that disagrees with the emulator is listed by the report
+    with ResultsDB(board_db) as db:
+        db.conn.execute("UPDATE trials SET board='other-board'")
+        db.conn.execute("UPDATE baselines SET board='other-board'")
+        db.conn.execute("UPDATE trials SET correct=correct+1 WHERE trial=0 AND rate=0.01 AND fault_model='bitflip'")
+        db.conn.commit()
+    pull(board_db, campaign_db)
+    bad = [d for d in load_report_data(campaign_db).discrepancies if d.board == "other-board"]
+    assert [(d.kind, d.fault_model, d.rate, d.trial, d.differs) for d in bad] == [
+        ("result", "bitflip", 0.01, 0, ("correct",))]
+
+
+def test_pull_refuses_conflicts(mlp, deployed, tmp_path):
+    program, image = mlp
+    _, _, spec_path, _, root = deployed
+    from hwflow_host.campaign import run_host_campaign
+
+    from hwflow.build.emulator_board import EmulatorBoard
+
+    bundle = load_bundle(root)
+    board_db = tmp_path / "board.sqlite"
+    run_host_campaign(EmulatorBoard(program, image), image, bundle.plan, bundle.x, bundle.y, board_db, max_trials=2)
+    target = tmp_path / "ws.sqlite"
+    assert pull(board_db, target).added == 2
+    with ResultsDB(board_db) as db:
+        db.conn.execute("UPDATE trials SET mismatches=mismatches+1 WHERE trial=0")
+        db.conn.commit()
+    with pytest.raises(ResultsError, match="already in .* with other results"):
+        pull(board_db, target)
+    other = tmp_path / "other.sqlite"
+    with ResultsDB(other) as db:
+        db.register_campaign("deploy-test", {"a": 1})
+    with pytest.raises(ResultsError, match="different spec"):
+        pull(board_db, other)
+    with pytest.raises(ResultsError, match="no such results database"):
+        pull(tmp_path / "missing.sqlite", target)
+    with pytest.raises(ResultsError, match="into itself"):
+        pull(board_db, board_db)
+
+
+def test_deploy_refuses_what_the_board_could_not_run(mlp, tmp_path, capsys):
+    program, image = mlp
+    spec = write_spec(tmp_path / "campaign.yaml")
+    with pytest.raises(DeployError, match="no manifest.json"):
+        pack(tmp_path, spec, tmp_path / "b.tar.gz")
+    nobit = make_build(tmp_path / "nobit", program, image, bitstream=False)
+    with pytest.raises(DeployError, match="has no bitstream"):
+        pack(nobit, spec, tmp_path / "b.tar.gz")
+    assert hwflow_main(["deploy", str(nobit), "--campaign", str(spec), "--out", str(tmp_path / "b.tar.gz")]) == 2
+    assert "has no bitstream" in capsys.readouterr().err
+    dry = pack(nobit, spec, tmp_path / "dry.tar.gz", require_bitstream=False)
+    assert dry.bitstream is None
+    from hwflow_host.__main__ import main as host_main
+
+    assert host_main([str(unpack(dry.path, tmp_path / "dry"))]) == 2
+    assert "packed without a bitstream" in capsys.readouterr().err
+    with pytest.raises(DeployError, match="variant 'mlp/clipact' is not in campaign"):
+        pack(nobit, spec, tmp_path / "b.tar.gz", variant="mlp/clipact", require_bitstream=False)
+    two = write_spec(tmp_path / "two.yaml", models=[{"zoo": "mlp-digits", "name": "a"},
+                                                     {"zoo": "mlp-digits", "name": "b"}])
+    with pytest.raises(DeployError, match="say which one this build is with --variant"):
+        pack(nobit, two, tmp_path / "b.tar.gz", require_bitstream=False)
+    assert pack(nobit, two, tmp_path / "b.tar.gz", variant="b/baseline", require_bitstream=False).variant == \
+        "b/baseline"
+    partial = make_build(tmp_path / "partial", program, image, skip=("fc1/bias", "out/bias"))
+    with pytest.raises(DeployError, match="does not hold in host-writable weight memory"):
+        pack(partial, spec, tmp_path / "b.tar.gz")
+    weights_only = write_spec(tmp_path / "w.yaml", faults=[{"model": "bitflip", "arrays": ["weight", "scale"],
+                                                            "rates": [1e-2], "trials": 2}])
+    bundle = load_bundle(unpack(pack(partial, weights_only, tmp_path / "w.tar.gz").path, tmp_path / "w"))
+    assert len(bundle.addresses()) == image.total_words - 32 - 10
