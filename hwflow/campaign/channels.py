@@ -18,7 +18,7 @@ from hwflow.emulator.run import Weights
 from hwflow.image import StoredArray
 
 MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
-PER_CHANNEL = (Kind.BATCHNORM, Kind.ACTIVATION, Kind.POOL1D, Kind.POOL2D, Kind.ZEROPAD1D, Kind.ZEROPAD2D)
+PER_CHANNEL = (Kind.BATCHNORM, Kind.ACTIVATION, Kind.CLIPACT, Kind.POOL1D, Kind.POOL2D, Kind.ZEROPAD1D, Kind.ZEROPAD2D)
 
 
 def word_channels(arr: StoredArray) -> np.ndarray:

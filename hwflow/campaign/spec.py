@@ -81,6 +81,8 @@ class CampaignSpec:
     models: tuple[ModelSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
     sensitivity: SensitivitySpec | None = None
+    hardening: dict | None = None
+    """Settings of the hardening searches (``hwflow.harden.pipeline.HardenConfig`` fields), checked."""
     data_root: str | None = None
     """Directory of Fashion-MNIST files when not installed system-wide."""
     models_dir: str = "models"
@@ -91,6 +93,8 @@ class CampaignSpec:
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("source")
+        if data["hardening"] is None:  # specs without it compare equal to those stored before it existed
+            data.pop("hardening")
         return data
 
     def resolve(self, path: str) -> Path:
@@ -133,6 +137,7 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     trials = r.integer("trials", None, minimum=1)
     faults = tuple(_fault(f, f"faults[{i}]", r, rates, trials) for i, f in enumerate(r.items("faults")))
     sensitivity = _sensitivity(r.mapping("sensitivity", None), r)
+    hardening = _hardening(r.mapping("hardening", None), r)
     r.finish()
     names = [m.name for m in spec.models]
     if len(set(names)) != len(names):
@@ -140,7 +145,7 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
         raise SpecError(msg)
     from dataclasses import replace
 
-    return replace(spec, faults=faults, sensitivity=sensitivity)
+    return replace(spec, faults=faults, sensitivity=sensitivity, hardening=hardening)
 
 
 def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
@@ -211,6 +216,29 @@ def _sensitivity(data: dict | None, parent: _Reader) -> SensitivitySpec | None:
     spec = SensitivitySpec(rate[0], r.integer("trials", 20, minimum=1), studies)
     r.finish()
     return spec
+
+
+def _hardening(data: dict | None, parent: _Reader) -> dict | None:
+    if data is None:
+        return None
+    from dataclasses import fields
+
+    from hwflow.harden.pipeline import HardenConfig
+
+    r = parent.child(data, "hardening")
+    values = {}
+    for f in fields(HardenConfig):
+        if f.name not in data:
+            continue
+        if f.name.endswith("_rates"):
+            values[f.name] = r.rates(f.name, None)
+        elif f.name == "io":
+            values[f.name] = r.choice("io", ("parallel", "stream"), "parallel")
+        else:
+            values[f.name] = r.integer(f.name, None, minimum=1 if f.name != "seed" else 0)
+    r.finish()
+    HardenConfig(**values)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
 
 def _build_fault_model(body: dict, rate: float, where: str):

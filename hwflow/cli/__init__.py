@@ -13,7 +13,7 @@ import sys
 
 from hwflow.errors import HwflowError
 
-COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull")
+COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment")
 
 
 def build_parser() -> argparse.ArgumentParser:

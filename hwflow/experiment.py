@@ -1,0 +1,101 @@
+"""An experiment: several campaigns (one per data set) run into one database, with the evidence table.
+
+The hardening comparison needs Fashion-MNIST and digits, and a campaign evaluates one data set;
+so an experiment file lists campaigns, each a full campaign spec, with ``defaults`` merged into
+each (rates, fault models, seed, hardening settings). Everything resumes: trained and hardened
+models are cached, finished trials are not redone.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hwflow.campaign.spec import CampaignSpec, parse_spec
+from hwflow.errors import SpecError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    campaigns: tuple[CampaignSpec, ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    db: Path
+    reports: dict[str, Path]  # campaign -> report.html
+    evidence_md: Path
+    evidence_csv: Path
+    trials_run: int
+    trials_reused: int
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check an experiment file (every campaign checked before anything runs)."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"{path}: experiment file not found"
+        raise SpecError(msg)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        msg = f"{path}: not valid YAML ({err})"
+        raise SpecError(msg) from None
+    if not isinstance(data, dict):
+        msg = f"{path}: an experiment is a mapping with 'name', 'defaults' and 'campaigns'"
+        raise SpecError(msg)
+    unknown = sorted(set(data) - {"name", "defaults", "campaigns"})
+    if unknown:
+        msg = f"{path}: {unknown[0]}: unknown field (known: name, defaults, campaigns)"
+        raise SpecError(msg)
+    name, defaults, campaigns = data.get("name"), data.get("defaults") or {}, data.get("campaigns")
+    if not isinstance(name, str) or not name:
+        msg = f"{path}: name: missing (required): the experiment's name"
+        raise SpecError(msg)
+    if not isinstance(defaults, dict):
+        msg = f"{path}: defaults: must be a mapping of campaign fields"
+        raise SpecError(msg)
+    if not isinstance(campaigns, list) or not campaigns:
+        msg = f"{path}: campaigns: must be a non-empty list of campaign specs"
+        raise SpecError(msg)
+    specs = []
+    for i, entry in enumerate(campaigns):
+        if not isinstance(entry, dict):
+            msg = f"{path}: campaigns[{i}]: must be a mapping (a campaign spec)"
+            raise SpecError(msg)
+        spec = parse_spec({**defaults, **entry}, str(path))
+        specs.append(spec)
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        msg = f"{path}: campaigns: two campaigns share a name ({', '.join(names)})"
+        raise SpecError(msg)
+    return Experiment(name, tuple(specs), str(path))
+
+
+def run_experiment(experiment: Experiment, out_dir: str | Path, workers: int | None = None,
+                   progress: bool = True) -> ExperimentResult:
+    """Run (or resume) every campaign into ``out_dir/results.sqlite``; write reports and the evidence."""
+    from hwflow.campaign import run_campaign
+    from hwflow.report import load_report_data, write_report
+    from hwflow.report.evidence import write_evidence
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "results.sqlite"
+    ran = reused = 0
+    reports = {}
+    for spec in experiment.campaigns:
+        log.info("experiment %s: campaign %s", experiment.name, spec.name)
+        result = run_campaign(spec, db, workers=workers, progress=progress)
+        ran, reused = ran + result.ran, reused + result.skipped
+        reports[spec.name] = write_report(db, out / spec.name, spec.name).html
+    summaries = load_report_data(db).summaries
+    md, csv_path = write_evidence(summaries, out)
+    return ExperimentResult(db, reports, md, csv_path, ran, reused)
