@@ -13,7 +13,7 @@ import sys
 
 from hwflow.errors import HwflowError
 
-COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment")
+COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment", "harden")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # hls4ml logs its conversion chatter on the root logger
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except HwflowError as err:

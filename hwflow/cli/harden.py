@@ -1,0 +1,129 @@
+"""``hwflow harden MODEL --method scale,clipact --out hardened.h5``: clip and/or scale a trained model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hwflow.cli.args import integer, positive
+
+METHODS = ("scale", "clipact")
+
+
+def _rates(text: str) -> tuple[float, ...]:
+    import argparse
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        msg = f"rates must be numbers separated by commas, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not values or not all(0.0 < v <= 1.0 for v in values):
+        msg = f"rates must lie in (0, 1], got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return values
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "harden",
+        help="apply weight scaling and/or FT-ClipAct to a trained model",
+        description="Harden a trained QKeras model: FT-ClipAct (clipped activations, thresholds searched under "
+        "faults on the validation split) and/or weight scaling (how the weights are stored; by rule or searched). "
+        "Writes the model (.h5) and a sidecar recording what was done; the result converts, emulates, verifies, "
+        "campaigns and builds like any model. SAQ is a training method: hwflow train --method saq.",
+    )
+    p.add_argument("model", type=Path, help="trained model (.h5), e.g. from hwflow train")
+    p.add_argument("--method", required=True, help=f"comma-separated, applied clip first: {', '.join(METHODS)}")
+    p.add_argument("--out", type=Path, required=True, help="hardened model to write (.h5, sidecar .json beside it)")
+    p.add_argument("--dataset", help="data set the searches use (default: the model's, from its sidecar)")
+    p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files")
+    p.add_argument("--storage", default="fixed", choices=("fixed", "float16", "float32"),
+                   help="how weights are stored (default: fixed, the trained types)")
+    p.add_argument("--scale-mode", default="rule", choices=("rule", "search"),
+                   help="rule: largest power of two that fits (default); search: best under faults on validation")
+    p.add_argument("--clip-mode", default="zero", choices=("zero", "saturate"),
+                   help="values above the threshold become 0 (the paper's form, default) or the threshold")
+    p.add_argument("--rates", type=_rates, help="bit-error rates the searches score at, e.g. 1e-4,3e-4,1e-3")
+    p.add_argument("--trials", type=positive, help="seeded fault maps per rate per candidate")
+    p.add_argument("--rounds", type=positive, help="FT-ClipAct interval-search rounds")
+    p.add_argument("--val-samples", type=positive, help="validation samples the searches score on")
+    p.add_argument("--io", default="parallel", choices=("parallel", "stream"), help="hls4ml io type")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the searches' fault maps (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from dataclasses import replace
+
+    from hwflow.data import load_dataset
+    from hwflow.errors import HardenError
+    from hwflow.harden.pipeline import HardenConfig, harden, load_hardened, save_hardened
+    from hwflow.harden.recipe import Recipe
+    from hwflow.zoo.loading import read_sidecar
+
+    methods = [m.strip().lower() for m in args.method.split(",") if m.strip()]
+    for m in methods:
+        if m in ("saq", "sparse", "sparse-saq"):
+            msg = f"{m} is a training method: train the model with 'hwflow train --method {m}', then harden it"
+            raise HardenError(msg)
+        if m not in METHODS:
+            msg = f"unknown hardening method {m!r}: use {', '.join(METHODS)} (comma-separated)"
+            raise HardenError(msg)
+    if not methods:
+        msg = "--method is empty: give scale, clipact or scale,clipact"
+        raise HardenError(msg)
+    base = load_hardened(args.model)
+    done = set(base.record.get("methods", []))
+    again = sorted(done & set(methods))
+    if again:
+        msg = f"{args.model} is already hardened with {', '.join(again)}: start from the model before that step"
+        raise HardenError(msg)
+    if base.storage is not None and "scale" in methods:
+        msg = f"{args.model} already has a storage plan: start from the unscaled model"
+        raise HardenError(msg)
+    recipe = Recipe(clip_mode=args.clip_mode if "clipact" in methods else None,
+                    scale=args.scale_mode if "scale" in methods else None, storage=args.storage)
+    side = read_sidecar(args.model) or {}
+    dataset = args.dataset or side.get("dataset") or "digits"
+    data = load_dataset(dataset, root=args.data_root)
+    config = HardenConfig(io=args.io, seed=args.seed)
+    if args.rates:
+        config = replace(config, clip_rates=args.rates, scale_rates=args.rates)
+    if args.trials:
+        config = replace(config, clip_trials=args.trials, scale_trials=args.trials)
+    if args.rounds:
+        config = replace(config, clip_rounds=args.rounds)
+    if args.val_samples:
+        config = replace(config, val_samples=args.val_samples)
+    hardened = harden(base.model, recipe, data, config, progress=not args.quiet, base_record=base.record)
+    metadata = {k: v for k, v in side.items() if k != "hardening"}
+    metadata.update(hardened_from=str(args.model), dataset=data.name, variant=recipe.name)
+    path = save_hardened(hardened, args.out, metadata)
+    print(f"hardened {args.model} -> {path} ({', '.join(hardened.record['methods'])}; dataset {data.name}, "
+          "searches on the validation split)")
+    clip = hardened.record.get("clipact")
+    if clip:
+        thresholds = ", ".join(f"{k} {v:.4g}" for k, v in clip["thresholds"].items())
+        print(f"  FT-ClipAct ({clip['mode']}): {thresholds}; validation score (area under accuracy vs rate) "
+              f"{clip['score']:.4f} vs {clip['baseline_score']:.4f} unclipped; fault-free "
+              f"{clip['clean_accuracy']:.4f} vs {clip['baseline_clean_accuracy']:.4f}")
+    if hardened.storage is not None:
+        print(f"  storage: {hardened.storage.describe()}")
+        _print_gain(hardened, args.io)
+    return 0
+
+
+def _print_gain(hardened, io: str) -> None:
+    import tempfile
+
+    from hwflow.campaign.variants import convert_hardened
+    from hwflow.convert import HlsOptions
+    from hwflow.harden.scale import format_gain_table, precision_gain
+
+    with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
+        _, _, image = convert_hardened(hardened, HlsOptions.make(io), Path(tmp) / "model")
+    if hardened.storage.is_fixed:
+        print("  precision of the scaled storage:")
+        for line in format_gain_table(precision_gain(image)).splitlines():
+            print(f"    {line}")
