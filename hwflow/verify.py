@@ -79,7 +79,8 @@ def build_csim(model, options: HlsOptions, output_dir: str | Path | None = None,
     ``storage``: weight scaling. Power-of-two scales in fixed point are compiled into the C
     simulation (bit-exact comparison of the scaled model); constant scales and float storage are
     in the image only (the C simulation keeps the trained weights, so ``compare`` then checks that
-    the divide-back restores them).
+    the divide-back restores them; float16 words round 16-bit batch-norm values, which shows up
+    as mismatches that are the float16 format's, not the scaling's).
     """
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="hwflow-hls-"))
     hls_model = convert(model, options, out, storage=storage)

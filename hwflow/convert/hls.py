@@ -183,6 +183,7 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
                 expected = move_binary_points(hls_model, shifts, options.default_precision)
                 flow = hls_model.config.backend.get_default_flow()
                 hls_model.config.flows = [flow]
+                hls_model.config.config["HLSConfig"]["Flows"] = [flow]  # as hls4ml would have recorded it
                 hls_model.apply_flow(flow)
     except HardenError:
         raise
