@@ -141,7 +141,7 @@ def generate(model, board, out_dir: str | Path, options: BuildOptions | None = N
     program.save(out / manifest.program)
     manifest.save(out)
     write_scripts(manifest.to_json(), board, out)
-    log.info("build: %d weight memories (%d words) in %s", len(keys), sum(m.depth for m in manifest.weight_memories),
+    log.debug("build: %d weight memories (%d words) in %s", len(keys), sum(m.depth for m in manifest.weight_memories),
              out)
     return Build(out, manifest, program, image, hls_model)
 

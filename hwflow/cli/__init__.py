@@ -13,7 +13,7 @@ import sys
 
 from hwflow.errors import HwflowError
 
-COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment", "harden")
+COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment", "harden", "build")
 
 
 def build_parser() -> argparse.ArgumentParser:

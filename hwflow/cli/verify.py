@@ -22,6 +22,12 @@ def add_parser(sub) -> None:
     p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (>= 1)")
     p.add_argument("--samples", type=positive, default=1000, help="test samples to compare (default 1000)")
     p.add_argument("--workdir", help="where to write the hls4ml project (default: a temporary directory)")
+    p.add_argument("--target", default="csim", choices=["csim", "csim-board"],
+                   help="csim (default): hls4ml's C simulation; csim-board: the design of 'hwflow build' (weights "
+                   "in BRAM behind hwflow_top) compiled with g++, fault-free and under --fault-maps fault maps")
+    p.add_argument("--board", default="pynq-z2", help="board to build for with --target csim-board (default pynq-z2)")
+    p.add_argument("--fault-maps", type=positive, default=50,
+                   help="fault maps (bit flips and stuck-at, written through the weight port) for csim-board")
     p.set_defaults(func=run)
 
 
@@ -40,6 +46,10 @@ def run(args) -> int:
         raise DatasetError(msg)
     data = load_dataset(dataset_name, root=args.data_root)
     x = data.x_test[: args.samples]
+    if args.target == "csim-board":
+        from hwflow.cli.build import verify_board
+
+        return verify_board(args, args.model, x)
     csim = build_csim(model, options, args.workdir)
     result = compare(csim, x)
     print(result.summary())
