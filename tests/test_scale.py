@@ -363,8 +363,14 @@ def test_search_picks_a_plan_on_the_validation_split(zoo, digits):
         assert [r.scale for r in results] == candidates(image.get(*key.split("/")), 1)
         assert results[0].scale == rule.scales[key]  # the rule's shift is tried first
         assert plan.scales[key] == max(results, key=lambda r: r.accuracy).scale
-    again, _ = search_scales(program, image, (digits.x_val, digits.y_val), config)
+    again, _ = search_scales(program, image, digits.x_val, digits.y_val, config)
     assert again == plan  # seeded
+    float_plan, float_scores = search_scales(
+        program, image, (digits.x_val, digits.y_val),
+        config=ScaleSearchConfig(storage="float16", rates=(1e-2,), trials=2, layers=("out",), float_steps=3))
+    assert float_plan.storage == "float16"
+    assert [r.scale for r in float_scores["out/weight"]][0] == plan_rule(image, "float16").scales["out/weight"]
+    assert len(float_scores["out/weight"]) == 3
     with pytest.raises(HardenError, match="rates"):
         ScaleSearchConfig(rates=(0.0,))
     with pytest.raises(HardenError, match="Dataset"):

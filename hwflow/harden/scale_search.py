@@ -16,7 +16,8 @@ What the score emulates: each candidate image is run with the ``program`` given 
 unscaled model's). Fault-free that is exact; under faults it is the deployed model except that the
 bits of a flipped word below the trained weight's LSB are truncated where the products enter the
 trained accumulator type (the re-converted model's accumulators keep them) — a difference far below
-the effect of the high bits that scaling is about. Fixed-point storage only.
+the effect of the high bits that scaling is about. Float storage (an emulator analysis, contract 4)
+is searched over ``float_steps`` powers of two from the float rule's shift down to ``2**0``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from hwflow.emulator import Program
 from hwflow.errors import HardenError
 from hwflow.faults import BitFlip
 from hwflow.faults.target import Target
-from hwflow.harden.scale import max_fit_constant, max_fit_shift, plan_rule, selected_arrays
+from hwflow.harden.scale import float_shift, max_fit_constant, max_fit_shift, plan_rule, selected_arrays
 from hwflow.image import Scale, StoragePlan, StoredArray, WeightImage
+from hwflow.image.plan import STORAGE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ SCOPES = ("array", "all")
 class ScaleSearchConfig:
     """How the search scores candidate scales."""
 
+    storage: str = "fixed"
+    """Word format of the whole weight memory: ``fixed``, ``float16`` or ``float32``."""
     rates: tuple[float, ...] = (1e-3,)
     """Bit-error rates at which each candidate is scored (the score is the mean over rates)."""
     trials: int = 20
@@ -56,7 +60,9 @@ class ScaleSearchConfig:
     """Where faults go while an array is scored: ``array`` (only its own words: isolates its effect) or
     ``all`` (the whole weight memory)."""
     constants: int = 0
-    """Non-power-of-two candidates between consecutive powers of two (0: powers of two only)."""
+    """Fixed storage: non-power-of-two candidates between consecutive powers of two (0: none)."""
+    float_steps: int = 8
+    """Float storage: candidate shifts, evenly spaced from the float rule's shift down to 0."""
     layers: tuple[str, ...] | None = None
     """Layers to scale (None: every layer with weights)."""
     batchnorm: bool = True
@@ -71,7 +77,10 @@ class ScaleSearchConfig:
             msg = f"scale search: rates must be numbers in (0, 1], got {self.rates!r}"
             raise HardenError(msg)
         object.__setattr__(self, "rates", tuple(float(r) for r in rates))
-        for name, low in (("trials", 1), ("seed", 0), ("constants", 0)):
+        if self.storage not in STORAGE_KINDS:
+            msg = f"scale search: storage must be one of {', '.join(STORAGE_KINDS)}, got {self.storage!r}"
+            raise HardenError(msg)
+        for name, low in (("trials", 1), ("seed", 0), ("constants", 0), ("float_steps", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 msg = f"scale search: {name} must be an integer >= {low}, got {value!r}"
@@ -101,8 +110,14 @@ class CandidateScore:
     """Mean accuracy at each rate of the configuration."""
 
 
-def candidates(array: StoredArray, constants: int = 0) -> list[Scale]:
-    """The rule's shift first, then smaller shifts, then (if asked) constants between powers of two."""
+def candidates(array: StoredArray, constants: int = 0, storage: str = "fixed", float_steps: int = 8) -> list[Scale]:
+    """Fixed point: the rule's shift first, then smaller shifts, then (if asked) constants between
+    powers of two. Float: ``float_steps`` shifts from the float rule's down to 0."""
+    if storage != "fixed":  # the float rule's shift first, then evenly spaced down to 0
+        top = float_shift(array, storage)[0]
+        steps = min(float_steps, abs(top) + 1)
+        shifts = np.linspace(top, 0, steps).round().astype(int).tolist() if steps > 1 else [top]
+        return [Scale(int(s)) for s in dict.fromkeys(shifts)]
     top = max_fit_shift(array)
     out = [Scale(s) for s in range(top, -1, -1)]
     if constants:
@@ -115,13 +130,15 @@ def candidates(array: StoredArray, constants: int = 0) -> list[Scale]:
     return out
 
 
-def _validation(data) -> tuple[np.ndarray, np.ndarray]:
-    """The validation split of ``data`` (a Dataset, or an ``(x, y)`` pair that *is* a validation split)."""
+def _validation(data, y) -> tuple[np.ndarray, np.ndarray]:
+    """The validation split: ``data`` a Dataset, an ``(x_val, y_val)`` pair, or ``x_val`` with ``y = y_val``."""
+    if y is not None:
+        return np.asarray(data), np.asarray(y)
     if isinstance(data, tuple) and len(data) == 2:
         return np.asarray(data[0]), np.asarray(data[1])
     if hasattr(data, "x_val") and hasattr(data, "y_val"):
         return np.asarray(data.x_val), np.asarray(data.y_val)
-    msg = "scale search: pass a Dataset (its validation split is used) or an (x_val, y_val) pair"
+    msg = "scale search: pass a Dataset (its validation split is used), an (x_val, y_val) pair, or x_val, y_val"
     raise HardenError(msg)
 
 
@@ -142,22 +159,25 @@ def score(program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, co
     return float(np.mean(per_rate)), tuple(per_rate)
 
 
-def search_scales(program: Program, image: WeightImage, data, config: ScaleSearchConfig | None = None,
+def search_scales(program: Program, image: WeightImage, data, y=None, config: ScaleSearchConfig | None = None,
                   progress: bool = False) -> tuple[StoragePlan, dict[str, list[CandidateScore]]]:
     """Search per array for the scale with the best accuracy under faults (see the module docstring).
 
-    ``data``: a Dataset (only ``x_val`` / ``y_val`` are read) or an ``(x_val, y_val)`` pair.
-    Returns the plan (mode ``search``; its details record the configuration and every score) and
-    the scores per array key, in candidate order.
+    Validation data, either ``search_scales(program, image, dataset, config=...)`` (a Dataset: only
+    ``x_val`` / ``y_val`` are read; an ``(x_val, y_val)`` pair also works) or
+    ``search_scales(program, image, x_val, y_val, config)``. Returns the plan (mode ``search``; its
+    details record the configuration and every score) and the scores per array key, in candidate order.
     """
+    if isinstance(y, ScaleSearchConfig):  # search_scales(program, image, dataset, config)
+        y, config = None, y
     config = config or ScaleSearchConfig()
-    x, y = _validation(data)
+    x, y = _validation(data, y)
     if config.samples is not None:
         x, y = x[: config.samples], y[: config.samples]
     if len(x) == 0 or len(x) != len(y):
         msg = f"scale search: the validation split has {len(x)} inputs and {len(y)} labels"
         raise HardenError(msg)
-    plan = plan_rule(image, "fixed", config.layers, config.batchnorm)
+    plan = plan_rule(image, config.storage, config.layers, config.batchnorm)
     scales = dict(plan.scales)
     arrays = selected_arrays(image, config.layers, config.batchnorm)
     scores: dict[str, list[CandidateScore]] = {}
@@ -165,22 +185,23 @@ def search_scales(program: Program, image: WeightImage, data, config: ScaleSearc
         target = Target(layers=(arr.layer,), arrays=(arr.name,)) if config.scope == "array" else Target()
         index = image.arrays.index(arr)
         results = []
-        for cand in candidates(arr, config.constants):
-            trial_plan = StoragePlan("fixed", {**scales, arr.key: cand}, "search")
+        for cand in candidates(arr, config.constants, config.storage, config.float_steps):
+            trial_plan = StoragePlan(config.storage, {**scales, arr.key: cand}, "search")
             acc, per_rate = score(program, trial_plan.apply(image), x, y, config, target, index)
             results.append(CandidateScore(cand, acc, per_rate))
         best = max(results, key=lambda c: c.accuracy)  # max keeps the first of equals: the rule's shift
         scales[arr.key] = best.scale
         scores[arr.key] = results
-        msg = "scale search %d/%d %s: %s (accuracy %.4f; rule 2^%d: %.4f)"
+        msg = "scale search %d/%d %s: x%s (accuracy %.4f; rule x%s: %.4f)"
         (log.info if progress else log.debug)(msg, i + 1, len(arrays), arr.key, best.scale, best.accuracy,
-                                              results[0].scale.shift, results[0].accuracy)
+                                              results[0].scale, results[0].accuracy)
     details = {
-        "rates": list(config.rates), "trials": config.trials, "seed": config.seed, "mode": config.mode,
+        "storage": config.storage, "rates": list(config.rates), "trials": config.trials, "seed": config.seed,
+        "mode": config.mode,
         "scope": config.scope, "constants": config.constants, "samples": len(x), "split": "validation",
         "scores": {k: [[str(c.scale), _round(c.accuracy)] for c in v] for k, v in scores.items()},
     }
-    return StoragePlan("fixed", scales, "search", details), scores
+    return StoragePlan(config.storage, scales, "search", details), scores
 
 
 def _round(value: float) -> float:
