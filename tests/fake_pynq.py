@@ -329,3 +329,23 @@ def manifest_for(program, image: WeightImage, **kwargs) -> dict:
     """``layout_manifest`` with the data path of ``program``."""
     return layout_manifest(image, input_shape=program.input.output_shape, input_type=str(program.input.result),
                            output_shape=program.output.output_shape, output_type=str(program.output.result), **kwargs)
+
+
+_BUILDS: dict[str, object] = {}
+
+
+def mlp_build(tmp_path_factory):
+    """``hwflow build`` of mlp-digits for pynq-z2 (every array in BRAM, Resource strategy so it fits) and
+    its compiled C simulation as a ``CSimBoard``; once per test session."""
+    if "mlp" not in _BUILDS:
+        from hwflow.build.boards import load_board
+        from hwflow.build.csim_board import CSimBoard
+        from hwflow.build.project import BuildOptions, generate
+        from hwflow.convert import HlsOptions
+        from tests.conftest import zoo_model
+
+        out = tmp_path_factory.mktemp("mlp-build")
+        options = BuildOptions(hls=HlsOptions.make("parallel", "Vitis", "Resource", 64), min_words=1, name="mlp")
+        build = generate(zoo_model("mlp-digits", 8, 8), load_board("pynq-z2"), out, options)
+        _BUILDS["mlp"] = (build, CSimBoard(out))
+    return _BUILDS["mlp"]

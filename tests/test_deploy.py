@@ -51,8 +51,8 @@ def make_build(root: Path, program, image, *, bitstream: bool = True, **layout) 
     program.save(root / "program.json")
     (root / "manifest.json").write_text(json.dumps(manifest_for(program, image, model="mlp", **layout), indent=1))
     if bitstream:
-        (root / "hwflow_top.bit").write_bytes(b"bitstream")
-        (root / "hwflow_top.hwh").write_text("<hwh/>")
+        (root / "hwflow.bit").write_bytes(b"bitstream")  # what the Vivado step leaves (hwflow.build.vivado)
+        (root / "hwflow.hwh").write_text("<hwh/>")
     return root
 
 
@@ -76,7 +76,7 @@ def deployed(mlp, tmp_path_factory):
 def test_bundle_layout_and_contents(mlp, deployed):
     program, image = mlp
     tmp, build, spec_path, result, root = deployed
-    assert (result.top, result.variant, result.bitstream) == ("mlp-bundle", "mlp/baseline", "hwflow_top.bit")
+    assert (result.top, result.variant, result.bitstream) == ("mlp-bundle", "mlp/baseline", "hwflow.bit")
     with tarfile.open(result.path) as tar:
         names = tar.getnames()
     assert all(n == "mlp-bundle" or n.startswith("mlp-bundle/") for n in names)
@@ -91,7 +91,7 @@ def test_bundle_layout_and_contents(mlp, deployed):
     np.testing.assert_array_equal(bundle.x, x)
     np.testing.assert_array_equal(bundle.y, y)
     assert bundle.image.equal_words(image)
-    assert bundle.bitstream == root / "build" / "hwflow_top.bit"
+    assert bundle.bitstream == root / "build" / "hwflow.bit"
     assert bundle.bitstream.with_suffix(".hwh").is_file()
     assert bundle.plan == host_plan(spec, "mlp/baseline", image, len(y))
     assert bundle.plan.spec == json.loads(json.dumps(spec.to_json()))
@@ -279,3 +279,25 @@ def test_deploy_refuses_what_the_board_could_not_run(mlp, tmp_path, capsys):
                                                             "rates": [1e-2], "trials": 2}])
     bundle = load_bundle(unpack(pack(partial, weights_only, tmp_path / "w.tar.gz").path, tmp_path / "w"))
     assert len(bundle.addresses()) == image.total_words - 32 - 10
+
+
+@pytest.mark.slow
+def test_deploy_from_hwflow_build_output(tmp_path_factory, tmp_path, capsys):
+    """`hwflow build`'s folder (manifest, image, program; the bitstream comes from the Vivado step)."""
+    pytest.importorskip("hwflow.build.project")
+    from hwflow.build.csim_board import CSimBoard  # noqa: F401 - the build needs g++ for its C-sim only
+    from tests.fake_pynq import mlp_build
+
+    build, _ = mlp_build(tmp_path_factory)
+    spec = write_spec(tmp_path / "campaign.yaml")
+    with pytest.raises(DeployError, match="has no bitstream"):
+        pack(build.out_dir, spec, tmp_path / "b.tar.gz")
+    assert hwflow_main(["deploy", str(build.out_dir), "--campaign", str(spec), "--out", str(tmp_path / "b.tar.gz"),
+                        "--no-bitstream"]) == 0
+    assert "bitstream none (dry run only)" in capsys.readouterr().out
+    bundle = load_bundle(unpack(tmp_path / "b.tar.gz", tmp_path / "board"))
+    assert bundle.image.equal_words(build.image)
+    assert len(bundle.plan.trials) == 8
+    from hwflow_host.__main__ import main as host_main
+
+    assert host_main([str(bundle.root), "--board", "emulator", "--db", str(tmp_path / "r.sqlite")]) == 0

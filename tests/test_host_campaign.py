@@ -241,3 +241,33 @@ def test_emulator_board_contract(setup):
         np.concatenate([[0x7F, 0x80], image.arrays[0].words[2:]]).astype(np.uint64)))
     np.testing.assert_array_equal(board.run(x[:20]), Emulator(program, faulty).run(x[:20]))
     assert issubclass(HostBoardError, BoardError)
+
+
+@pytest.mark.slow
+def test_host_loop_on_csim_board_matches_run_campaign(tmp_path_factory, tmp_path):
+    """The generated HLS design (hwflow build), compiled with g++, runs the host loop unchanged."""
+    pytest.importorskip("hwflow.build.csim_board")
+    from tests.conftest import needs_gxx
+
+    if needs_gxx.args[0]:
+        pytest.skip(needs_gxx.kwargs["reason"])
+    from tests.fake_pynq import mlp_build
+
+    build, csim = mlp_build(tmp_path_factory)
+    # its own campaign name: the runner caches each process's evaluators by (campaign, variant) name
+    spec = parse_spec({**SPEC, "name": "host-test-csim"})
+    x, y = evaluation_data(spec)
+    keys = {m.key for m in build.manifest.weight_memories}
+    plan = host_plan(spec, VARIANT, build.image, len(y), in_memory=keys)
+    ws = tmp_path / "ws.sqlite"
+    run_campaign(spec, ws, workers=1, progress=False, variants=[Variant(VARIANT, build.program, build.image)])
+    result = run_host_campaign(csim, build.image, plan, x, y, tmp_path / "csim.sqlite")
+    assert result.ran == len(plan.trials)
+    with ResultsDB(ws) as a, ResultsDB(tmp_path / "csim.sqlite") as b:
+        ws_rows, csim_rows = a.trials(), b.trials()
+        assert [(x.samples, x.correct) for x in a.baselines()] == [(x.samples, x.correct) for x in b.baselines()]
+    assert {r.board for r in csim_rows} == {"csim-board"}
+    assert [_outcome(r) for r in csim_rows] == [_outcome(r) for r in ws_rows]
+    assert any(r.mismatches for r in csim_rows)
+    np.testing.assert_array_equal(read_words(csim, np.arange(build.image.total_words)),
+                                  np.concatenate([a.words for a in build.image]))

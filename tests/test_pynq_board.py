@@ -297,3 +297,34 @@ def test_hard_fault_on_the_bus_stops_the_campaign(mlp, tmp_path):
         run_host_campaign(board, image, plan, x, y, tmp_path / "r.sqlite")
     with ResultsDB(tmp_path / "r.sqlite") as d:
         assert d.trials() == []
+
+
+@pytest.mark.slow
+def test_pynq_board_on_the_csim_bus_equals_the_emulator_board(tmp_path_factory, tmp_path):
+    """The fake's BRAMs are the C simulation's own (CSimBoard.read32 / write32), its DMA the C-sim's
+    hwflow_top: PynqBoard drives the generated design through contract 6 and gets the emulator's rows."""
+    pytest.importorskip("hwflow.build.csim_board")
+    import json
+
+    from tests.conftest import needs_gxx
+    from tests.fake_pynq import mlp_build
+
+    if needs_gxx.args[0]:
+        pytest.skip(needs_gxx.kwargs["reason"])
+    build, csim = mlp_build(tmp_path_factory)
+    manifest = json.loads((build.out_dir / "manifest.json").read_text())
+    fake = FakePynq(manifest, csim)
+    board = PynqBoard(parse_manifest(manifest), build.image, bitstream(tmp_path), pynq=fake)
+    spec = parse_spec(SPEC)
+    x, y = evaluation_data(spec)
+    plan = host_plan(spec, "mlp/baseline", build.image, len(y))
+    run_host_campaign(board, build.image, plan, x, y, tmp_path / "board.sqlite")
+    run_host_campaign(EmulatorBoard(build.program, build.image), build.image, plan, x, y, tmp_path / "emu.sqlite")
+    with ResultsDB(tmp_path / "board.sqlite") as a, ResultsDB(tmp_path / "emu.sqlite") as b:
+        rows, ref = a.trials(), b.trials()
+    strip = ("board", "seconds")
+    assert [{k: v for k, v in r.__dict__.items() if k not in strip} for r in rows] == \
+        [{k: v for k, v in r.__dict__.items() if k not in strip} for r in ref]
+    assert any(r.effective for r in rows)
+    m = parse_manifest(manifest).memories[0]
+    assert csim.read32(m.base) == fake.log[[e[:3] for e in fake.log].index(("read", m.ctrl, 0))][3]

@@ -32,6 +32,8 @@ from hwflow.image import WeightImage
 
 log = logging.getLogger(__name__)
 
+DEFAULT_OVERLAY = "hwflow"  # the bitstream's basename when the manifest names none (hwflow.build.vivado)
+
 RUN_SH = """#!/bin/bash
 # Start (or resume) this bundle's fault campaign on the board. Run it as root (pynq maps the
 # device): sudo ./run.sh [--db results.sqlite] [--max-trials N]
@@ -56,18 +58,16 @@ class PackResult:
     bitstream: str | None  # file name of the bitstream in the bundle; None for a dry-run bundle
 
 
-def find_bitstream(build_dir: Path, manifest: Manifest) -> Path | None:
-    """The build's bitstream: ``<top>.bit`` (or the only ``*.bit``) under ``build_dir``."""
-    found = sorted(build_dir.rglob("*.bit"))
-    if not found:
-        return None
-    preferred = [p for p in found if p.stem == manifest.top]
-    if len(preferred) == 1:
-        return preferred[0]
-    if len(found) == 1:
-        return found[0]
-    msg = (f"{build_dir} holds several bitstreams ({', '.join(str(p.relative_to(build_dir)) for p in found)}); "
-           "name one with --bitstream")
+def find_bitstream(build_dir: Path, overlay: str | None) -> Path | None:
+    """The build's bitstream in the build folder: ``<overlay>.bit`` (the manifest's ``overlay``, default
+    ``hwflow``, as the Vivado step names it), else the only ``*.bit`` there."""
+    found = sorted(build_dir.glob("*.bit"))
+    named = build_dir / f"{overlay or DEFAULT_OVERLAY}.bit"
+    if named.is_file():
+        return named
+    if len(found) <= 1:
+        return found[0] if found else None
+    msg = f"{build_dir} holds several bitstreams ({', '.join(p.name for p in found)}); name one with --bitstream"
     raise DeployError(msg)
 
 
@@ -108,7 +108,8 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
     if not program.is_file():
         msg = f"{manifest_path}: program {manifest.program} is missing from {build_dir}; rebuild"
         raise DeployError(msg)
-    bit = Path(bitstream) if bitstream is not None else find_bitstream(build_dir, manifest)
+    overlay = json.loads(manifest_path.read_text()).get("overlay")
+    bit = Path(bitstream) if bitstream is not None else find_bitstream(build_dir, overlay)
     if bit is not None and (not bit.is_file() or not bit.with_suffix(".hwh").is_file()):
         msg = f"{bit}: the bitstream and its .hwh (same name, beside it) are both needed by pynq's Overlay"
         raise DeployError(msg)
