@@ -443,7 +443,7 @@ def test_cli_train_saq(tmp_path, capsys):
     ]
     assert main(argv) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "method sparse-saq" in line
+    assert "method sparse-saq (rho 0.2, ASAM, sparsity 1.5)" in line
     assert "sharpness" in line
     assert "activation sparsity" in line
     side = read_sidecar(out)

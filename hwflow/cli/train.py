@@ -81,10 +81,16 @@ def run(args) -> int:
     )
     result = train(config, progress=not args.quiet)
     meta = result.metadata
+    details = []
+    if uses_sam(meta["method"]):
+        details.append(f"rho {meta['rho']}" + (", ASAM" if meta["asam"] else ""))
+    if uses_sparsity(meta["method"]):
+        details.append(f"sparsity {meta['sparsity']}")
+    method = f"{meta['method']} ({', '.join(details)})" if details else meta["method"]
     print(
         f"{meta['model']} on {meta['dataset']} ({meta['weight_bits']}-bit weights with "
         f"{meta['weight_integer']} integer bits, {meta['act_bits']}-bit activations, "
-        f"{meta['epochs']} epochs, seed {meta['seed']}, method {meta['method']}): "
+        f"{meta['epochs']} epochs, seed {meta['seed']}, method {method}): "
         f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f}, "
         f"sharpness {result.sharpness:.4f}, activation sparsity {result.activation_sparsity:.3f} "
         f"in {result.seconds:.1f} s; model {result.path}, sidecar {result.sidecar}"
