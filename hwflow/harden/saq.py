@@ -46,8 +46,9 @@ METHODS = ("standard", "saq", "sparse", "sparse-saq")
 DEFAULT_RHO = 0.05
 """SAM's neighbourhood radius (Foret et al.'s default; SAQ's scripts use ~0.4 for 4-bit weights)."""
 DEFAULT_SPARSITY = 0.5
-"""Strength of the L1 activity penalty: on cnn-digits it raises the fraction of zero activations
-from about 0.5 to about 0.8 at a cost of about one point of test accuracy (see the README)."""
+"""Strength of the L1 activity penalty. Measured on cnn-digits (30 epochs, seed 0): the fraction of
+zero ReLU outputs on the test split goes from 0.515 (standard) to 0.752 with test accuracy 0.975
+(standard 0.967); a strength of 2 gives 0.843 zeros at 0.958 accuracy, 0.1 gives 0.603."""
 ASAM_ETA = 0.01
 """ASAM's eta: T = |v| + eta keeps weights at zero perturbable (the ASAM authors' default)."""
 RELU_ACTIVATIONS = frozenset({"relu", "quantized_relu"})
