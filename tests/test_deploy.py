@@ -189,7 +189,8 @@ def test_dry_run_pull_and_report_compare_board_with_emulator(mlp, deployed, tmp_
     assert hwflow_main(["deploy", str(build), "--campaign", str(spec_path), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "tar -xzf bundle.tar.gz && sudo ./bundle/run.sh --db bundle/results.sqlite" in printed
-    assert "hwflow pull board.sqlite --into CAMPAIGN.sqlite" in printed
+    assert "hwflow pull board.sqlite --into reference.sqlite" in printed
+    assert "this build is what hwflow campaign emulates" in printed
     root = unpack(out, tmp_path / "board")
     from hwflow_host.__main__ import main as host_main
 
@@ -294,7 +295,10 @@ def test_deploy_from_hwflow_build_output(tmp_path_factory, tmp_path, capsys):
         pack(build.out_dir, spec, tmp_path / "b.tar.gz")
     assert hwflow_main(["deploy", str(build.out_dir), "--campaign", str(spec), "--out", str(tmp_path / "b.tar.gz"),
                         "--no-bitstream"]) == 0
-    assert "bitstream none (dry run only)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "bitstream none (dry run only)" in printed
+    assert "note: this build is io_parallel/Vitis/Resource, hwflow campaign emulates io_parallel/Vitis/Latency" \
+        in printed
     bundle = load_bundle(unpack(tmp_path / "b.tar.gz", tmp_path / "board"))
     assert bundle.image.equal_words(build.image)
     assert len(bundle.plan.trials) == 8

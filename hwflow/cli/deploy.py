@@ -32,17 +32,24 @@ def run(args) -> int:
     size = r.path.stat().st_size / 1e6
     print(f"{r.path}: {r.variant}, {r.trials} trials of campaign {r.campaign} on {r.samples} samples, "
           f"bitstream {r.bitstream or 'none (dry run only)'} ({size:.1f} MB)")
-    host, name = args.board_host, r.path.name
-    print("on the board (PYNQ 3.0 image; as root, since pynq maps the device):")
-    print(f"  scp {r.path} {host}:")
-    print(f"  ssh {host}")
-    print(f"  tar -xzf {name} && sudo ./{r.top}/run.sh --db {r.top}/results.sqlite")
-    print("  (the same command resumes after a reboot or a power loss)")
-    print("then, here:")
-    print(f"  scp {host}:{r.top}/results.sqlite board.sqlite")
-    print("  hwflow pull board.sqlite --into CAMPAIGN.sqlite    # the database of hwflow campaign")
-    print("  hwflow report --db CAMPAIGN.sqlite --out report/")
+    host, name, top = args.board_host, r.path.name, r.top
+    print("1. here, the bundle on the emulator of exactly this build (the reference the board is compared with):")
+    print(f"   mkdir -p dryrun && tar -xzf {r.path} -C dryrun")
+    print(f"   python -m hwflow_host dryrun/{top} --board emulator --name emulator --db reference.sqlite")
     if r.bitstream is None:
-        print(f"dry run here: tar -xzf {r.path} -C DIR && python -m hwflow_host DIR/{r.top} --board emulator "
-              "--db board.sqlite")
+        print("2. on the board: deploy again from a build with a bitstream (this bundle has none)")
+    else:
+        print("2. on the board (PYNQ 3.0 image; as root, pynq maps the device; the same command resumes after a "
+              "reboot or a power loss):")
+        print(f"   scp {r.path} {host}:")
+        print(f"   ssh {host}")
+        print(f"   tar -xzf {name} && sudo ./{top}/run.sh --db {top}/results.sqlite")
+    print("3. here, bring the results back, merge them, compare board and emulator trial by trial:")
+    print(f"   scp {host}:{top}/results.sqlite board.sqlite")
+    print("   hwflow pull board.sqlite --into reference.sqlite")
+    print("   hwflow report --db reference.sqlite --out report/")
+    if r.layout_note:
+        print(f"note: {r.layout_note}")
+    else:
+        print("   (this build is what hwflow campaign emulates: pulling into the campaign's database works too)")
     return 0

@@ -56,6 +56,20 @@ class PackResult:
     trials: int
     samples: int
     bitstream: str | None  # file name of the bitstream in the bundle; None for a dry-run bundle
+    layout_note: str | None = None  # why `hwflow campaign`'s rows are not this build's reference, if they are not
+
+
+def layout_note(spec, manifest: Manifest, program_source: dict) -> str | None:
+    """Does ``hwflow campaign`` emulate this build? It converts with the spec's io, Vitis, Latency;
+    another strategy or backend may store the weights in another order (hls4ml transposes some for
+    Resource), so the same seeds would fault other weights and the trials would not pair up."""
+    built = (manifest.io_type, program_source.get("backend", "Vitis"), program_source.get("strategy", "Latency"))
+    emulated = (f"io_{spec.io}", "Vitis", "Latency")
+    if built == emulated:
+        return None
+    return (f"this build is {'/'.join(built)}, hwflow campaign emulates {'/'.join(emulated)}: compare the board with "
+            "the bundle's own emulator run (python -m hwflow_host BUNDLE --board emulator --name emulator), "
+            "not with the campaign database")
 
 
 def find_bitstream(build_dir: Path, overlay: str | None) -> Path | None:
@@ -121,6 +135,7 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
     label = choose_variant(spec, manifest, variant)
     x, y = evaluation_data(spec)
     plan = host_plan(spec, label, image, len(y), in_memory={m.key for m in manifest.memories})
+    note = layout_note(spec, manifest, json.loads(program.read_text()).get("source", {}))
 
     name = out.name[: -len(".tar.gz")] if out.name.endswith(".tar.gz") else out.stem
     with tempfile.TemporaryDirectory(prefix="hwflow-deploy-") as tmp:
@@ -150,7 +165,8 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
         with tarfile.open(out, "w:gz") as tar:
             tar.add(root, arcname=name)
     log.info("packed %s: %s, %d trials", out, label, len(plan.trials))
-    return PackResult(out, name, spec.name, label, len(plan.trials), len(y), bit.name if bit is not None else None)
+    return PackResult(out, name, spec.name, label, len(plan.trials), len(y), bit.name if bit is not None else None,
+                      note)
 
 
 def copy_host(root: Path) -> None:
