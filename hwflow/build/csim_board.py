@@ -8,7 +8,8 @@ side doing the lane read-modify-write on the bus word as the host driver does ov
 are injected exactly as the host will inject them: by writing the faulty words through that port.
 ``run`` streams input codes in and output codes out through ``hwflow_top`` like the AXI DMA.
 
-``check_board`` compares any Board with the emulator, fault-free and under fault maps.
+``check_board`` compares any Board with the emulator, fault-free and under fault maps; ``check_build``
+does it for a build folder.
 """
 
 from __future__ import annotations
@@ -342,3 +343,11 @@ def check_board(board, program: Program, image: WeightImage, x: np.ndarray, faul
             for a, v in zip(addrs.tolist()[:done], golden[:done], strict=True):
                 board.write_word(a, v)
     return BoardCheck(len(x), len(fault_maps), written, tuple(mismatches))
+
+
+def check_build(build_dir: str | Path, x: np.ndarray, fault_maps: int = 50, seed: int = 0) -> BoardCheck:
+    """A build's C simulation against the emulator: fault-free, then ``fault_maps`` seeded maps (bit
+    flips and stuck-at) over the arrays held in its weight memories. Compiles on first use."""
+    board = CSimBoard(build_dir)
+    maps = sample_fault_maps(board_image(board.image, board.manifest), fault_maps, seed=seed)
+    return check_board(board, board.program, board.image, x, maps)

@@ -111,15 +111,13 @@ def verify_board(args, model_path: str, x) -> int:
     import tempfile
 
     from hwflow.build.boards import load_board
-    from hwflow.build.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
+    from hwflow.build.csim_board import check_build
     from hwflow.build.project import generate
 
     board = load_board(args.board)
     model, storage = load_for_build(model_path)
     out = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="hwflow-build-"))
-    build = generate(model, board, out, build_options(args, Path(model_path).stem), storage=storage)
-    csim = CSimBoard(out)
-    maps = sample_fault_maps(board_image(build.image, build.manifest), args.fault_maps, seed=0)
-    result = check_board(csim, build.program, build.image, x, maps)
+    generate(model, board, out, build_options(args, Path(model_path).stem), storage=storage)
+    result = check_build(out, x, args.fault_maps)
     print(result.summary())
     return 0 if result.ok else 1
