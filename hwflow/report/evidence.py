@@ -31,7 +31,14 @@ def _rate(rate: float) -> str:
 
 
 def _baseline_of(variant: str) -> str:
-    return variant.rsplit("/", 1)[0] + "/baseline"
+    """The variant a row's gain is measured against: the model's ``baseline``, or for a hardened
+    float-stored variant the same float storage unhardened (the paper's comparison: scaled vs unscaled
+    float words); plain float storage is measured against the fixed-point baseline."""
+    model, name = variant.rsplit("/", 1)
+    storage = name.split("+", 1)[0]
+    if storage in ("float16", "float32") and name != storage:
+        return f"{model}/{storage}"
+    return f"{model}/baseline"
 
 
 def evidence_rows(summaries: Iterable[Summary]) -> dict[str, tuple[list[float], list[dict]]]:
@@ -64,7 +71,8 @@ def evidence_markdown(summaries: Iterable[Summary]) -> str:
     for fault_model, (rates, rows) in evidence_rows(summaries).items():
         head = ["variant", "fault-free"] + [f"rate {_rate(r)}" for r in rates]
         lines = [f"**{fault_model}** — accuracy % (mean ± 95 % CI half-width over trials; "
-                 "[gain over the model's baseline, points])", "",
+                 "[gain in points over the model's baseline; float-stored variants: over the same float "
+                 "storage unscaled])", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in rows:
             cells = [row["variant"], f"{100 * row['fault_free']:.1f}"]
