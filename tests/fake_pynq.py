@@ -159,9 +159,12 @@ class FakeChannel:
 
 
 class FakeDMA:
+    """pynq's AxiDMA: two channels and the largest transfer (``buffer_max_size``, from c_sg_length_width)."""
+
     def __init__(self, pynq: FakePynq):
         self.sendchannel = FakeChannel(pynq, "send")
         self.recvchannel = FakeChannel(pynq, "recv")
+        self.buffer_max_size = (1 << pynq.length_width) - 1
 
 
 class FakeDevice:
@@ -276,7 +279,7 @@ class FakePynq:
                                            manifest["data"]["batch_register"]: {"address_offset": BATCH_OFFSET,
                                                                                 "size": 32}}},
             self.dma_name: {"phys_addr": DMA_BASE, "addr_range": 0x10000, "type": "xilinx.com:ip:axi_dma:7.1",
-                            "parameters": {"C_SG_LENGTH_WIDTH": str(length_width)}},
+                            "parameters": {"c_sg_length_width": str(length_width), "c_include_sg": "0"}},
         }
         self.device = FakeDevice(self, manifest, backend)
         self.overlays: list[FakeOverlay] = []

@@ -328,3 +328,26 @@ def test_pynq_board_on_the_csim_bus_equals_the_emulator_board(tmp_path_factory, 
     assert any(r.effective for r in rows)
     m = parse_manifest(manifest).memories[0]
     assert csim.read32(m.base) == fake.log[[e[:3] for e in fake.log].index(("read", m.ctrl, 0))][3]
+
+
+@pytest.mark.parametrize("key", ["{}/S_AXI", "hier_0/{}", "{}_Mem0"])
+def test_bram_controllers_found_under_pynq_key_spellings(tmp_path, key):
+    image, manifest, bit, bus, fake = tiny(tmp_path)
+    fake.mem_dict = {key.format(k): v for k, v in fake.mem_dict.items()}
+    board = PynqBoard(parse_manifest(manifest), image, bit, pynq=fake)
+    assert board.read_word(8) == 0xBEEF
+    fake.mem_dict = {k.replace("w2", "w9"): v for k, v in fake.mem_dict.items()}
+    with pytest.raises(ManifestError, match="axi_bram_ctrl_w2 .* is not in the overlay"):
+        PynqBoard(parse_manifest(manifest), image, bit, pynq=fake)
+
+
+def test_transfer_limit_from_the_hwh_parameters(tmp_path):
+    image, manifest, bit, bus, fake = tiny(tmp_path, length_width=6)  # 63-byte transfers: 3 samples of 16 bytes
+    del fake.device.dma.buffer_max_size  # an older pynq driver: read c_sg_length_width from the ip_dict
+    board = PynqBoard(parse_manifest(manifest), image, bit, pynq=fake)
+    x = np.ones((7, 4), np.float32)
+    np.testing.assert_array_equal(board.run(x)[:, 0], np.full(7, 4 * 1024))
+    assert [e[3] for e in fake.log if e[:3] == ("dma", "send", "transfer")] == [48, 48, 16]
+    fake.device.dma.buffer_max_size = 15
+    with pytest.raises(ManifestError, match="16-byte DMA transfers but axi_dma_0 moves at most 15"):
+        PynqBoard(parse_manifest(manifest), image, bit, pynq=fake)

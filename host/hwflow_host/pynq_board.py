@@ -9,7 +9,7 @@ address, so no input can make the host write outside them.
 Data: ``run`` quantizes the float inputs to the input type's codes (as the emulator does), sends
 one code per 32-bit stream word through the DMA, sets the batch register, starts the accelerator
 (``ap_start``) and receives one output code per 32-bit word. Batches are split so that no DMA
-transfer exceeds the DMA's buffer-length register (``C_SG_LENGTH_WIDTH`` from the overlay).
+transfer exceeds the DMA's buffer-length register (``c_sg_length_width`` in the overlay).
 
 Before any write: the manifest is checked against the golden WeightImage and against the overlay
 (every controller present at the manifest's base address with the manifest's range, the DMA, the
@@ -19,6 +19,7 @@ accelerator and its batch register), and the accelerator must be idle.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 CTRL_OFFSET = 0x00  # ap_ctrl of an HLS s_axilite control interface
-DEFAULT_LENGTH_WIDTH = 14  # the AXI DMA's default buffer-length register: transfers up to 16 KiB - 1
+DEFAULT_LENGTH_WIDTH = 26  # pynq's assumption when the .hwh does not say (its MAX_C_SG_LENGTH_WIDTH)
 _U32 = 0xFFFFFFFF
 
 
@@ -111,14 +112,17 @@ class PynqBoard:
         return ctrl
 
     def _batch_limit(self) -> int:
-        """Samples per DMA transfer: the DMA's length register bounds the bytes of one transfer."""
-        params = self.overlay.ip_dict[self.manifest.data.dma].get("parameters") or {}
-        width = int(params.get("C_SG_LENGTH_WIDTH", DEFAULT_LENGTH_WIDTH))
-        limit = (1 << width) - 1
+        """Samples per DMA transfer: the DMA's length register bounds the bytes of one transfer. pynq's
+        AxiDMA driver knows it (``buffer_max_size``, from ``c_sg_length_width`` in the .hwh)."""
+        limit = getattr(self._dma, "buffer_max_size", None)
+        if not isinstance(limit, int):
+            params = self.overlay.ip_dict[self.manifest.data.dma].get("parameters") or {}
+            width = params.get("c_sg_length_width", params.get("C_SG_LENGTH_WIDTH", DEFAULT_LENGTH_WIDTH))
+            limit = (1 << int(width)) - 1
         per_sample = 4 * max(self.manifest.data.input_elements, self.manifest.data.output_elements)
         if per_sample > limit:
             msg = (f"one sample needs {per_sample}-byte DMA transfers but {self.manifest.data.dma} moves at most "
-                   f"{limit} bytes (C_SG_LENGTH_WIDTH={width}); rebuild with a wider DMA length register")
+                   f"{limit} bytes (c_sg_length_width); rebuild with a wider DMA length register")
             raise ManifestError(msg)
         return limit // per_sample
 
@@ -257,11 +261,14 @@ class PynqBoard:
 
 
 def _find(name: str, *dicts: dict) -> dict | None:
-    """An overlay entry by instance name; pynq may key memories as ``name`` or ``name/<segment>``."""
+    """An overlay entry by instance name: the key itself, else a key naming it as a path component or
+    with a suffix (pynq versions key memories as ``name``, ``name/S_AXI`` or ``hier/name``...)."""
     for d in dicts:
         if name in d:
             return d[name]
+    pattern = re.compile(rf"(^|/){re.escape(name)}($|[/_])")
+    for d in dicts:
         for key, entry in d.items():
-            if str(key).split("/")[0] == name:
+            if pattern.search(str(key)):
                 return entry
     return None
