@@ -286,6 +286,20 @@ def test_cli_build_and_synth_without_tools(model_file, tmp_path, capsys, monkeyp
     assert (tmp_path / "s" / "manifest.json").is_file()
 
 
+def test_cli_build_takes_the_storage_plan_from_the_sidecar(model, tmp_path, capsys):
+    from hwflow.zoo.loading import write_sidecar
+
+    path = tmp_path / "scaled.h5"
+    model.save(path)
+    plan = StoragePlan("fixed", {"conv2/weight": Scale(1), "out/weight": Scale(0, 1.25)}, "constant")
+    write_sidecar(path, {"dataset": "digits", "hardening": {"methods": ["scale"], "scale": plan.to_json()}})
+    assert main(["build", str(path), "--board", "pynq-z2", "--out", str(tmp_path / "b"), "--strategy", "Resource",
+                 "--reuse-factor", "8"]) == 0
+    capsys.readouterr()
+    scales = {m.key: m.scale for m in Manifest.load(tmp_path / "b").weight_memories}
+    assert scales == {"conv1/weight": Scale(), "conv2/weight": Scale(1), "out/weight": Scale(0, 1.25)}
+
+
 def test_cli_build_errors(model_file, tmp_path, capsys):
     assert main(["build", str(model_file), "--board", "nope", "--out", str(tmp_path)]) == 2
     assert "known boards are" in capsys.readouterr().err

@@ -128,7 +128,7 @@ def generate(model, board, out_dir: str | Path, options: BuildOptions | None = N
         raise BuildError(msg)
     variables = _bram_variables(hls_model, image, keys)
     name = options.name or str(getattr(model, "name", "model"))
-    manifest = make_manifest(name, board, hls, program, image, keys, variables)
+    manifest = make_manifest(name, board, hls, program, image, keys)
     check_resources(program, image, board, hls, manifest)
 
     for var in variables.values():
@@ -141,8 +141,7 @@ def generate(model, board, out_dir: str | Path, options: BuildOptions | None = N
     program.save(out / manifest.program)
     manifest.save(out)
     write_scripts(manifest.to_json(), board, out)
-    log.debug("build: %d weight memories (%d words) in %s", len(keys), sum(m.depth for m in manifest.weight_memories),
-             out)
+    log.debug("build: %d weight memories in %s", len(keys), out)
     return Build(out, manifest, program, image, hls_model)
 
 
@@ -162,8 +161,8 @@ def load_build(out_dir: str | Path) -> Build:
 # --- manifest -----------------------------------------------------------------------------------------
 
 
-def make_manifest(name: str, board, hls: HlsOptions, program: Program, image: WeightImage, keys: tuple[str, ...],
-                  variables: dict[str, object]) -> Manifest:
+def make_manifest(name: str, board, hls: HlsOptions, program: Program, image: WeightImage,
+                  keys: tuple[str, ...]) -> Manifest:
     """The manifest: memories in image order, laid out on the bus from the board's ``weight_base``."""
     arrays = [image.get(*key.split("/")) for key in keys]
     lanes = [lanes_for(a.format.width) for a in arrays]
@@ -171,7 +170,7 @@ def make_manifest(name: str, board, hls: HlsOptions, program: Program, image: We
     bases = assign_bases(ranges, board.weight_base, board.master_window)
     memories = []
     for a, n, r, base in zip(arrays, lanes, ranges, bases, strict=True):
-        var = variables[a.key].name
+        var = a.var  # hls4ml's variable name (w2, b7...)
         memories.append(WeightMemory(
             name=var, layer=a.layer, array=a.name, port=f"{var}_mem", ctrl=f"axi_bram_ctrl_{var}", base=base,
             range=r, depth=a.size, word_bits=a.format.width, lanes=n, first_word=image.base(a.layer, a.name),

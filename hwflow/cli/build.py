@@ -60,20 +60,10 @@ def build_options(args, name: str | None = None):
 
 def load_for_build(path: str):
     """The model and the storage plan of its sidecar (``hardening.scale``), or None."""
-    from hwflow.errors import HardenError, ModelError
-    from hwflow.image.plan import StoragePlan
-    from hwflow.zoo.loading import check_supported, load_model, read_sidecar, sidecar_path
+    from hwflow.harden.pipeline import load_hardened
 
-    model = load_model(path)
-    check_supported(model)
-    record = (read_sidecar(sidecar_path(path)) or {}).get("hardening") or {}
-    if not isinstance(record, dict) or not record.get("scale"):
-        return model, None
-    try:
-        return model, StoragePlan.from_json(record["scale"])
-    except HardenError as err:
-        msg = f"{path}: the sidecar's storage plan is malformed ({err}); re-run hwflow harden"
-        raise ModelError(msg) from None
+    hardened = load_hardened(path)
+    return hardened.model, hardened.storage
 
 
 def run(args) -> int:
