@@ -170,12 +170,21 @@ def test_vendored_hwflow_runs_the_host_without_heavy_packages(deployed, python, 
         assert len(db.trials(board="memory")) == 3
 
 
-def test_python310_check_is_configured():
-    """Python 3.10 semantics: ruff targets py310; HWFLOW_PY310 adds a real 3.10 run of the check above."""
-    import tomllib
+def test_run_sh_starts_the_host_from_anywhere(deployed, tmp_path):
+    """run.sh puts the bundle's own packages first on the path (the marker printed by the bundle's copy of
+    hwflow proves it) and resolves --db from the caller's folder; without pynq it stops with pynq's message."""
+    import shutil
 
-    config = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert config["tool"]["ruff"]["target-version"] == "py310"
+    _, _, _, _, root = deployed
+    copy = shutil.copytree(root, tmp_path / "bundle", symlinks=True)
+    with (copy / "hwflow" / "__init__.py").open("a") as f:
+        f.write("\nprint('vendored hwflow', flush=True)\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    done = subprocess.run([str(copy / "run.sh"), "--db", "r.sqlite"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "vendored hwflow" in done.stdout
+    assert "pynq is not importable" in done.stderr
 
 
 def test_dry_run_pull_and_report_compare_board_with_emulator(mlp, deployed, tmp_path, capsys):

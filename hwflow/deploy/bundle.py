@@ -36,14 +36,15 @@ DEFAULT_OVERLAY = "hwflow"  # the bitstream's basename when the manifest names n
 
 RUN_SH = """#!/bin/bash
 # Start (or resume) this bundle's fault campaign on the board. Run it as root (pynq maps the
-# device): sudo ./run.sh [--db results.sqlite] [--max-trials N]
+# device): sudo ./run.sh [--db results.sqlite] [--max-trials N]; paths are relative to where you are.
 # Rerunning the same command resumes: finished trials are kept, the memories are scrubbed first.
 set -e
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"
 for f in /etc/profile.d/pynq_venv.sh /etc/profile.d/xrt_setup.sh; do
     if [ -f "$f" ]; then source "$f"; fi
 done
-exec python3 -m hwflow_host . "$@"
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+exec python3 -m hwflow_host "$here" "$@"
 """
 
 
