@@ -124,6 +124,8 @@ def test_single_words_and_bulk_reads(tmp_path):
     n = len(fake.log)
     board.write_words(np.array([7, 6]), np.array([2, 1], np.uint64))  # a whole bus word: no read
     assert fake.log[n:] == [("write", "axi_bram_ctrl_b2", 0, 0x00020001)]
+    board.write_words(np.array([2, 2, 3]), np.array([1, 5, 7], np.int64))  # a word given twice: its last value
+    assert fake.log[-1] == ("write", "axi_bram_ctrl_w2", 0, 0x07052211)
 
 
 @pytest.mark.parametrize(("call", "args", "match"), [

@@ -158,20 +158,23 @@ class PynqBoard:
 
     def write_words(self, addrs: np.ndarray, values: np.ndarray) -> None:
         """Many words, one bus access per bus word where all its lanes are written (a scrub), a
-        read-modify-write where only some are. Everything is checked before the first write."""
+        read-modify-write where only some are. Everything is checked before the first write; a word
+        given twice takes its last value."""
         plan = []
         for mem, index, vals in self._group(addrs, values):
+            _, last = np.unique(index[::-1], return_index=True)  # the last write of each word, sorted by index
+            keep_at = index.size - 1 - last
+            index, vals = index[keep_at], vals[keep_at]
             bus = index // mem.lanes
-            for b in np.unique(bus).tolist():
-                sel = bus == b
-                lanes = (index[sel] % mem.lanes).tolist()
-                word = 0
-                for lane, v in zip(lanes, vals[sel].tolist(), strict=True):
-                    word = (word & ~(mem.mask << (lane * mem.word_bits))) | (v << (lane * mem.word_bits))
-                used = min(mem.lanes, mem.depth - b * mem.lanes)
-                full = len(set(lanes)) == used
-                keep = 0 if full else _U32 & ~sum(mem.mask << (lane * mem.word_bits) for lane in set(lanes))
-                plan.append((mem.name, 4 * b, word, keep))
+            shifts = (index % mem.lanes) * mem.word_bits
+            buses, first = np.unique(bus, return_index=True)
+            words = np.bitwise_or.reduceat(vals << shifts, first)
+            written = np.bitwise_or.reduceat(np.int64(mem.mask) << shifts, first)
+            counts = np.diff(np.append(first, index.size))
+            used = np.minimum(mem.lanes, mem.depth - buses * mem.lanes)
+            for b, word, lanes, n, u in zip(buses.tolist(), words.tolist(), written.tolist(), counts.tolist(),
+                                            used.tolist(), strict=True):
+                plan.append((mem.name, 4 * b, word, 0 if n == u else _U32 & ~lanes))
         for name, offset, word, keep in plan:
             mmio = self._mmio[name]
             if keep:
@@ -179,35 +182,52 @@ class PynqBoard:
             mmio.write(offset, word)
 
     def read_words(self, addrs: np.ndarray) -> np.ndarray:
-        addrs = np.asarray(addrs, dtype=np.int64).reshape(-1)
+        """Many words; each bus word is read once."""
+        addrs = np.asarray(addrs).reshape(-1)
         out = np.zeros(addrs.size, np.uint64)
         for mem, index, pos in self._group(addrs, None):
-            bus = index // mem.lanes
-            for b in np.unique(bus).tolist():
-                sel = bus == b
-                word = int(self._mmio[mem.name].read(4 * b)) & _U32
-                shifts = (index[sel] % mem.lanes) * mem.word_bits
-                out[pos[sel]] = [(word >> s) & mem.mask for s in shifts.tolist()]
+            buses, inverse = np.unique(index // mem.lanes, return_inverse=True)
+            mmio = self._mmio[mem.name]
+            words = np.array([int(mmio.read(4 * b)) & _U32 for b in buses.tolist()], dtype=np.int64)
+            shifts = (index % mem.lanes) * mem.word_bits
+            out[pos] = ((words[inverse.reshape(-1)] >> shifts) & mem.mask).astype(np.uint64)
         return out
 
     def _group(self, addrs: np.ndarray, values: np.ndarray | None):
-        """Per memory (checked): word indices and either the values (writes) or positions (reads)."""
-        addrs = np.asarray(addrs, dtype=np.int64).reshape(-1)
-        vals = None if values is None else np.asarray(values, dtype=np.uint64).reshape(-1)
-        for i, a in enumerate(addrs.tolist()):
-            if vals is None:
-                check_address(a, self.total_words)
-            else:
-                check_word(a, int(vals[i]), self.total_words, self._width)
-        out = []
+        """Per memory: word indices (int64) and either the values (writes, int64) or the positions in
+        ``addrs`` (reads). Refuses the first bad address or value, before anything is written."""
+        addrs = np.asarray(addrs).reshape(-1)
+        if addrs.size and not np.issubdtype(addrs.dtype, np.integer):
+            for a in addrs.tolist():
+                check_address(a, self.total_words)  # raises: not an integer
+        addrs = addrs.astype(np.int64)
+        outside = (addrs < 0) | (addrs >= self.total_words)
+        if np.any(outside):
+            check_address(int(addrs[outside][0]), self.total_words)
+        vals = None
+        if values is not None:
+            vals = np.asarray(values).reshape(-1)
+            if vals.size != addrs.size or (vals.size and not np.issubdtype(vals.dtype, np.integer)):
+                msg = f"{addrs.size} addresses need as many integer word values, got {vals.size} of {vals.dtype}"
+                raise BoardError(msg)
+            if vals.dtype.kind == "i" and np.any(vals < 0):
+                i = int(np.flatnonzero(vals < 0)[0])
+                check_word(int(addrs[i]), int(vals[i]), self.total_words, self._width)
+            vals = vals.astype(np.uint64)
+        out, covered = [], np.zeros(addrs.size, dtype=bool)
         for mem in self.manifest.memories:
             sel = np.flatnonzero((addrs >= mem.first_word) & (addrs < mem.first_word + mem.depth))
-            if sel.size:
-                index = addrs[sel] - mem.first_word
-                out.append((mem, index, sel if vals is None else vals[sel].astype(np.int64)))
-        covered = sum(len(g[1]) for g in out)
-        if covered != addrs.size:
-            self._locate(int(next(a for a in addrs.tolist() if self.manifest.locate(a) is None)))
+            if not sel.size:
+                continue
+            covered[sel] = True
+            if vals is not None:
+                wide = np.flatnonzero(vals[sel] >> np.uint64(mem.word_bits))
+                if wide.size:
+                    i = int(sel[wide[0]])
+                    check_word(int(addrs[i]), int(vals[i]), self.total_words, self._width)
+            out.append((mem, addrs[sel] - mem.first_word, sel if vals is None else vals[sel].astype(np.int64)))
+        if not covered.all():
+            self._locate(int(addrs[~covered][0]))
         return out
 
     # --- data path ----------------------------------------------------------------------------------
