@@ -15,6 +15,7 @@ import yaml
 
 from hwflow.campaign import TrialEvaluator, load_spec, parse_spec, run_campaign
 from hwflow.campaign.plan import plan, trial_seed
+from hwflow.campaign.runner import evaluation_data
 from hwflow.errors import SpecError
 from hwflow.results import ResultsDB
 from tests.conftest import zoo_model
@@ -158,6 +159,23 @@ def test_parallel_and_dask_equal_serial(variant, tmp_path):
     assert len(serial) == 2 * 2 * 6
     assert _rows(tmp_path / "local.sqlite") == serial
     assert _rows(tmp_path / "dask.sqlite") == serial
+
+
+def test_a_second_run_in_the_same_process_uses_its_own_variant(variant, tmp_path):
+    """Evaluators are cached per run: same campaign and label with other weights must not reuse them."""
+    from hwflow.campaign.variants import Variant
+    from hwflow.emulator import Emulator
+
+    spec, v = variant
+    spec = replace(spec, sensitivity=None)
+    arr = v.image.arrays[0]
+    other = Variant(v.label, v.program, v.image.replace_array(arr.with_words(np.zeros_like(arr.words))))
+    run_campaign(spec, tmp_path / "a.sqlite", workers=1, progress=False, variants=[v])
+    run_campaign(spec, tmp_path / "b.sqlite", workers=1, progress=False, variants=[other])
+    x, y = evaluation_data(spec)
+    expected = int(np.sum(Emulator(other.program, other.image).predict_classes(x) == y))
+    with ResultsDB(tmp_path / "b.sqlite") as db:
+        assert db.baselines(spec.name)[0].correct == expected
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ class Payload:
     x: np.ndarray
     y: np.ndarray
     chunk: int
+    run_id: str = ""  # unique per run_campaign call: evaluators cached for one run are never reused by another
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,8 @@ def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = 
     """
     x, y = evaluation_data(spec)
     variants = variants if variants is not None else build_variants(spec, progress=progress)
-    payload = Payload(spec.name, {v.label: (v.program, v.image) for v in variants}, x, y, spec.batch_size)
+    payload = Payload(spec.name, {v.label: (v.program, v.image) for v in variants}, x, y, spec.batch_size,
+                      uuid.uuid4().hex)
     with ResultsDB(db_path) as db:
         db.register_campaign(spec.name, spec.to_json())
         done = db.done(spec.name)
@@ -116,7 +119,7 @@ def _execute(payload: Payload, tasks: list, workers: int | None, scheduler: str 
 # --- worker side -------------------------------------------------------------------------------------
 
 _WORKER_PAYLOAD: Payload | None = None
-_EVALUATORS: dict[tuple[str, str], TrialEvaluator] = {}  # per process: the fault-free run of each variant
+_EVALUATORS: dict[tuple[str, str], TrialEvaluator] = {}  # per process and run: the fault-free run of each variant
 
 
 def _init_worker(payload: Payload) -> None:
@@ -140,8 +143,10 @@ def _run_task_in_worker(task: list) -> list[TrialRow]:
 
 
 def _evaluator(payload: Payload, label: str) -> TrialEvaluator:
-    key = (payload.campaign, label)
+    key = (payload.run_id, label)
     if key not in _EVALUATORS:
+        for stale in [k for k in _EVALUATORS if k[0] != payload.run_id]:  # an earlier run's variants
+            del _EVALUATORS[stale]
         program, image = payload.variants[label]
         _EVALUATORS[key] = TrialEvaluator(program, image, payload.x, payload.y, payload.chunk)
     return _EVALUATORS[key]
