@@ -66,3 +66,13 @@ def test_save_refuses_other_suffixes(hardened, tmp_path):
 
     with pytest.raises(HardenError, match=r"saved as \.h5"):
         save_hardened(hardened[0], tmp_path / "m.keras")
+
+
+@pytest.mark.slow
+def test_verify_cli_compiles_the_storage_plan_into_the_csim(hardened, capsys, tmp_path):
+    from hwflow.cli import main
+
+    _, path = hardened
+    code = main(["verify", str(path), "--samples", "64", "--workdir", str(tmp_path / "csim")])
+    assert "verify: 64 samples" in capsys.readouterr().out
+    assert code == 0

@@ -34,12 +34,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from hwflow.data import load_dataset
     from hwflow.errors import DatasetError
+    from hwflow.harden.pipeline import load_hardened
     from hwflow.verify import build_csim, compare
-    from hwflow.zoo.loading import check_supported, load_model, read_sidecar, sidecar_path
+    from hwflow.zoo.loading import read_sidecar, sidecar_path
 
     options = HlsOptions.make(args.io, args.backend, args.strategy, args.reuse_factor)
-    model = load_model(args.model)
-    check_supported(model)
+    hardened = load_hardened(args.model)  # a hardened model's sidecar brings its storage plan (weight scaling)
     dataset_name = args.dataset or (read_sidecar(sidecar_path(args.model)) or {}).get("dataset")
     if not dataset_name:
         msg = f"{args.model} has no sidecar naming its data set: pass --dataset (digits, fashion-mnist or a .npz)"
@@ -50,7 +50,7 @@ def run(args) -> int:
         from hwflow.cli.build import verify_board
 
         return verify_board(args, args.model, x)
-    csim = build_csim(model, options, args.workdir)
+    csim = build_csim(hardened.model, options, args.workdir, storage=hardened.storage)
     result = compare(csim, x)
     print(result.summary())
     return 0 if result.ok else 1
