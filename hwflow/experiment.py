@@ -55,7 +55,8 @@ def load_experiment(path: str | Path) -> Experiment:
     if unknown:
         msg = f"{path}: {unknown[0]}: unknown field (known: name, defaults, campaigns)"
         raise SpecError(msg)
-    name, defaults, campaigns = data.get("name"), data.get("defaults") or {}, data.get("campaigns")
+    name, defaults, campaigns = data.get("name"), data.get("defaults"), data.get("campaigns")
+    defaults = {} if defaults is None else defaults
     if not isinstance(name, str) or not name:
         msg = f"{path}: name: missing (required): the experiment's name"
         raise SpecError(msg)
@@ -83,6 +84,7 @@ def run_experiment(experiment: Experiment, out_dir: str | Path, workers: int | N
                    progress: bool = True) -> ExperimentResult:
     """Run (or resume) every campaign into ``out_dir/results.sqlite``; write reports and the evidence."""
     from hwflow.campaign import run_campaign
+    from hwflow.campaign.variants import build_variants
     from hwflow.report import load_report_data, write_report
     from hwflow.report.evidence import write_evidence
 
@@ -91,11 +93,24 @@ def run_experiment(experiment: Experiment, out_dir: str | Path, workers: int | N
     db = out / "results.sqlite"
     ran = reused = 0
     reports = {}
+    precision = []
     for spec in experiment.campaigns:
         log.info("experiment %s: campaign %s", experiment.name, spec.name)
-        result = run_campaign(spec, db, workers=workers, progress=progress)
+        variants = build_variants(spec, progress=progress)
+        result = run_campaign(spec, db, workers=workers, progress=progress, variants=variants)
         ran, reused = ran + result.ran, reused + result.skipped
         reports[spec.name] = write_report(db, out / spec.name, spec.name).html
+        precision += [_precision_section(v) for v in variants if any(not a.scale.is_identity for a in v.image)]
     summaries = load_report_data(db).summaries
     md, csv_path = write_evidence(summaries, out)
+    if precision:
+        (out / "precision.md").write_text("# What the scaled storage gained\n\n" + "\n".join(precision),
+                                          encoding="utf-8")
     return ExperimentResult(db, reports, md, csv_path, ran, reused)
+
+
+def _precision_section(variant) -> str:
+    """Per array of a scaled variant: bits of resolution gained, how many the weights use, headroom."""
+    from hwflow.harden.scale import format_gain_table, precision_gain
+
+    return f"## {variant.label}\n\n```\n{format_gain_table(precision_gain(variant.image))}\n```\n"
