@@ -208,9 +208,9 @@ def traced_thresholds(cnn, digits):
 
 @pytest.mark.slow
 @needs_gxx
+# Each mode, each io type and each backend at least once (every C-sim build costs ~20-40 s of g++).
 @pytest.mark.parametrize(("mode", "io", "backend"), [
-    ("zero", "parallel", "Vitis"), ("saturate", "parallel", "Vitis"),
-    ("zero", "stream", "Vitis"), ("saturate", "stream", "Vitis"), ("zero", "parallel", "Vivado"),
+    ("saturate", "parallel", "Vitis"), ("zero", "stream", "Vitis"), ("zero", "parallel", "Vivado"),
 ])
 def test_emulator_equals_csim(cnn, digits, traced_thresholds, tmp_path, mode, io, backend):
     from hwflow.convert import HlsOptions
