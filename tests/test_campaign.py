@@ -161,6 +161,25 @@ def test_parallel_and_dask_equal_serial(variant, tmp_path):
     assert _rows(tmp_path / "dask.sqlite") == serial
 
 
+def test_raising_trials_continues_a_campaign_and_lowering_is_refused(variant, tmp_path):
+    from hwflow.results.db import ResultsError
+
+    spec, v = variant
+    spec = replace(spec, sensitivity=None)
+    db = tmp_path / "grow.sqlite"
+    first = run_campaign(spec, db, workers=1, progress=False, variants=[v])
+    grown = replace(spec, faults=tuple(replace(f, trials=f.trials + 2) for f in spec.faults))
+    second = run_campaign(grown, db, workers=1, progress=False, variants=[v])
+    assert (second.skipped, second.ran) == (first.planned, second.planned - first.planned)
+    run_campaign(grown, tmp_path / "direct.sqlite", workers=1, progress=False, variants=[v])
+    assert _rows(db) == _rows(tmp_path / "direct.sqlite")  # the grown campaign equals one run at the new size
+    with pytest.raises(ResultsError, match="only raising trial counts"):
+        run_campaign(spec, db, workers=1, progress=False, variants=[v])
+    other = replace(spec, seed=spec.seed + 1)
+    with pytest.raises(ResultsError, match="different spec"):
+        run_campaign(other, db, workers=1, progress=False, variants=[v])
+
+
 def test_a_second_run_in_the_same_process_uses_its_own_variant(variant, tmp_path):
     """Evaluators are cached per run: same campaign and label with other weights must not reuse them."""
     from hwflow.campaign.variants import Variant

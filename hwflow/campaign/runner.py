@@ -22,7 +22,7 @@ import numpy as np
 
 from hwflow.campaign.engine import TrialEvaluator
 from hwflow.campaign.plan import Trial, plan
-from hwflow.campaign.spec import CampaignSpec
+from hwflow.campaign.spec import CampaignSpec, only_more_trials
 from hwflow.campaign.variants import Variant, build_variants
 from hwflow.results import Baseline, ResultsDB, TrialRow
 
@@ -73,7 +73,7 @@ def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = 
     payload = Payload(spec.name, {v.label: (v.program, v.image) for v in variants}, x, y, spec.batch_size,
                       uuid.uuid4().hex)
     with ResultsDB(db_path) as db:
-        db.register_campaign(spec.name, spec.to_json())
+        db.register_campaign(spec.name, spec.to_json(), extends=only_more_trials)
         done = db.done(spec.name)
         todo: list[tuple[str, Trial]] = []
         planned = 0

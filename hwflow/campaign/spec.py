@@ -7,6 +7,7 @@ never fails an hour in because of a typo. Fault models are checked by building t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,25 @@ class CampaignSpec:
         """A path from the spec, relative to the spec file's folder."""
         p = Path(path)
         return p if p.is_absolute() or not self.source else Path(self.source).parent / p
+
+
+def only_more_trials(old: dict, new: dict) -> bool:
+    """True when ``new`` (a spec's JSON) is ``old`` with the same or more trials everywhere.
+
+    Trial seeds depend on the trial's key and index only, so the first N trials of a grown campaign
+    are exactly the N already run: growing a campaign keeps its results and adds trials.
+    """
+
+    def counts_and_rest(spec: dict):
+        spec = json.loads(json.dumps(spec))
+        counts = [f.pop("trials", None) for f in spec.get("faults") or []]
+        if spec.get("sensitivity"):
+            counts.append(spec["sensitivity"].pop("trials", None))
+        return counts, spec
+
+    (a, rest_a), (b, rest_b) = counts_and_rest(old), counts_and_rest(new)
+    return rest_a == rest_b and len(a) == len(b) and all(
+        isinstance(x, int) and isinstance(y, int) and y >= x for x, y in zip(a, b, strict=True))
 
 
 def load_spec(path: str | Path) -> CampaignSpec:

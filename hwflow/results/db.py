@@ -153,16 +153,23 @@ class ResultsDB:
 
     # --- campaigns --------------------------------------------------------------------------------
 
-    def register_campaign(self, name: str, spec: dict) -> None:
-        """Record a campaign, or check that a resumed one has the same spec (else its trials would mix)."""
+    def register_campaign(self, name: str, spec: dict, extends=None) -> None:
+        """Record a campaign, or check that a resumed one has the same spec (else its trials would mix).
+
+        ``extends(old, new) -> bool``: a predicate accepting a changed spec as a continuation of the
+        stored one (e.g. more trials of the same trials); the stored spec is then replaced by ``spec``.
+        """
         text = json.dumps(spec, sort_keys=True)
         row = self.conn.execute("SELECT spec FROM campaigns WHERE name=?", (name,)).fetchone()
         if row is None:
             with self.conn:
                 self.conn.execute("INSERT INTO campaigns VALUES (?, ?, ?)", (name, text, time.time()))
+        elif row[0] != text and extends is not None and extends(json.loads(row[0]), spec):
+            with self.conn:
+                self.conn.execute("UPDATE campaigns SET spec=? WHERE name=?", (text, name))
         elif row[0] != text:
             msg = (f"{self.path} already holds a campaign named {name!r} with a different spec: use another --db, "
-                   "or another campaign name, to keep results apart")
+                   "or another campaign name, to keep results apart (only raising trial counts continues a campaign)")
             raise ResultsError(msg)
 
     def campaigns(self) -> list[str]:
