@@ -1,8 +1,9 @@
 """The built design's C simulation (CSimBoard) against the emulator, word for word, under faults.
 
-Two builds, each compiled once for the module: cnn-digits io_parallel as trained (the small arrays
-left as hls4ml constants), and cnn-digits io_stream hardened with FT-ClipAct and weight scaling
-(power-of-two shifts on most arrays, non-power-of-two constants on two), every array in BRAM.
+Four builds, each compiled once for the module: cnn-digits io_parallel as trained (the small arrays
+left as hls4ml constants); io_stream hardened with FT-ClipAct and weight scaling (power-of-two
+shifts on most arrays, non-power-of-two constants on two), every array in BRAM; and io_parallel
+with weight scaling alone and with FT-ClipAct (saturate) alone.
 Faults are injected as the host injects them: the changed words are written through the board's
 weight port, the board runs, and the golden words are written back.
 """
@@ -83,7 +84,34 @@ def hardened(tmp_path_factory, x):
     return build, CSimBoard(out)
 
 
-@pytest.fixture(scope="module", params=["plain", "hardened"])
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory, x):
+    """Weight scaling alone (the rule's power-of-two shifts), io_parallel, every array in BRAM."""
+    from hwflow.harden.scale import plan_rule
+
+    model = zoo_model("cnn-digits", 8, 8, seed=2)
+    plan = plan_rule(image_from_hls(convert(model, HlsOptions.make("parallel", **HLS),
+                                            tmp_path_factory.mktemp("scaled-plan"))))
+    out = tmp_path_factory.mktemp("scaled")
+    build = generate(model, load_board("pynq-z2"), out, BuildOptions(HlsOptions.make("parallel", **HLS), min_words=1),
+                     storage=plan)
+    return build, CSimBoard(out)
+
+
+@pytest.fixture(scope="module")
+def clipped(tmp_path_factory, x):
+    """FT-ClipAct alone (saturate mode), io_parallel, the default memories."""
+    from hwflow.harden.clipact import apply_clipact, profile_thresholds
+
+    model = zoo_model("cnn-digits", 8, 8, seed=3)
+    peaks = profile_thresholds(model, x)
+    model = apply_clipact(model, {name: 0.6 * peak for name, peak in peaks.items()}, "saturate")
+    out = tmp_path_factory.mktemp("clipped")
+    build = generate(model, load_board("pynq-z2"), out, BuildOptions(HlsOptions.make("parallel", **HLS)))
+    return build, CSimBoard(out)
+
+
+@pytest.fixture(scope="module", params=["plain", "hardened", "scaled", "clipped"])
 def case(request):
     return request.getfixturevalue(request.param)
 
