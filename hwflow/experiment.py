@@ -12,9 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from hwflow.campaign.spec import CampaignSpec, parse_spec
+from hwflow.campaign.spec import CampaignSpec, parse_spec, read_yaml
 from hwflow.errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -40,14 +38,7 @@ class ExperimentResult:
 def load_experiment(path: str | Path) -> Experiment:
     """Read and check an experiment file (every campaign checked before anything runs)."""
     path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: experiment file not found"
-        raise SpecError(msg)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        msg = f"{path}: not valid YAML ({err})"
-        raise SpecError(msg) from None
+    data = read_yaml(path, "experiment file")
     if not isinstance(data, dict):
         msg = f"{path}: an experiment is a mapping with 'name', 'defaults' and 'campaigns'"
         raise SpecError(msg)

@@ -123,18 +123,25 @@ def only_more_trials(old: dict, new: dict) -> bool:
         isinstance(x, int) and isinstance(y, int) and y >= x for x, y in zip(a, b, strict=True))
 
 
-def load_spec(path: str | Path) -> CampaignSpec:
-    """Read and check a campaign spec."""
+def read_yaml(path: str | Path, what: str = "campaign spec") -> object:
+    """The parsed YAML of a spec file, or a SpecError naming the file (missing, unreadable, not YAML)."""
     path = Path(path)
     if not path.is_file():
-        msg = f"{path}: campaign spec not found"
+        msg = f"{path}: {what} not found"
         raise SpecError(msg)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as err:
+        msg = f"{path}: cannot read the {what} ({err})"
+        raise SpecError(msg) from None
     except yaml.YAMLError as err:
         msg = f"{path}: not valid YAML ({err})"
         raise SpecError(msg) from None
-    return parse_spec(data, str(path))
+
+
+def load_spec(path: str | Path) -> CampaignSpec:
+    """Read and check a campaign spec."""
+    return parse_spec(read_yaml(path), str(path))
 
 
 def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
