@@ -144,6 +144,30 @@ def test_h5_save_and_load(cnn, digits, tmp_path):
 
 # --- conversion (no compilation) ----------------------------------------------------------------------
 
+def test_softmax_inside_the_last_layer_is_stripped_from_a_clipped_model(digits):
+    # The last layer carries its softmax (QDense(..., activation="softmax")): stripping it rebuilds the
+    # model from its config, which needs ClipActivation among the custom objects.
+    import qkeras
+    import tensorflow as tf
+
+    from hwflow.convert import strip_softmax
+    from hwflow.harden.clipact import ClipActivation
+
+    q = qkeras.quantized_bits(8, 0, alpha=1)
+    inp = tf.keras.Input((8, 8, 1), name="image")
+    x = tf.keras.layers.Flatten(name="flat")(inp)
+    x = qkeras.QDense(16, kernel_quantizer=q, bias_quantizer=q, name="fc1")(x)
+    x = ClipActivation(1.5, "zero", name="relu1")(x)
+    out = qkeras.QDense(10, kernel_quantizer=q, bias_quantizer=q, activation="softmax", name="fc2")(x)
+    model = tf.keras.Model(inp, out)
+    logits = strip_softmax(model)
+    assert isinstance(logits.get_layer("relu1"), ClipActivation)
+    assert logits.get_layer("fc2").get_config()["activation"] == "linear"
+    x = digits.x_test[:32]
+    np.testing.assert_allclose(tf.nn.softmax(logits.predict(x, verbose=0)).numpy(), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
 
 def test_registration_is_idempotent():
     from hls4ml.converters.keras_v2_to_hls import layer_handlers

@@ -125,11 +125,9 @@ def check_names(model) -> None:
 
 
 def _rebuild(model, config):
-    from qkeras.utils import _add_supported_quantized_objects
+    from hwflow.harden.clipact import custom_objects  # QKeras layers and a hardened model's ClipActivation
 
-    objects = {}
-    _add_supported_quantized_objects(objects)
-    clone = model.__class__.from_config(config, custom_objects=objects)
+    clone = model.__class__.from_config(config, custom_objects=custom_objects())
     clone.set_weights(model.get_weights())
     return clone
 

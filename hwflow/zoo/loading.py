@@ -123,15 +123,11 @@ def load_model(path: str | Path) -> tf.keras.Model:
         raise ModelError(msg)
 
     import tensorflow as tf
-    from qkeras.utils import _add_supported_quantized_objects
 
-    custom_objects: dict[str, Any] = {}
-    _add_supported_quantized_objects(custom_objects)
-    from hwflow.harden.clipact import ClipActivation
+    from hwflow.harden.clipact import custom_objects
 
-    custom_objects["ClipActivation"] = ClipActivation
     try:
-        model = tf.keras.models.load_model(path, custom_objects=custom_objects, compile=False)
+        model = tf.keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
     except Exception as err:  # Keras raises anything from ValueError to TypeError here
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         msg = (
