@@ -153,8 +153,15 @@ class FakeChannel:
         self.pending = (array, start, nbytes)
         self.pynq.log.append(("dma", self.name, "transfer", nbytes))
 
+    @property
+    def idle(self) -> bool:
+        """DMASR's idle bit: never set again once the accelerator hangs (``device.hang``)."""
+        return not self.pynq.device.hang
+
     def wait(self) -> None:
         self.pynq.log.append(("dma", self.name, "wait", None))
+        if self.pynq.device.dma_error:
+            raise RuntimeError(self.pynq.device.dma_error)  # as pynq reports DMASR's error bits
         self.pynq.device.dma_wait()
 
 
@@ -176,6 +183,9 @@ class FakeDevice:
         self.started = False
         self.runs = 0
         self.power_loss_after: int | None = None  # raise PowerLoss during this run (1-based)
+        self.hang = False  # the DMA never completes
+        self.dma_error = ""  # pynq's wait() raises this
+        self.stays_busy = False  # the DMA completes but ap_idle never returns
         self.dma = FakeDMA(pynq)
 
     def dma_wait(self) -> None:
@@ -199,7 +209,7 @@ class FakeDevice:
         out_buf[: out.size] = out.reshape(-1).astype(np.int32)
         send.pending = recv.pending = None
         self.started = False
-        self.ctrl[0] = AP_IDLE | AP_DONE
+        self.ctrl[0] = 0 if self.stays_busy else AP_IDLE | AP_DONE
 
     def read(self, region: str, addr: int, offset: int) -> int:
         if region == "ctrl":

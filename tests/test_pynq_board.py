@@ -353,3 +353,20 @@ def test_transfer_limit_from_the_hwh_parameters(tmp_path):
     fake.device.dma.buffer_max_size = 15
     with pytest.raises(ManifestError, match="16-byte DMA transfers but axi_dma_0 moves at most 15"):
         PynqBoard(parse_manifest(manifest), image, bit, pynq=fake)
+
+
+@pytest.mark.parametrize(("fault", "match"), [
+    ("hang", r"DMA send \(MM2S\) channel of axi_dma_0 did not finish within 0.05 s"),
+    ("dma_error", r"DMA send \(MM2S\) channel of axi_dma_0 reported an error \(DMA Internal Error"),
+    ("stays_busy", r"did not return to idle 0.05 s after its batch"),
+])
+def test_accelerator_that_hangs_or_fails_is_a_board_error_not_a_spin(tmp_path, fault, match):
+    # pynq's own wait() would spin forever on a hang: the board gives up after timeout_s and says what to do.
+    image, manifest, bit, bus, fake = tiny(tmp_path)
+    board = PynqBoard(parse_manifest(manifest), image, bit, pynq=fake, timeout_s=0.05)
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(board.run(x)[:, 0], np.full(2, 4 * 1024))
+    setattr(fake.device, fault, "DMA Internal Error: transfer length mismatch" if fault == "dma_error" else True)
+    with pytest.raises(BoardError, match=match) as err:
+        board.run(x)
+    assert "reset the board" in str(err.value)

@@ -259,10 +259,26 @@ class PynqBoard:
         self._ctrl.write(CTRL_OFFSET, AP_START)
         self._dma.recvchannel.transfer(self._out_buf, nbytes=4 * n_out)
         self._dma.sendchannel.transfer(self._in_buf, nbytes=4 * n_in)
-        self._dma.sendchannel.wait()
-        self._dma.recvchannel.wait()
+        self._wait_dma(self._dma.sendchannel, "send (MM2S)")
+        self._wait_dma(self._dma.recvchannel, "receive (S2MM)")
         self._wait_idle()
         return np.array(self._out_buf[:n_out], dtype=np.int32).astype(np.int64).reshape(n, data.output_elements)
+
+    def _wait_dma(self, channel, what: str) -> None:
+        """pynq's ``wait()`` spins forever on a transfer that never completes (an accelerator that hangs,
+        a stream that never ends), so the channel's idle bit is polled against a deadline first; a DMA
+        error that pynq reports from ``wait()`` becomes a BoardError too (nothing of the trial is recorded)."""
+        deadline = time.monotonic() + self.timeout_s
+        while not channel.idle:
+            if time.monotonic() > deadline:
+                msg = (f"DMA {what} channel of {self.manifest.data.dma} did not finish within {self.timeout_s:g} s: "
+                       "the accelerator hangs; reset the board (the campaign resumes where it stopped)")
+                raise BoardError(msg)
+        try:
+            channel.wait()
+        except RuntimeError as err:
+            msg = f"DMA {what} channel of {self.manifest.data.dma} reported an error ({err}); reset the board"
+            raise BoardError(msg) from err
 
     def _wait_idle(self) -> None:
         deadline = time.monotonic() + self.timeout_s
