@@ -62,11 +62,23 @@ def _write(tmp_path, data, name="spec.yaml"):
         ({"models": [{"name": "x"}]}, "exactly one of 'zoo'"),
         ({"split": "train"}, "split: must be one of"),
         ({"seed": -1}, "seed: must be >= 0"),
+        ({"strategy": "Fastest"}, "strategy: must be one of Latency, Resource"),
+        ({"reuse_factor": 0}, "reuse_factor: must be >= 1"),
     ],
 )
 def test_spec_errors_name_the_field(model_file, change, message):
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
         parse_spec(_spec_dict(model_file, **change), "spec.yaml")
+
+
+def test_hls_options_are_recorded_only_when_they_differ_from_the_defaults(model_file):
+    # Specs registered before the HLS options existed stay equal to the same spec read today.
+    plain = parse_spec(_spec_dict(model_file), "spec.yaml")
+    assert not {"backend", "strategy", "reuse_factor"} & set(plain.to_json())
+    resource = parse_spec(_spec_dict(model_file, strategy="Resource", reuse_factor=8), "spec.yaml")
+    assert (resource.backend, resource.strategy, resource.reuse_factor) == ("Vitis", "Resource", 8)
+    recorded = resource.to_json()
+    assert (recorded["strategy"], recorded["reuse_factor"]) == ("Resource", 8)
 
 
 def test_missing_spec_file_and_missing_model(tmp_path, model_file):

@@ -28,6 +28,7 @@ from hwflow.errors import DeployError
 from hwflow.report import load_report_data
 from hwflow.results import ResultsDB
 from hwflow.results.db import ResultsError
+from tests.conftest import zoo_model
 from tests.fake_pynq import converted, manifest_for
 
 SPEC = {"name": "deploy-test", "seed": 5, "dataset": "digits", "samples": 40,
@@ -306,11 +307,28 @@ def test_deploy_from_hwflow_build_output(tmp_path_factory, tmp_path, capsys):
                         "--no-bitstream"]) == 0
     printed = capsys.readouterr().out
     assert "bitstream none (dry run only)" in printed
-    assert "note: this build is io_parallel/Vitis/Resource, hwflow campaign emulates io_parallel/Vitis/Latency" \
-        in printed
+    assert ("note: this build is io_parallel/Vitis/Resource, the campaign spec emulates io_parallel/Vitis/Latency"
+            in printed)
     bundle = load_bundle(unpack(tmp_path / "b.tar.gz", tmp_path / "board"))
     assert bundle.image.equal_words(build.image)
     assert len(bundle.plan.trials) == 8
     from hwflow_host.__main__ import main as host_main
 
     assert host_main([str(bundle.root), "--board", "emulator", "--db", str(tmp_path / "r.sqlite")]) == 0
+
+    # A spec naming the build's strategy emulates exactly this design: hwflow campaign's trials pair with the
+    # board's (here the bundle's emulator run) one for one, and deploy has nothing to note.
+    zoo_model("mlp-digits", 8, 8).save(tmp_path / "mlp.h5", save_format="h5")
+    resource = write_spec(tmp_path / "resource.yaml", strategy="Resource", reuse_factor=64,
+                          models=[{"path": "mlp.h5", "name": "mlp"}])
+    assert pack(build.out_dir, resource, tmp_path / "r.tar.gz", require_bitstream=False).layout_note is None
+    run_campaign(load_spec(resource), tmp_path / "campaign.sqlite", workers=1, progress=False)
+
+    def rows(path):
+        with ResultsDB(path) as db:
+            return sorted((t.variant, t.fault_model, t.rate, t.trial, t.seed, t.effective, t.correct, t.mismatches)
+                          for t in db.trials())
+
+    assert rows(tmp_path / "campaign.sqlite") == rows(tmp_path / "r.sqlite")
+    assert len(rows(tmp_path / "r.sqlite")) == 8
+

@@ -63,6 +63,10 @@ class SensitivitySpec:
     studies: tuple[str, ...] = ("layer", "bit")
 
 
+HLS_DEFAULTS = {"backend": "Vitis", "strategy": "Latency", "reuse_factor": 1}
+"""The HLS options of an emulated design besides ``io``, as ``hwflow build`` defaults them."""
+
+
 @dataclass(frozen=True)
 class CampaignSpec:
     name: str
@@ -79,6 +83,14 @@ class CampaignSpec:
     """Samples per emulator batch (memory vs speed)."""
     io: str = "parallel"
     """hls4ml io type the emulated design uses: ``parallel`` or ``stream``."""
+    backend: str = "Vitis"
+    """hls4ml backend of the emulated design (``Vitis`` or ``Vivado``)."""
+    strategy: str = "Latency"
+    """hls4ml strategy of the emulated design. Name the build's (``Resource``): hls4ml stores a Resource
+    design's weights in another order, and only the same order makes the same seed fault the same
+    weights as on the board, so that board and emulator pair up trial by trial."""
+    reuse_factor: int = 1
+    """hls4ml reuse factor of the emulated design (the build's ``--reuse-factor``)."""
     models: tuple[ModelSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
     sensitivity: SensitivitySpec | None = None
@@ -96,6 +108,9 @@ class CampaignSpec:
         data.pop("source")
         if data["hardening"] is None:  # specs without it compare equal to those stored before it existed
             data.pop("hardening")
+        for key, default in HLS_DEFAULTS.items():  # likewise the HLS options added after io
+            if data[key] == default:
+                data.pop(key)
         return data
 
     def resolve(self, path: str) -> Path:
@@ -154,6 +169,9 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
         samples=r.integer("samples", None, minimum=1),
         batch_size=r.integer("batch_size", 256, minimum=1),
         io=r.choice("io", ("parallel", "stream"), "parallel"),
+        backend=r.choice("backend", ("Vitis", "Vivado"), HLS_DEFAULTS["backend"]),
+        strategy=r.choice("strategy", ("Latency", "Resource"), HLS_DEFAULTS["strategy"]),
+        reuse_factor=r.integer("reuse_factor", HLS_DEFAULTS["reuse_factor"], minimum=1),
         models=tuple(_model(m, f"models[{i}]", r) for i, m in enumerate(r.items("models"))),
         faults=(),
         data_root=r.string("data_root", None),

@@ -104,7 +104,7 @@ def convert_hardened(hardened: Hardened, options: HlsOptions, out_dir: Path, sou
 def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
     """Every (model, variant) of the campaign, hardened, converted and read back from hls4ml."""
     variants = []
-    options = HlsOptions.make(spec.io)
+    options = HlsOptions.make(spec.io, spec.backend, spec.strategy, spec.reuse_factor)
     for model in spec.models:
         for name in model.variants:
             hardened = hardened_model(spec, model, Recipe.parse(name), progress)

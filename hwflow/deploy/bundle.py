@@ -61,16 +61,17 @@ class PackResult:
 
 
 def layout_note(spec, manifest: Manifest, program_source: dict) -> str | None:
-    """Does ``hwflow campaign`` emulate this build? It converts with the spec's io, Vitis, Latency;
+    """Does ``hwflow campaign`` emulate this build? It converts with the spec's io, backend and strategy;
     another strategy or backend may store the weights in another order (hls4ml transposes some for
     Resource), so the same seeds would fault other weights and the trials would not pair up."""
     built = (manifest.io_type, program_source.get("backend", "Vitis"), program_source.get("strategy", "Latency"))
-    emulated = (f"io_{spec.io}", "Vitis", "Latency")
+    emulated = (f"io_{spec.io}", spec.backend, spec.strategy)
     if built == emulated:
         return None
-    return (f"this build is {'/'.join(built)}, hwflow campaign emulates {'/'.join(emulated)}: compare the board with "
-            "the bundle's own emulator run (python -m hwflow_host BUNDLE --board emulator --name emulator), "
-            "not with the campaign database")
+    return (f"this build is {'/'.join(built)}, the campaign spec emulates {'/'.join(emulated)}: compare the board "
+            "with the bundle's own emulator run (python -m hwflow_host BUNDLE --board emulator --name emulator), "
+            f"or set io: {built[0][3:]}, backend: {built[1]}, strategy: {built[2]} in the spec and rerun "
+            "hwflow campaign")
 
 
 def find_bitstream(build_dir: Path, overlay: str | None) -> Path | None:
