@@ -262,3 +262,13 @@ def test_unknown_campaign(db_path, tmp_path):
     ns = argparse.Namespace(db=str(db_path), out=str(tmp_path / "out"), campaign="other")
     with pytest.raises(ReportError):
         report_cli.run(ns)
+
+
+def test_line_colours_are_distinct_up_to_twenty_lines():
+    from matplotlib.colors import to_hex
+
+    from hwflow.report.plots import _line_colours
+
+    for n in (3, 10, 14, 20):
+        colours = _line_colours([f"v{i}" for i in range(n)])
+        assert len({to_hex(c) for c in colours.values()}) == n

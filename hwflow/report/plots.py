@@ -35,6 +35,15 @@ def _varying(keys: list[tuple]) -> list[int]:
     return [i for i in range(len(keys[0])) if len({k[i] for k in keys}) > 1] if keys else []
 
 
+def _line_colours(keys: list) -> dict:
+    """One colour per key. Up to 10: matplotlib's default cycle. More (an experiment's 14 variants):
+    tab20's 10 dark hues, then its 10 light ones, so that no two lines share a colour up to 20."""
+    if len(keys) <= 10:
+        return {k: f"C{i}" for i, k in enumerate(keys)}
+    tab20 = matplotlib.colormaps["tab20"]
+    return {k: tab20((2 * i + i // 10) % 20) for i, k in enumerate(keys)}
+
+
 def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title: str | None = None) -> Path:
     """Mean accuracy against fault rate for the "sweep" study, one subplot per fault model.
 
@@ -50,7 +59,7 @@ def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title:
     faults = sorted({s.fault_model for s in sweep})
     lines = sorted({(s.campaign, s.variant, s.board) for s in sweep})
     shown = _varying(lines) or [1]  # at least the variant
-    colours = {cv: f"C{i % 10}" for i, cv in enumerate(sorted({(c, v) for c, v, _ in lines}))}
+    colours = _line_colours(sorted({(c, v) for c, v, _ in lines}))
     boards = sorted({b for _, _, b in lines})
     style = {b: (_LINESTYLES[i % len(_LINESTYLES)], _MARKERS[i % len(_MARKERS)]) for i, b in enumerate(boards)}
 
