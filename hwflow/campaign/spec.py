@@ -83,13 +83,13 @@ class CampaignSpec:
     """Samples per emulator batch (memory vs speed)."""
     io: str = "parallel"
     """hls4ml io type the emulated design uses: ``parallel`` or ``stream``."""
-    backend: str = "Vitis"
+    backend: str = HLS_DEFAULTS["backend"]
     """hls4ml backend of the emulated design (``Vitis`` or ``Vivado``)."""
-    strategy: str = "Latency"
+    strategy: str = HLS_DEFAULTS["strategy"]
     """hls4ml strategy of the emulated design. Name the build's (``Resource``): hls4ml stores a Resource
     design's weights in another order, and only the same order makes the same seed fault the same
     weights as on the board, so that board and emulator pair up trial by trial."""
-    reuse_factor: int = 1
+    reuse_factor: int = HLS_DEFAULTS["reuse_factor"]
     """hls4ml reuse factor of the emulated design (the build's ``--reuse-factor``)."""
     models: tuple[ModelSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
