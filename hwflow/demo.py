@@ -29,9 +29,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from hwflow.build.boards import load_board
-    from hwflow.build.csim_board import check_build
-    from hwflow.build.project import BuildOptions, generate
     from hwflow.campaign import load_spec, run_campaign
     from hwflow.campaign.variants import Variant, convert_hardened
     from hwflow.convert import HlsOptions
@@ -40,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     from hwflow.errors import HwflowError
     from hwflow.harden.pipeline import HardenConfig, harden
     from hwflow.harden.recipe import Recipe
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import check_build
+    from hwflow.hardware.project import BuildOptions, generate
     from hwflow.report import write_report
     from hwflow.verify import build_csim, compare
     from hwflow.zoo.train import TrainConfig, load_or_train

@@ -351,10 +351,10 @@ def mlp_build(tmp_path_factory):
     """``hwflow build`` of mlp-digits for pynq-z2 (every array in BRAM, Resource strategy so it fits) and
     its compiled C simulation as a ``CSimBoard``; once per test session."""
     if "mlp" not in _BUILDS:
-        from hwflow.build.boards import load_board
-        from hwflow.build.csim_board import CSimBoard
-        from hwflow.build.project import BuildOptions, generate
         from hwflow.convert import HlsOptions
+        from hwflow.hardware.boards import load_board
+        from hwflow.hardware.csim_board import CSimBoard
+        from hwflow.hardware.project import BuildOptions, generate
         from tests.conftest import zoo_model
 
         out = tmp_path_factory.mktemp("mlp-build")

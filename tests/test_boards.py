@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hwflow.build.boards import (
+from hwflow.errors import BuildError, SpecError
+from hwflow.hardware.boards import (
     BOARDS_ENV,
     REPO_BOARDS,
     DataInterface,
@@ -18,7 +19,6 @@ from hwflow.build.boards import (
     known_boards,
     load_board,
 )
-from hwflow.errors import BuildError, SpecError
 
 PARTS = {
     "pynq-z2": "xc7z020clg400-1",

@@ -10,21 +10,21 @@ from dataclasses import replace
 
 import pytest
 
-from hwflow.build.boards import load_board
-from hwflow.build.codegen import Divide, MemoryCode, TopCode, render, top_sources
-from hwflow.build.manifest import (
+from hwflow.cli import main
+from hwflow.convert import HlsOptions, convert, image_from_hls
+from hwflow.convert.hls import Backend
+from hwflow.errors import BuildError
+from hwflow.fixed import Overflow, Rounding, parse_type
+from hwflow.hardware.boards import load_board
+from hwflow.hardware.codegen import Divide, MemoryCode, TopCode, render, top_sources
+from hwflow.hardware.manifest import (
     Manifest,
     WeightMemory,
     address_range,
     assign_bases,
     lanes_for,
 )
-from hwflow.build.project import DEFAULT_MIN_WORDS, BuildOptions, generate, load_build
-from hwflow.cli import main
-from hwflow.convert import HlsOptions, convert, image_from_hls
-from hwflow.convert.hls import Backend
-from hwflow.errors import BuildError
-from hwflow.fixed import Overflow, Rounding, parse_type
+from hwflow.hardware.project import DEFAULT_MIN_WORDS, BuildOptions, generate, load_build
 from hwflow.image import Scale, StoragePlan
 from tests.conftest import zoo_model
 
@@ -278,7 +278,7 @@ def test_cli_build_and_synth_without_tools(model_file, tmp_path, capsys, monkeyp
     assert "3 weight memories (1384 of 1466 words)" in out
     assert "hls4ml constants" in out
     assert Manifest.load(tmp_path / "b").model == "cnn-digits"
-    monkeypatch.setattr("hwflow.build.vivado.shutil.which", lambda name: None)
+    monkeypatch.setattr("hwflow.hardware.vivado.shutil.which", lambda name: None)
     assert main(["build", *args, "--out", str(tmp_path / "s"), "--synth"]) == 3
     err = capsys.readouterr().err
     assert "needs vitis_hls and vivado" in err

@@ -13,8 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwflow.build.boards import load_board
-from hwflow.build.csim_board import (
+from hwflow.cli import main
+from hwflow.convert import HlsOptions, convert, image_from_hls
+from hwflow.emulator import Emulator
+from hwflow.errors import BoardError
+from hwflow.hardware.boards import load_board
+from hwflow.hardware.csim_board import (
     CSimBoard,
     board_image,
     bus_words,
@@ -22,19 +26,15 @@ from hwflow.build.csim_board import (
     check_board,
     sample_fault_maps,
 )
-from hwflow.build.manifest import BUS_BYTES
-from hwflow.build.project import BuildOptions, generate
-from hwflow.cli import main
-from hwflow.convert import HlsOptions, convert, image_from_hls
-from hwflow.emulator import Emulator
-from hwflow.errors import BoardError
+from hwflow.hardware.manifest import BUS_BYTES
+from hwflow.hardware.project import BuildOptions, generate
 from hwflow.image import Scale, StoragePlan
 from tests.conftest import needs_gxx, zoo_model
 
 pytestmark = [pytest.mark.slow, needs_gxx]
 
 N_MAPS = 50
-# The zoo models with Latency / reuse factor 1 do not fit a PYNQ-Z2 (hwflow.build.resources refuses them).
+# The zoo models with Latency / reuse factor 1 do not fit a PYNQ-Z2 (hwflow.hardware.resources refuses them).
 HLS = {"strategy": "Resource", "reuse_factor": 8}
 
 

@@ -52,7 +52,7 @@ def make_build(root: Path, program, image, *, bitstream: bool = True, **layout) 
     program.save(root / "program.json")
     (root / "manifest.json").write_text(json.dumps(manifest_for(program, image, model="mlp", **layout), indent=1))
     if bitstream:
-        (root / "hwflow.bit").write_bytes(b"bitstream")  # what the Vivado step leaves (hwflow.build.vivado)
+        (root / "hwflow.bit").write_bytes(b"bitstream")  # what the Vivado step leaves (hwflow.hardware.vivado)
         (root / "hwflow.hwh").write_text("<hwh/>")
     return root
 
@@ -236,7 +236,7 @@ def test_pull_refuses_conflicts(mlp, deployed, tmp_path):
     _, _, spec_path, _, root = deployed
     from hwflow_host.campaign import run_host_campaign
 
-    from hwflow.build.emulator_board import EmulatorBoard
+    from hwflow.hardware.emulator_board import EmulatorBoard
 
     bundle = load_bundle(root)
     board_db = tmp_path / "board.sqlite"
@@ -295,8 +295,8 @@ def test_deploy_refuses_what_the_board_could_not_run(mlp, tmp_path, capsys):
 @pytest.mark.slow
 def test_deploy_from_hwflow_build_output(tmp_path_factory, tmp_path, capsys):
     """`hwflow build`'s folder (manifest, image, program; the bitstream comes from the Vivado step)."""
-    pytest.importorskip("hwflow.build.project")
-    from hwflow.build.csim_board import CSimBoard  # noqa: F401 - the build needs g++ for its C-sim only
+    pytest.importorskip("hwflow.hardware.project")
+    from hwflow.hardware.csim_board import CSimBoard  # noqa: F401 - the build needs g++ for its C-sim only
     from tests.fake_pynq import mlp_build
 
     build, _ = mlp_build(tmp_path_factory)

@@ -12,12 +12,12 @@ from hwflow_host.board import BoardError as HostBoardError
 from hwflow_host.board import CampaignError, HardFaultError, read_words, write_words
 from hwflow_host.campaign import CampaignPlan, StuckBits, run_host_campaign
 
-from hwflow.build.emulator_board import EmulatorBoard
 from hwflow.campaign import parse_spec, run_campaign
 from hwflow.campaign.runner import evaluation_data
 from hwflow.campaign.variants import Variant
 from hwflow.deploy.plan import host_plan
 from hwflow.errors import BoardError
+from hwflow.hardware.emulator_board import EmulatorBoard
 from hwflow.report.stats import compare_boards
 from hwflow.results import ResultsDB
 from tests.fake_pynq import converted
@@ -246,7 +246,7 @@ def test_emulator_board_contract(setup):
 @pytest.mark.slow
 def test_host_loop_on_csim_board_matches_run_campaign(tmp_path_factory, tmp_path):
     """The generated HLS design (hwflow build), compiled with g++, runs the host loop unchanged."""
-    pytest.importorskip("hwflow.build.csim_board")
+    pytest.importorskip("hwflow.hardware.csim_board")
     from tests.conftest import needs_gxx
 
     if needs_gxx.args[0]:

@@ -13,13 +13,13 @@ from hwflow_host.campaign import CampaignPlan, HostTrial, run_host_campaign, run
 from hwflow_host.manifest import parse_manifest
 from hwflow_host.pynq_board import PynqBoard
 
-from hwflow.build.emulator_board import EmulatorBoard
 from hwflow.campaign import parse_spec
 from hwflow.campaign.runner import evaluation_data
 from hwflow.deploy.plan import host_plan
 from hwflow.emulator import Emulator
 from hwflow.faults import FaultMap
 from hwflow.fixed import parse_type
+from hwflow.hardware.emulator_board import EmulatorBoard
 from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
 from hwflow.results import ResultsDB, TrialKey
 from tests.fake_pynq import BATCH_OFFSET, BusMemory, FakePynq, PowerLoss, converted, layout_manifest, manifest_for
@@ -305,7 +305,7 @@ def test_hard_fault_on_the_bus_stops_the_campaign(mlp, tmp_path):
 def test_pynq_board_on_the_csim_bus_equals_the_emulator_board(tmp_path_factory, tmp_path):
     """The fake's BRAMs are the C simulation's own (CSimBoard.read32 / write32), its DMA the C-sim's
     hwflow_top: PynqBoard drives the generated design through contract 6 and gets the emulator's rows."""
-    pytest.importorskip("hwflow.build.csim_board")
+    pytest.importorskip("hwflow.hardware.csim_board")
     import json
 
     from tests.conftest import needs_gxx

@@ -7,8 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from hwflow.build.boards import load_board
-from hwflow.build.resources import (
+from hwflow.convert import HlsOptions
+from hwflow.emulator.program import Kind, LayerSpec, Program
+from hwflow.errors import BuildError
+from hwflow.fixed import parse_type
+from hwflow.hardware.boards import load_board
+from hwflow.hardware.resources import (
     BRAM_CTRL,
     DMA,
     LUT_PER_PRODUCT_BIT,
@@ -19,10 +23,6 @@ from hwflow.build.resources import (
     estimate,
     memory_range,
 )
-from hwflow.convert import HlsOptions
-from hwflow.emulator.program import Kind, LayerSpec, Program
-from hwflow.errors import BuildError
-from hwflow.fixed import parse_type
 from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
 from tests.conftest import zoo_model
 

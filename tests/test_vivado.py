@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from hwflow.build.boards import REPO_BOARDS, load_board
-from hwflow.build.vivado import (
+from hwflow.errors import BuildError, ToolMissingError
+from hwflow.hardware.boards import REPO_BOARDS, load_board
+from hwflow.hardware.vivado import (
     BLOCK_DESIGN,
     BUILD_IP,
     fill,
@@ -27,7 +28,6 @@ from hwflow.build.vivado import (
     vivado_range,
     write_scripts,
 )
-from hwflow.errors import BuildError, ToolMissingError
 
 
 def sample_manifest(board: str = "pynq-z2", part: str = "xc7z020clg400-1", base: int = 0x4000_0000) -> dict:

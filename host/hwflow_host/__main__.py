@@ -42,8 +42,8 @@ def make_board(bundle, kind: str, name: str | None):
             raise BoardError(msg)
         return PynqBoard(bundle.manifest, bundle.image, bundle.bitstream, name=name)
     try:
-        from hwflow.build.emulator_board import EmulatorBoard
         from hwflow.emulator import Program
+        from hwflow.hardware.emulator_board import EmulatorBoard
     except ImportError as err:
         from hwflow_host.board import BoardError
 

@@ -45,8 +45,8 @@ def add_parser(sub) -> None:
 
 def build_options(args, name: str | None = None):
     """BuildOptions from the shared options (io, backend, strategy, reuse factor, min words, memories)."""
-    from hwflow.build.project import DEFAULT_MIN_WORDS, BuildOptions
     from hwflow.errors import BuildError
+    from hwflow.hardware.project import DEFAULT_MIN_WORDS, BuildOptions
 
     memories = getattr(args, "memories", None)
     min_words = getattr(args, "min_words", None)
@@ -67,10 +67,10 @@ def load_for_build(path: str):
 
 
 def run(args) -> int:
-    from hwflow.build.boards import load_board
-    from hwflow.build.project import generate
-    from hwflow.build.vivado import synthesis_command, synthesize
     from hwflow.errors import ToolMissingError
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.project import generate
+    from hwflow.hardware.vivado import synthesis_command, synthesize
 
     board = load_board(args.board)
     options = build_options(args, args.name or Path(args.model).stem)
@@ -100,9 +100,9 @@ def verify_board(args, model_path: str, x) -> int:
     emulator fault-free and under ``--fault-maps`` maps; exit 0 only when every output is equal."""
     import tempfile
 
-    from hwflow.build.boards import load_board
-    from hwflow.build.csim_board import check_build
-    from hwflow.build.project import generate
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import check_build
+    from hwflow.hardware.project import generate
 
     board = load_board(args.board)
     model, storage = load_for_build(model_path)

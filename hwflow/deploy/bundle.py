@@ -32,7 +32,7 @@ from hwflow.image import WeightImage
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OVERLAY = "hwflow"  # the bitstream's basename when the manifest names none (hwflow.build.vivado)
+DEFAULT_OVERLAY = "hwflow"  # the bitstream's basename when the manifest names none (hwflow.hardware.vivado)
 
 RUN_SH = """#!/bin/bash
 # Start (or resume) this bundle's fault campaign on the board. Run it as root (pynq maps the

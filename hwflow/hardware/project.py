@@ -25,13 +25,13 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hwflow.build.codegen import Divide, MemoryCode, TopCode, write_sources
-from hwflow.build.manifest import DataPath, Manifest, WeightMemory, address_range, assign_bases, lanes_for
 from hwflow.convert import HlsOptions, image_from_hls, program_from_hls
 from hwflow.convert.hls import quiet
 from hwflow.emulator import Program
 from hwflow.errors import BuildError, FormatError
 from hwflow.fixed import FixedType, from_hls4ml
+from hwflow.hardware.codegen import Divide, MemoryCode, TopCode, write_sources
+from hwflow.hardware.manifest import DataPath, Manifest, WeightMemory, address_range, assign_bases, lanes_for
 from hwflow.image import Kind, StoredArray, WeightImage
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,13 @@ def generate(model, board, out_dir: str | Path, options: BuildOptions | None = N
     """Convert ``model`` for ``board`` (a ``BoardSpec``) and write the project, manifest and bundle.
 
     ``storage`` is the hardened model's ``StoragePlan`` (weight scaling), or None. The resource check
-    (``hwflow.build.resources.check_fits``) runs before anything is written: a model that does not
+    (``hwflow.hardware.resources.check_fits``) runs before anything is written: a model that does not
     fit is refused with the numbers.
     """
     from hls4ml.backends.fpga.fpga_types import BramWeightVariableConverter
 
-    from hwflow.build.vivado import write_scripts
     from hwflow.convert import convert
+    from hwflow.hardware.vivado import write_scripts
 
     options = options or BuildOptions()
     _check_board(board)
@@ -213,8 +213,8 @@ def _check_image(image: WeightImage) -> None:
 
 
 def check_resources(program: Program, image: WeightImage, board, hls: HlsOptions, manifest: Manifest):
-    """The resource estimate of the design (``hwflow.build.resources``); refuses one that cannot fit."""
-    from hwflow.build.resources import check_fits, estimate
+    """The resource estimate of the design (``hwflow.hardware.resources``); refuses one that cannot fit."""
+    from hwflow.hardware.resources import check_fits, estimate
 
     usage = estimate(program, image, hls, memories=[m.to_json() for m in manifest.weight_memories])
     log.info("%s on %s", usage.summary(), board.name)

@@ -31,8 +31,8 @@ from pathlib import Path
 from string import Template
 from typing import NoReturn
 
-from hwflow.build.boards import BoardSpec, DataInterface, templates_dir
 from hwflow.errors import BuildError, ToolMissingError
+from hwflow.hardware.boards import BoardSpec, DataInterface, templates_dir
 
 log = logging.getLogger(__name__)
 

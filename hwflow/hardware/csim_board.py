@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hwflow.build.manifest import BUS_BYTES, Manifest, WeightMemory
-from hwflow.build.project import HLS_SUBDIR, load_build
 from hwflow.emulator import Emulator, Program
 from hwflow.errors import BoardError, BuildError, EmulatorError, FormatError, ToolMissingError
 from hwflow.faults import BitFlip, FaultMap, StuckAt
 from hwflow.fixed import parse_type, quantize_float
+from hwflow.hardware.manifest import BUS_BYTES, Manifest, WeightMemory
+from hwflow.hardware.project import HLS_SUBDIR, load_build
 from hwflow.image import WeightImage
 
 log = logging.getLogger(__name__)

@@ -32,9 +32,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hwflow.build.boards import BoardSpec
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import BuildError
+from hwflow.hardware.boards import BoardSpec
 
 DSP_WEIGHT_BITS = 10
 """Products with weights wider than this use a DSP slice; narrower ones use LUTs."""

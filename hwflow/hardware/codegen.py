@@ -16,9 +16,9 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwflow.build.manifest import WeightMemory
 from hwflow.errors import BuildError
 from hwflow.fixed import FixedType
+from hwflow.hardware.manifest import WeightMemory
 from hwflow.image.formats import Scale
 
 HLS_DIR = Path(__file__).resolve().parents[2] / "hls"
