@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from hwflow.convert.names import names_of
 from hwflow.emulator.program import WEIGHTED, Kind, LayerSpec, Program
 from hwflow.errors import ConversionError, UnsupportedLayerError
 from hwflow.fixed import from_hls4ml, quantize_float
@@ -47,14 +48,16 @@ _RESOURCE_AXES = {Kind.DENSE: (1, 0), Kind.CONV1D: (2, 0, 1), Kind.CONV2D: (3, 0
 def _kind(layer) -> Kind:
     kind = _KINDS.get(layer.class_name)
     if kind is None:
-        msg = (f"layer {layer.name!r} ({layer.class_name}) is not supported by the hwflow emulator; supported: "
+        name = names_of(layer.model).to_user(layer.name)
+        msg = (f"layer {name!r} ({layer.class_name}) is not supported by the hwflow emulator; supported: "
                f"{', '.join(sorted(_KINDS))}")
         raise UnsupportedLayerError(msg)
     return kind
 
 
 def program_from_hls(hls_model, source: dict | None = None) -> Program:
-    """The emulator's Program for a converted ModelGraph."""
+    """The emulator's Program for a converted ModelGraph, with the user's layer names."""
+    names = names_of(hls_model)
     specs = []
     for layer in hls_model.get_layers():
         kind = _kind(layer)
@@ -69,9 +72,10 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
         accum = layer.get_attr("accum_t")
         specs.append(
             LayerSpec(
-                name=layer.name,
+                name=names.to_user(layer.name),
                 kind=kind,
-                inputs=tuple(_producer(hls_model, name) for name in layer.inputs) if kind is not Kind.INPUT else (),
+                inputs=tuple(names.to_user(_producer(hls_model, name)) for name in layer.inputs)
+                if kind is not Kind.INPUT else (),
                 output_shape=tuple(int(d) for d in layer.get_output_variable().shape),
                 result=from_hls4ml(layer.get_output_variable().type.precision),
                 accum=from_hls4ml(accum.precision) if accum is not None else None,
@@ -114,6 +118,7 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
                "pass the same plan to hwflow.convert.convert(..., storage=plan)")
         raise ConversionError(msg)
     arrays = []
+    names = names_of(hls_model)
     for layer in hls_model.get_layers():
         kind = _kind(layer)
         for name in WEIGHTED.get(kind, ()):
@@ -131,7 +136,7 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
                 axes = _RESOURCE_AXES.get(kind, axes)
             logical = tuple(data.shape[i] for i in np.argsort(axes))
             array = StoredArray(
-                layer=layer.name,
+                layer=names.to_user(layer.name),
                 name=name,
                 var=var.name,
                 shape=logical,

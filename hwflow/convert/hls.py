@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hwflow.convert.names import NameMap
 from hwflow.errors import ConversionError, HardenError, ToolMissingError
 
 if TYPE_CHECKING:
@@ -111,19 +112,6 @@ def strip_softmax(model):
     return model
 
 
-# Layer names hls4ml reserves for its own nodes.
-RESERVED_NAMES = ("input", "output")
-
-
-def check_names(model) -> None:
-    """Refuse layer names hls4ml reserves, before hls4ml fails on them with a less helpful message."""
-    clashes = sorted({layer.name for layer in model.layers} & set(RESERVED_NAMES))
-    if clashes:
-        msg = (f"layer name(s) {', '.join(clashes)} are reserved by hls4ml: rename the layer(s) in the model "
-               "(e.g. tf.keras.Input(..., name='image')) and save it again")
-        raise ConversionError(msg)
-
-
 def _rebuild(model, config):
     from hwflow.harden.clipact import custom_objects  # QKeras layers and a hardened model's ClipActivation
 
@@ -166,9 +154,13 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     import hls4ml
 
     model = strip_softmax(model)
-    check_names(model)
+    names = NameMap.for_model(model)  # layer names hls4ml cannot carry, renamed inside (hwflow.convert.names)
+    if names:
+        log.debug("renamed for hls4ml: %s", ", ".join(f"{k} -> {v}" for k, v in names.internal.items()))
+    model = names.apply(model)
     config = hls_config(model, options)
-    shifts = storage.shifts() if storage is not None else {}
+    shifts = {names.to_internal(k.split("/")[0]) + "/" + k.split("/")[1]: v
+              for k, v in (storage.shifts() if storage is not None else {}).items()}
     if shifts:
         config["Flows"] = []  # build the layers only: their weight types move before hls4ml infers the rest
     try:
@@ -183,15 +175,19 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
                 hls_model.config.flows = [flow]
                 hls_model.config.config["HLSConfig"]["Flows"] = [flow]  # as hls4ml would have recorded it
                 hls_model.apply_flow(flow)
-    except HardenError:
-        raise
+    except HardenError as err:
+        raise HardenError(names.user_text(str(err))) from err
     except Exception as err:  # hls4ml raises bare Exceptions and KeyErrors for unsupported input
-        msg = (f"hls4ml could not convert the model ({type(err).__name__}: {err}); check that every layer "
-               "is supported (hwflow lists them in README) and that quantizers use alpha=1")
+        msg = (f"hls4ml could not convert the model ({type(err).__name__}: {names.user_text(str(err))}); check "
+               "that every layer is supported (hwflow lists them in README) and that quantizers use alpha=1")
         raise ConversionError(msg) from err
     if shifts:
-        check_scaled(hls_model, expected)
+        try:
+            check_scaled(hls_model, expected)
+        except ConversionError as err:
+            raise ConversionError(names.user_text(str(err))) from err
     hls_model.hwflow_storage = storage
+    hls_model.hwflow_names = names
     return hls_model
 
 
