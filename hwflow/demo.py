@@ -12,20 +12,23 @@ weight-memory port.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from hwflow.quiet import configure_logging, quiet_tensorflow
+
     parser = argparse.ArgumentParser(prog="python -m hwflow.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out/demo", help="output directory (the trained model is cached here)")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--spec", default=str(Path(__file__).parent.parent / "examples" / "campaign-digits.yaml"),
                         help="campaign spec to run")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the logs besides the steps' results")
     args = parser.parse_args(argv)
+    quiet_tensorflow(args.verbose)  # before anything imports TensorFlow
+    configure_logging(args.verbose)
 
     import numpy as np
 
@@ -70,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         spec = load_spec(args.spec)
         recipe = Recipe.parse("clipact+scale")
         print(f"[4/7] hardening: {recipe.name} (thresholds searched under faults on the validation split)")
-        hardened = harden(trained.model, recipe, data, HardenConfig(**(spec.hardening or {})))
+        hardened = harden(trained.model, recipe, data, HardenConfig(**(spec.hardening or {})), progress=True)
         clip = hardened.record["clipact"]
         print("      FT-ClipAct (clip to zero): " + ", ".join(f"{k} <= {v:.3f}" for k, v in clip["thresholds"].items())
               + f"; validation score {clip['score']:.3f} vs {clip['baseline_score']:.3f} unclipped")
         print(f"      weight scaling: {hardened.storage.describe()}")
         _, h_program, h_image = convert_hardened(hardened, HlsOptions(), out / "hls-hardened")
 
-        print(f"[5/7] fault campaign {spec.name} ({args.spec}) on the emulator")
+        print(f"[5/7] fault campaign {spec.name} ({_shown(args.spec)}) on the emulator")
         variants = [Variant("cnn-digits/baseline", csim.program, csim.image),
                     Variant(f"cnn-digits/{recipe.name}", h_program, h_image)]
         db = out / "results.sqlite"
@@ -100,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0 if ok else 1
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (as the README shows it)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
 Each command module exposes ``add_parser(subparsers)`` and a ``run(args) -> int`` set as the
 parser's default. Errors derived from ``HwflowError`` are printed as one line, without traceback.
+By default a command prints its results, progress bars and errors; ``-v`` adds the logs
+(:mod:`hwflow.quiet`).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 
 from hwflow.errors import HwflowError
+from hwflow.quiet import configure_logging, quiet_tensorflow
 
 COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment", "harden", "build")
 
@@ -23,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hwflow",
         description="Quantize, harden, measure and deploy fault-resilient neural networks on FPGAs.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the logs (hwflow's debug, libraries' info) besides results and progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"hwflow.cli.{name}").add_parser(sub)
@@ -31,17 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # TensorFlow's C++ start-up chatter buries our output; users can still raise it themselves.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = build_parser()
+    parser = build_parser()  # imports no TensorFlow: the commands import it when they run
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:  # hls4ml logs its conversion chatter on the root logger
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(lambda record: record.name != "root" or record.levelno >= logging.WARNING)
+    quiet_tensorflow(args.verbose)
+    configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except HwflowError as err:

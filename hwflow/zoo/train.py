@@ -179,6 +179,28 @@ def _check_fits(config: TrainConfig, data: Dataset, model: tf.keras.Model) -> No
         raise DatasetError(msg)
 
 
+def _EpochBar(epochs: int, enabled: bool):  # noqa: N802 (a class, built late: Keras loads lazily)
+    """One progress bar over the epochs on stderr (Keras's own bars print one per epoch, to stdout),
+    each epoch's metrics in the DEBUG log."""
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    class EpochBar(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.bar = tqdm(total=epochs, desc="training", unit="epoch", disable=not enabled, leave=False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            metrics = {k: round(float(v), 4) for k, v in (logs or {}).items()}
+            log.debug("epoch %d/%d: %s", epoch + 1, epochs, metrics)
+            self.bar.set_postfix({k: metrics[k] for k in ("loss", "val_accuracy") if k in metrics}, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, logs=None):
+            self.bar.close()
+
+    return EpochBar()
+
+
 def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     """Train ``config.model`` with quantization-aware training and save it with its sidecar."""
     config = config.resolved()
@@ -220,13 +242,14 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             epochs=config.epochs,
             batch_size=config.batch_size,
             shuffle=True,
-            verbose=1 if progress else 0,
+            verbose=0,
+            callbacks=[_EpochBar(config.epochs, progress)],
         )
-    else:
+    else:  # the SAQ trainer takes no callbacks: its epochs are logged at DEBUG only
         saq_fit(
             model, config.method, optimizer, data.x_train, data.y_train, rho=config.rho, asam=config.asam,
             sparsity=config.sparsity, validation_data=(data.x_val, data.y_val), epochs=config.epochs,
-            batch_size=config.batch_size, verbose=1 if progress else 0,
+            batch_size=config.batch_size, verbose=0,
         )  # fmt: skip
     seconds = time.perf_counter() - start
     test_acc = accuracy(model, data.x_test, data.y_test)

@@ -1,0 +1,65 @@
+"""What a command prints by default: its results, its progress bars and its errors, nothing else.
+
+TensorFlow's C++ start-up chatter ("Unable to register cuDNN/cuFFT/cuBLAS factory") is printed at
+*error* level while the library loads, so only ``TF_CPP_MIN_LOG_LEVEL=3`` set *before the first*
+``import tensorflow`` hides it (level 2 still lets those lines through). Keras warns that
+``constraints.serialize()`` sees QKeras quantizers, which is how QKeras works and nothing a user can
+act on. Both are silenced here, by the CLI entry point and the demo, before anything imports
+TensorFlow. Log records go through ``tqdm.write`` so that a progress bar and a log line never
+overwrite each other; ``-v`` turns the logs (INFO and DEBUG) back on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+TF_LOG_ENV = "TF_CPP_MIN_LOG_LEVEL"
+
+# Warnings that say nothing a user can act on (the message is matched at its start).
+_IGNORED_WARNINGS = (
+    (r"The `keras\.constraints\.serialize\(\)` API should only be used", UserWarning),
+    (r"You are saving your model as an HDF5 file", UserWarning),
+)
+
+
+def quiet_tensorflow(verbose: bool = False) -> None:
+    """Silence TensorFlow's and Keras's start-up noise; call before the first ``import tensorflow``.
+
+    A ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept. With ``verbose`` TensorFlow's C++ errors are
+    shown (level 2), otherwise nothing from its C++ side (level 3)."""
+    if "tensorflow" in sys.modules:
+        logging.getLogger(__name__).debug("TensorFlow already imported; %s comes too late", TF_LOG_ENV)
+    os.environ.setdefault(TF_LOG_ENV, "2" if verbose else "3")
+    if not verbose:
+        for message, category in _IGNORED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=category)
+
+
+class TqdmHandler(logging.Handler):
+    """A stderr handler that prints above any running tqdm bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise into the caller  # noqa: BLE001
+            self.handleError(record)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Warnings and errors by default; with ``verbose``, hwflow's DEBUG and every library's INFO.
+
+    Called again (tests run several commands in one process), it replaces its own handler only:
+    handlers others installed (pytest's, an application's) are left alone."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, TqdmHandler)]:
+        root.removeHandler(old)
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("hwflow").setLevel(logging.DEBUG if verbose else logging.NOTSET)
