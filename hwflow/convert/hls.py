@@ -22,6 +22,7 @@ from hwflow.convert.names import NameMap
 from hwflow.errors import ConversionError, HardenError, ToolMissingError
 
 if TYPE_CHECKING:
+    from hwflow.convert.hls_config import UserHlsConfig
     from hwflow.fixed import FixedType
     from hwflow.image import StoragePlan
 
@@ -63,6 +64,10 @@ class HlsOptions:
     """Clock period in ns; only matters for synthesis."""
     trace: bool = False
     """Compile every layer's output into the C simulation's trace (for locating mismatches)."""
+    user_config: UserHlsConfig | None = None
+    """The user's own hls4ml configuration (``hwflow.convert.hls_config``): given to hls4ml as written,
+    with only what hwflow must set merged in (``hls_merge``). Make the options with ``resolve_options``
+    so that io, backend, strategy and reuse factor agree with it."""
 
     @classmethod
     def make(cls, io: str = "parallel", backend: str = "Vitis", strategy: str = "Latency",
@@ -153,14 +158,25 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     """
     import hls4ml
 
+    original = model
     model = strip_softmax(model)
     names = NameMap.for_model(model)  # layer names hls4ml cannot carry, renamed inside (hwflow.convert.names)
     if names:
         log.debug("renamed for hls4ml: %s", ", ".join(f"{k} -> {v}" for k, v in names.internal.items()))
     model = names.apply(model)
-    config = hls_config(model, options)
+    notes = []
+    if options.user_config is not None:  # the user's design, as written, plus what hwflow must set
+        from hwflow.convert.hls_merge import merge
+
+        config, notes = merge(model, original, options, names)
+    else:
+        config = hls_config(model, options)
     shifts = {names.to_internal(k.split("/")[0]) + "/" + k.split("/")[1]: v
               for k, v in (storage.shifts() if storage is not None else {}).items()}
+    if shifts and config.get("Flows"):
+        msg = (f"HLSConfig.Flows {config['Flows']} in {options.user_config.name} conflicts with the storage plan, "
+               "which runs hls4ml's default flow after moving the binary points: leave Flows out of the file")
+        raise ConversionError(msg)
     if shifts:
         config["Flows"] = []  # build the layers only: their weight types move before hls4ml infers the rest
     try:
@@ -188,6 +204,11 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
             raise ConversionError(names.user_text(str(err))) from err
     hls_model.hwflow_storage = storage
     hls_model.hwflow_names = names
+    hls_model.hwflow_config = None
+    if options.user_config is not None:
+        from hwflow.convert.hls_merge import check_graph
+
+        hls_model.hwflow_config = check_graph(hls_model, options, notes, shifts, names)
     return hls_model
 
 
