@@ -107,21 +107,57 @@ def compare(csim: CSimModel, x: np.ndarray, locate: bool = True) -> VerifyResult
     return VerifyResult(len(x), len(csim.program.layers), count, first)
 
 
-def locate_mismatch(csim: CSimModel, emulator: Emulator, x: np.ndarray, sample: int) -> Mismatch | None:
-    """First layer whose output differs, from hls4ml's trace (which recompiles with tracing)."""
-    for layer in csim.hls_model.get_layers():
+@dataclass(frozen=True)
+class LayerCheck:
+    """Which layers a layer-by-layer comparison covered, which it could not, and why."""
+
+    compared: tuple[str, ...]
+    not_compared: dict[str, str]  # layer -> why hls4ml's trace has nothing to compare it with
+    first: Mismatch | None  # first differing layer (in program order), sample and index
+
+    def summary(self) -> str:
+        line = f"{len(self.compared)} layers equal hls4ml's trace" if self.first is None else str(self.first)
+        skipped = "; ".join(f"{name}: {why}" for name, why in self.not_compared.items())
+        return f"{line}; not compared: {skipped}" if skipped else line
+
+
+def compare_layers(csim: CSimModel, x: np.ndarray, emulator: Emulator | None = None,
+                   first_sample: int = 0) -> LayerCheck:
+    """Every layer's output on ``x`` against hls4ml's trace (which recompiles with tracing).
+
+    hls4ml traces only the layers it runs as a C++ function; the others (the input, a reshape that
+    io_parallel leaves as the same array) are returned in ``not_compared`` with the reason, so a
+    caller can assert how many layers were compared instead of trusting a silent skip.
+    """
+    emulator = emulator or Emulator(csim.program, csim.image)
+    hls_layers = {layer.name: layer for layer in csim.hls_model.get_layers()}
+    for layer in hls_layers.values():
         layer.set_attr("trace", True)
     x64 = np.ascontiguousarray(np.asarray(x, dtype=np.float32), dtype=np.float64)
     with quiet():
         _, traced = csim.hls_model.trace(x64)
     ours = emulator.trace(x)
+    compared, not_compared, first = [], {}, None
     for spec in csim.program.layers:
         if spec.name not in traced:
+            layer = hls_layers.get(spec.name)
+            not_compared[spec.name] = ("not in hls4ml's graph" if layer is None else
+                                       "no C++ function of its own in hls4ml (its output is its input's array)"
+                                       if not layer.get_attr("function_cpp", None) else "not traced by hls4ml")
             continue
-        theirs = np.asarray(traced[spec.name], dtype=np.float64).reshape(-1)
-        mine = spec.result.to_float(ours[spec.name]).reshape(-1)
-        bad = np.flatnonzero(mine != theirs)
-        if bad.size:
-            i = int(bad[0])
-            return Mismatch(spec.name, sample, i, float(mine[i]), float(theirs[i]))
-    return None
+        compared.append(spec.name)
+        theirs = np.asarray(traced[spec.name], dtype=np.float64).reshape(len(x), -1)
+        mine = spec.result.to_float(ours[spec.name]).reshape(len(x), -1)
+        bad = np.argwhere(mine != theirs)
+        if bad.size and first is None:
+            s, i = (int(v) for v in bad[0])
+            first = Mismatch(spec.name, first_sample + s, i, float(mine[s, i]), float(theirs[s, i]))
+    return LayerCheck(tuple(compared), not_compared, first)
+
+
+def locate_mismatch(csim: CSimModel, emulator: Emulator, x: np.ndarray, sample: int) -> Mismatch | None:
+    """First layer whose output differs, from hls4ml's trace (which recompiles with tracing)."""
+    check = compare_layers(csim, x, emulator, sample)
+    if check.not_compared:
+        log.info("layers not in hls4ml's trace: %s", ", ".join(f"{k} ({v})" for k, v in check.not_compared.items()))
+    return check.first
