@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from hwflow.data import load_dataset
     from hwflow.emulator import Emulator
     from hwflow.errors import HwflowError
+    from hwflow.harden.clipact import describe_thresholds
     from hwflow.harden.pipeline import HardenConfig, harden
     from hwflow.harden.recipe import Recipe
     from hwflow.hardware.boards import load_board
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[4/7] hardening: {recipe.name} (thresholds searched under faults on the validation split)")
         hardened = harden(trained.model, recipe, data, HardenConfig(**(spec.hardening or {})), progress=True)
         clip = hardened.record["clipact"]
-        print("      FT-ClipAct (clip to zero): " + ", ".join(f"{k} <= {v:.3f}" for k, v in clip["thresholds"].items())
+        print("      FT-ClipAct (clip to zero, T on each ReLU's input): "
+              + describe_thresholds(hardened.model, clip["thresholds"], ".3f")
               + f"; validation score {clip['score']:.3f} vs {clip['baseline_score']:.3f} unclipped")
         print(f"      weight scaling: {hardened.storage.describe()}")
         _, h_program, h_image = convert_hardened(hardened, HlsOptions(), out / "hls-hardened")

@@ -57,6 +57,7 @@ def run(args) -> int:
     from dataclasses import replace
 
     from hwflow.data import load_dataset
+    from hwflow.data.fit import check_fits, dataset_for, recorded_name
     from hwflow.errors import HardenError
     from hwflow.harden.pipeline import HardenConfig, harden, load_hardened, save_hardened
     from hwflow.harden.recipe import Recipe
@@ -85,8 +86,8 @@ def run(args) -> int:
     recipe = Recipe(clip_mode=args.clip_mode if "clipact" in methods else None,
                     scale=args.scale_mode if "scale" in methods else None, storage=args.storage)
     side = read_sidecar(args.model) or {}
-    dataset = args.dataset or side.get("dataset") or "digits"
-    data = load_dataset(dataset, root=args.data_root)
+    data = load_dataset(dataset_for(args.model, args.dataset), root=args.data_root)  # never a guessed one
+    check_fits(base.model, data, f"model {args.model}")
     config = HardenConfig(io=args.io, seed=args.seed)
     if args.rates:
         config = replace(config, clip_rates=args.rates, scale_rates=args.rates)
@@ -98,16 +99,18 @@ def run(args) -> int:
         config = replace(config, val_samples=args.val_samples)
     hardened = harden(base.model, recipe, data, config, progress=not args.quiet, base_record=base.record)
     metadata = {k: v for k, v in side.items() if k != "hardening"}
-    metadata.update(hardened_from=str(args.model), dataset=data.name, variant=recipe.name)
+    metadata.update(hardened_from=str(args.model), dataset=recorded_name(data), variant=recipe.name)
     path = save_hardened(hardened, args.out, metadata)
     print(f"hardened {args.model} -> {path} ({', '.join(hardened.record['methods'])}; dataset {data.name}, "
           "searches on the validation split)")
     clip = hardened.record.get("clipact")
     if clip:
-        thresholds = ", ".join(f"{k} {v:.4g}" for k, v in clip["thresholds"].items())
-        print(f"  FT-ClipAct ({clip['mode']}): {thresholds}; validation score (area under accuracy vs rate) "
-              f"{clip['score']:.4f} vs {clip['baseline_score']:.4f} unclipped; fault-free "
-              f"{clip['clean_accuracy']:.4f} vs {clip['baseline_clean_accuracy']:.4f}")
+        from hwflow.harden.clipact import CLIP_RULES, describe_thresholds
+
+        print(f"  FT-ClipAct ({clip['mode']}: {CLIP_RULES[clip['mode']]}): "
+              f"{describe_thresholds(hardened.model, clip['thresholds'])}")
+        print(f"  validation score (area under accuracy vs rate) {clip['score']:.4f} vs {clip['baseline_score']:.4f} "
+              f"unclipped; fault-free {clip['clean_accuracy']:.4f} vs {clip['baseline_clean_accuracy']:.4f}")
     if hardened.storage is not None:
         print(f"  storage: {hardened.storage.describe()}")
         _print_gain(hardened, args.io)

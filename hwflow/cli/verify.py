@@ -33,19 +33,16 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from hwflow.data import load_dataset
-    from hwflow.errors import DatasetError
+    from hwflow.data.fit import check_fits, dataset_for
     from hwflow.harden.pipeline import load_hardened
     from hwflow.verify import build_csim, compare
-    from hwflow.zoo.loading import read_sidecar, sidecar_path
 
     options = HlsOptions.make(args.io, args.backend, args.strategy, args.reuse_factor)
+    dataset_name = dataset_for(args.model, args.dataset)  # given, or the sidecar's, or refused
     hardened = load_hardened(args.model)  # a hardened model's sidecar brings its storage plan (weight scaling)
-    dataset_name = args.dataset or (read_sidecar(sidecar_path(args.model)) or {}).get("dataset")
-    if not dataset_name:
-        msg = f"{args.model} has no sidecar naming its data set: pass --dataset (digits, fashion-mnist or a .npz)"
-        raise DatasetError(msg)
     data = load_dataset(dataset_name, root=args.data_root)
-    x = data.x_test[: args.samples]
+    check_fits(hardened.model, data, f"model {args.model}")
+    x, y = data.x_test[: args.samples], data.y_test[: args.samples]
     if args.target == "csim-board":
         from hwflow.cli.build import verify_board
 
@@ -53,4 +50,20 @@ def run(args) -> int:
     csim = build_csim(hardened.model, options, args.workdir, storage=hardened.storage)
     result = compare(csim, x)
     print(result.summary())
+    print(accuracy_line(hardened.model, csim, x, y))
     return 0 if result.ok else 1
+
+
+def accuracy_line(model, csim, x, y) -> str:
+    """Top-1 accuracy of QKeras (float), the emulator and the C simulation on the same samples, one line."""
+    import numpy as np
+
+    from hwflow.emulator import Emulator
+
+    def top1(logits) -> float:
+        return float(np.mean(np.argmax(np.asarray(logits).reshape(len(y), -1), axis=1) == y))
+
+    keras = top1(model.predict(x, batch_size=256, verbose=0))
+    emulator = top1(Emulator(csim.program, csim.image).logits(x))
+    return (f"accuracy on {len(y)} test samples: QKeras {keras:.4f}, emulator {emulator:.4f}, "
+            f"C simulation {top1(csim.csim_logits(x)):.4f}")

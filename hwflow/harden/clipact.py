@@ -205,11 +205,40 @@ def clip_settings(model: tf.keras.Model) -> dict | None:
     return sidecar_entry(modes.pop(), {layer.name: layer.threshold for layer in layers})
 
 
+def output_max(bits: int, integer: int) -> float:
+    """Largest output of ``quantized_relu(bits, integer)``: its type ``ufixed<bits, integer>`` saturates there."""
+    return 2.0**integer - 2.0 ** (integer - bits)
+
+
+CLIP_RULES = {
+    "zero": "T is compared with each ReLU's input; an input above T gives 0",
+    "saturate": "T is compared with each ReLU's input; an input above T gives the output of T",
+}
+"""What a threshold does, per clip mode, in words (for what hwflow prints)."""
+
+
+def describe_thresholds(model: tf.keras.Model, thresholds: dict[str, float], spec: str = ".4g") -> str:
+    """``relu1 T=12.47 (outputs 0..0.9844), ...``: each threshold beside its layer's output range.
+
+    A threshold is in the units of the layer's *input* (the pre-activation), which may lie far
+    above anything the quantized output can hold: printed alone, ``12.47`` for a
+    ``quantized_relu(6)`` whose outputs stop at 0.984 reads as a bug.
+    """
+    layers = clip_layers(model)
+    parts = []
+    for name, t in thresholds.items():
+        if name in layers:
+            parts.append(f"{name} T={t:{spec}} (outputs 0..{output_max(*layers[name]):{spec}})")
+        else:
+            parts.append(f"{name} T={t:{spec}}")
+    return ", ".join(parts)
+
+
 def sidecar_entry(mode: str, thresholds: dict[str, float]) -> dict:
     """The ``hardening.clipact`` value of a hardened model's sidecar."""
     mode = check_mode(mode, "clip mode", HardenError)
     return {"mode": mode, "thresholds": {str(k): float(v) for k, v in thresholds.items()}}
 
 
-__all__ = ["DEFAULT_MODE", "MODES", "ClipActivation", "apply_clipact", "clip_layers", "clip_settings",
-           "custom_objects", "profile_thresholds", "sidecar_entry"]
+__all__ = ["CLIP_RULES", "DEFAULT_MODE", "MODES", "ClipActivation", "apply_clipact", "clip_layers", "clip_settings",
+           "custom_objects", "describe_thresholds", "output_max", "profile_thresholds", "sidecar_entry"]

@@ -94,7 +94,7 @@ def harden(model, recipe: Recipe, data: Dataset, config: HardenConfig | None = N
 
 def _clip(model, mode: str, data: Dataset, config: HardenConfig, progress: bool):
     from hwflow.convert import HlsOptions
-    from hwflow.harden.clipact import apply_clipact
+    from hwflow.harden.clipact import CLIP_RULES, apply_clipact, describe_thresholds
     from hwflow.harden.thresholds import ClipSearchConfig, search_thresholds
 
     search = ClipSearchConfig(mode=mode, rates=config.clip_rates, trials=config.clip_trials,
@@ -102,8 +102,8 @@ def _clip(model, mode: str, data: Dataset, config: HardenConfig, progress: bool)
                               options=HlsOptions.make(config.io))
     result = search_thresholds(model, data, search, progress=progress)
     clipped = result.model if result.model is not None else apply_clipact(model, result.thresholds, mode)
-    log.info("FT-ClipAct (%s): thresholds %s (score %.4f, unclipped %.4f)", mode, result.thresholds,
-             result.score, result.baseline_score)
+    log.info("FT-ClipAct (%s: %s): %s (score %.4f, unclipped %.4f)", mode, CLIP_RULES[mode],
+             describe_thresholds(model, result.thresholds), result.score, result.baseline_score)
     entry = result.sidecar_entry()
     entry.update(hardware_thresholds=dict(result.hardware_thresholds), score=result.score,
                  baseline_score=result.baseline_score, clean_accuracy=result.clean_accuracy,

@@ -38,7 +38,14 @@ from hwflow.emulator import Kind, Program
 from hwflow.emulator.clip import check_mode, hardware_thresholds, threshold_code
 from hwflow.errors import FaultSpecError, HardenError
 from hwflow.faults import FaultMap, fault_model_from_spec
-from hwflow.harden.clipact import DEFAULT_MODE, apply_clipact, clip_layers, profile_thresholds, sidecar_entry
+from hwflow.harden.clipact import (
+    DEFAULT_MODE,
+    apply_clipact,
+    clip_layers,
+    describe_thresholds,
+    profile_thresholds,
+    sidecar_entry,
+)
 from hwflow.image import WeightImage
 
 if TYPE_CHECKING:
@@ -259,8 +266,8 @@ def search_thresholds(model: tf.keras.Model, dataset: Dataset, config: ClipSearc
     n_train = len(dataset.x_train)
     pick = np.sort(rng.choice(n_train, size=min(config.profile_samples, n_train), replace=False))
     profile = profile_thresholds(model, dataset.x_train[pick], layers)
-    log.info("clipact profile (%d training samples): %s", len(pick),
-             ", ".join(f"{k} {v:.4g}" for k, v in profile.items()))
+    log.info("clipact profile (largest ReLU input on %d training samples): %s", len(pick),
+             describe_thresholds(model, profile))
 
     program, image = _convert(apply_clipact(model, profile, config.mode), config.options, "clipped")
     base_program, base_image = _convert(model, config.options, "baseline")
@@ -290,8 +297,8 @@ def search_thresholds(model: tf.keras.Model, dataset: Dataset, config: ClipSearc
                 if top >= best_score:
                     current[name], best_score = cands[i], top
                 rounds.append(SearchRound(name, r, tuple(cands), tuple(scores), current[name], best_score))
-                log.info("clipact %s round %d: best %.4g (score %.4f, gain %+.4f)", name, r, current[name],
-                         best_score, gain)
+                log.info("clipact %s round %d: best threshold on its input %.4g (score %.4f, gain %+.4f)", name,
+                         r, current[name], best_score, gain)
                 step = (hi - lo) / (config.candidates - 1)
                 lo, hi = max(lo, cands[i] - step), min(hi, cands[i] + step)
                 if (r > 0 and gain < config.tolerance) or step == 0:  # round 0 only sets the interval
