@@ -1,26 +1,33 @@
-"""Evaluate fault maps fast, with results identical to a full emulation of the faulty network.
+"""Evaluate fault maps as the difference they make to the fault-free run: exactly, and only where
+a fault changed something.
 
-Three savings, each exact:
+The fault-free run of the evaluation samples is computed once (``Golden``, compact codes). A trial
+then walks the layers from the first faulty one and hands each layer's rule (``hwflow.campaign.
+delta``) the blocks of codes that differ from the fault-free run; the rule returns exactly the
+blocks that differ at its output. Blocks are trimmed against the fault-free codes wherever those
+are kept, so a sample whose deltas vanish leaves the trial, and a trial whose deltas all vanish
+after its last faulty layer stops there with the fault-free result. A fault map that changes no
+stored bit costs nothing.
 
-1. A fault map that changes no stored bit costs nothing: its result is the fault-free one.
-2. Layers before the first faulty layer compute what they computed without faults: their outputs
-   (the inputs of every layer holding weights) are computed once, for the whole data set, and
-   reused by every trial.
-3. After the last faulty layer, a sample whose activations equal the fault-free ones at the next
-   checkpoint is masked: its output is the fault-free output, and only the other samples go on.
-
-``full_evaluate`` is the plain reference (emulate everything); tests check both agree.
+``full_evaluate`` is the plain reference (emulate the faulty network on every sample); the tests
+check that both agree on outcomes and on every output code.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.campaign.channels import MAC_KINDS, Segment, word_channels
-from hwflow.emulator import Emulator, Kind, Program
+from hwflow.campaign.delta import Golden, Step, rule_for
+from hwflow.campaign.delta.state import Delta, apply, trim
+from hwflow.emulator import Emulator, Program
+from hwflow.emulator.run import Weights
 from hwflow.image import WeightImage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,13 @@ class Outcome:
     effective: int
 
 
-def _compact(codes: np.ndarray, width: int) -> np.ndarray:
-    """Store cached activations in the narrowest integer dtype their type allows."""
-    for dtype, bits in ((np.int8, 8), (np.int16, 16), (np.int32, 32)):
-        if width < bits:  # one spare bit covers unsigned types too
-            return codes.astype(dtype)
-    return codes.astype(np.int64)
+def _logical_positions(arr) -> np.ndarray:
+    """For each stored word (firmware order), its flat index in the logical (Keras) layout."""
+    n = arr.size
+    firmware_at = arr.to_logical(np.arange(n)).reshape(-1)  # firmware index at each logical position
+    logical = np.empty(n, dtype=np.int64)
+    logical[firmware_at] = np.arange(n)
+    return logical
 
 
 class TrialEvaluator:
@@ -49,34 +57,14 @@ class TrialEvaluator:
         self.image = image
         self.y = np.asarray(y)
         self.emulator = Emulator(program, image, chunk=chunk)
+        self.store = Golden(program, image, self.emulator, x)
         names = program.names
-        weighted = [i for i, layer in enumerate(program.layers) if layer.kind in MAC_KINDS]
-        # Checkpoints: the input of every multiply-accumulate layer, and the output. Inputs of batch
-        # normalization are left out on purpose: they are the wide accumulator outputs of the layer
-        # before (32-bit words, the largest tensors of a CNN); a batch-norm fault restarts one layer
-        # earlier instead.
-        # A reshape (flatten) before a layer is skipped back over, so that checkpoints keep channels.
-        inputs = set()
-        for i in weighted:
-            j = names.index(program.layers[i].inputs[0])
-            while program.layers[j].kind is Kind.RESHAPE:
-                j = names.index(program.layers[j].inputs[0])
-            inputs.add(j)
-        self._checkpoints = sorted(inputs | {0, len(names) - 1})
-        pairs = zip(self._checkpoints, self._checkpoints[1:], strict=False)
-        self._segments = [Segment(program, a, b) for a, b in pairs]
-        self._channels = {a.key: word_channels(a) for a in image if a.layer in names}
-        self.cache: dict[str, np.ndarray] = {}
-        codes = self.emulator.quantize_input(x)
-        start = names[0]
-        for idx in self._checkpoints:
-            name = names[idx]
-            if idx > 0:
-                codes = self.emulator.run_codes(codes, start=start, upto=name)
-            self.cache[name] = _compact(np.asarray(codes, dtype=np.int64), program.layers[idx].result.width)
-            start = name
-        self.golden = self.cache[names[-1]].astype(np.int64)
-        self.golden_correct = int(np.sum(np.argmax(self.golden.reshape(len(x), -1), axis=1) == self.y))
+        self._index = {name: i for i, name in enumerate(names)}
+        self._logical = {a.key: _logical_positions(a) for a in image if a.layer in self._index}
+        self._clean = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in self._index}
+        self._types = {layer.name: layer.result for layer in program.layers}
+        self.golden = self.store.output.astype(np.int64)
+        self.golden_correct = int(np.sum(np.argmax(self.golden.reshape(len(self.y), -1), axis=1) == self.y))
 
     @property
     def samples(self) -> int:
@@ -90,74 +78,87 @@ class TrialEvaluator:
         effective = int(faultmap.effective(self.image))
         if effective == 0:
             return Outcome(self.golden_correct, 0, n, 0)
-        faulty = faultmap.apply(self.image)
-        changed = {}
-        for arr in self.image:
-            new = faulty.get(arr.layer, arr.name)
-            if new is not arr:
-                where = np.flatnonzero(new.words != arr.words)
-                if where.size:
-                    changed[arr.key] = where
-        emulator = self.emulator.with_arrays(faulty, set(changed))
-        names = self.program.names
-        live = np.zeros(0, dtype=np.int64)  # samples whose activations differ at the current checkpoint
-        live_codes = None
-        for seg in self._segments:
-            keys = [k for k in changed if seg.contains(names.index(k.split("/", 1)[0]))]
-            if not keys and not live.size:
-                continue  # no fault here and nothing differs yet: the fault-free run holds
-            golden_stop = self.cache[names[seg.stop]]
-            parts_idx, parts_codes = [], []
-            if live.size:  # samples already off the fault-free path: the whole segment, faulty weights
-                out = emulator.run_codes(live_codes, start=names[seg.start], upto=names[seg.stop])
-                still = _differs(out, golden_stop[live])
-                parts_idx.append(live[still])
-                parts_codes.append(out[still])
-            if keys:  # the others, from the fault-free checkpoint
-                rest = np.setdiff1d(np.arange(self.samples), live, assume_unique=True)
-                idx, codes = self._segment_faults(emulator, seg, keys, changed, rest)
-                parts_idx.append(idx)
-                parts_codes.append(codes)
-            live = np.concatenate(parts_idx)
-            live_codes = np.concatenate(parts_codes) if live.size else None
-        out = self.golden.copy()
-        if live.size:
-            out[live] = live_codes
-        return self._outcome(out, n, effective)
+        return self._outcome(self._propagate(faultmap), n, effective)
 
-    def _segment_faults(self, emulator: Emulator, seg: Segment, keys: list[str], changed: dict,
-                        rest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Samples (among ``rest``) that the segment's faults push off the fault-free path, with their
-        activations at the segment's end; on the touched channels only when the segment allows it."""
-        names = self.program.names
-        x = self.cache[names[seg.start]][rest]
-        golden_stop = self.cache[names[seg.stop]][rest]
-        channels = np.unique(np.concatenate([self._channels[k][changed[k]] for k in keys]))
-        if seg.usable and len(channels) <= seg.channels // 2:
-            part = seg.run(emulator, x, channels)
-            differs = _differs(part, golden_stop[..., channels])
-            codes = golden_stop[differs].astype(np.int64)
-            codes[..., channels] = part[differs]
-            return rest[differs], codes
-        out = emulator.run_codes(x, start=names[seg.start], upto=names[seg.stop])
-        differs = _differs(out, golden_stop)
-        return rest[differs], out[differs]
+    def evaluate_many(self, faultmaps: Sequence) -> list[Outcome]:
+        """``[evaluate(m) for m in faultmaps]``: the runner hands a task's trials over together."""
+        return [self.evaluate(m) for m in faultmaps]
+
+    def output_codes(self, faultmap) -> np.ndarray:
+        """The faulty network's output codes for every sample (int64), by delta propagation."""
+        return apply(self._propagate(faultmap), self.store.output)
 
     def full_evaluate(self, faultmap, x: np.ndarray) -> Outcome:
         """The reference: emulate the whole faulty network on every sample."""
         out = Emulator(self.program, faultmap.apply(self.image)).run(x)
-        return self._outcome(out, len(faultmap), int(faultmap.effective(self.image)))
+        return self._outcome_codes(out, len(faultmap), int(faultmap.effective(self.image)))
 
-    def _outcome(self, out: np.ndarray, faults: int, effective: int) -> Outcome:
+    # --- propagation -------------------------------------------------------------------------------
+
+    def _changes(self, faultmap) -> dict[str, dict[str, np.ndarray]]:
+        """Per layer, per array: the logical flat indices of the words the map really changes."""
+        faulty = faultmap.apply(self.image)
+        changed: dict[str, dict[str, np.ndarray]] = {}
+        for key in faultmap.keys_touched():
+            layer, name = key.split("/", 1)
+            if layer not in self._index:
+                continue
+            old, new = self.image.get(layer, name), faulty.get(layer, name)
+            where = np.flatnonzero(new.words != old.words)
+            if where.size:
+                changed.setdefault(layer, {})[name] = (np.sort(self._logical[key][where]), new)
+        return changed
+
+    def _propagate(self, faultmap) -> Delta:
+        """The blocks by which the output differs from the fault-free output."""
+        changed = self._changes(faultmap)
+        if not changed:
+            return []
+        layers = self.program.layers
+        first = min(self._index[name] for name in changed)
+        last = max(self._index[name] for name in changed)
+        deltas: dict[str, Delta] = {}
+        for i in range(first, len(layers)):
+            layer = layers[i]
+            inputs = deltas.get(layer.inputs[0], []) if i > first else []
+            mine = changed.get(layer.name, {})
+            if not inputs and not mine:
+                if i > last:
+                    return []  # every delta vanished after the last faulty layer
+                deltas[layer.name] = []
+                continue
+            weights = {name: self._clean[(layer.name, name)] for name in layer.arrays
+                       if (layer.name, name) in self._clean}
+            for name, (_, arr) in mine.items():
+                weights[name] = Weights.of(arr)
+            step = Step(layer, self._types[layer.inputs[0]], inputs, self.store, self.emulator, weights,
+                        {name: self._clean[(layer.name, name)] for name in weights},
+                        {name: idx for name, (idx, _) in mine.items()})
+            out = rule_for(layer).delta(step)
+            if self.store.has(layer.name):
+                out = trim(out, self.store[layer.name])
+            deltas[layer.name] = out
+            deltas.pop(layer.inputs[0], None)
+        return deltas[layers[-1].name]
+
+    def _outcome(self, delta: Delta, faults: int, effective: int) -> Outcome:
+        if not delta:
+            return Outcome(self.golden_correct, 0, faults, effective)
+        correct = self.golden_correct
+        mismatches = 0
+        flat_golden = self.golden.reshape(self.samples, -1)
+        for b in delta:
+            part = self.golden[b.samples]
+            part[..., b.channels] = b.values
+            out = part.reshape(len(b.samples), -1)
+            y = self.y[b.samples]
+            correct += int(np.sum(np.argmax(out, axis=1) == y)) - int(
+                np.sum(np.argmax(flat_golden[b.samples], axis=1) == y))
+            mismatches += int(np.sum(np.any(out != flat_golden[b.samples], axis=1)))
+        return Outcome(correct, mismatches, faults, effective)
+
+    def _outcome_codes(self, out: np.ndarray, faults: int, effective: int) -> Outcome:
         flat = out.reshape(len(out), -1)
         mismatches = int(np.sum(np.any(flat != self.golden.reshape(len(out), -1), axis=1)))
         correct = int(np.sum(np.argmax(flat, axis=1) == self.y))
         return Outcome(correct, mismatches, faults, effective)
-
-
-def _differs(codes: np.ndarray, golden: np.ndarray) -> np.ndarray:
-    """Per sample: does any word differ?"""
-    n = len(codes)
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    return np.any(np.asarray(codes).reshape(n, -1) != np.asarray(golden).reshape(n, -1), axis=1)

@@ -1,0 +1,16 @@
+"""Delta propagation: a trial carries only the codes that a fault changed, layer by layer.
+
+- ``state``: the :class:`Block` lists a trial carries (changed samples x channels, dense inside);
+- ``registry``: the rule table (one :class:`Rule` per layer kind) and how to add a kind;
+- ``golden``: the fault-free run, kept compact, that the deltas are relative to;
+- ``mac``, ``channelwise``, ``reshape``: the rules of today's layer kinds.
+
+Importing the package registers every rule.
+"""
+
+from hwflow.campaign.delta import channelwise, mac, reshape  # noqa: F401 - registers the rules
+from hwflow.campaign.delta.golden import Golden
+from hwflow.campaign.delta.registry import RULES, Rule, Step, register_rule, rule_for
+from hwflow.campaign.delta.state import Block, Delta
+
+__all__ = ["RULES", "Block", "Delta", "Golden", "Rule", "Step", "register_rule", "rule_for"]

@@ -1,0 +1,77 @@
+"""Layers that keep channels apart: batch normalization, activations, FT-ClipAct, pooling,
+global pooling and zero padding.
+
+Each output channel depends on the same input channel only, and every sample on itself, so a
+block of changed samples x channels maps to a block of the same samples x channels: the layer's
+kernel runs on the block alone (its weights sliced to the block's channels). Batch-norm words that
+a fault changed add their channels, for every sample, recomputed from the fault-free input.
+Pooling reads whole windows: a block holds all spatial positions of its channels, so the windows
+holding a changed input are inside it. Weightless kinds use the emulator's own kernel
+(``Emulator._layer``); batch normalization, whose weights the block slices, calls the same
+``hwflow.emulator.ops`` kernels the emulator calls.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwflow.campaign.delta.registry import Step, register_rule
+from hwflow.campaign.delta.state import Block, Delta, spread_channels
+from hwflow.emulator import Kind, LayerSpec, ops
+from hwflow.emulator.run import Weights
+
+
+def slice_channels(w: Weights, channels: np.ndarray | None) -> Weights:
+    """An array's per-channel entries (last logical axis) for ``channels`` only."""
+    if channels is None:
+        return w
+    if w.codes is not None:
+        return Weights(np.take(w.codes, channels, axis=-1), w.type, None)
+    return Weights(None, None, np.take(w.values, channels, axis=-1))
+
+
+def changed_channels(step: Step) -> np.ndarray:
+    """Output channels of the layer's arrays whose words a fault changed."""
+    n = int(step.layer.output_shape[-1])
+    parts = [np.asarray(idx) % n for idx in step.changed.values()]
+    return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+
+
+class Channelwise:
+    """Weightless per-channel layers: the emulator's kernel on each block."""
+
+    def full(self, step: Step, x: np.ndarray, weights: dict[str, Weights]) -> np.ndarray:
+        return step.emulator._layer(step.layer, x, step.x_type)
+
+    def delta(self, step: Step) -> Delta:
+        return [Block(b.samples, b.channels, self.full(step, b.values, {})) for b in step.inputs]
+
+    def needs_input(self, layer: LayerSpec) -> bool:
+        return False
+
+
+class BatchNorm(Channelwise):
+    """hls4ml's ``normalize``, per channel; faulty scale/bias words add their channels."""
+
+    def full(self, step: Step, x: np.ndarray, weights: dict[str, Weights]) -> np.ndarray:
+        s, b = weights["scale"], weights["bias"]
+        if s.is_fixed and b.is_fixed:
+            return ops.batchnorm_fixed(x, step.x_type, s.codes, s.type, b.codes, b.type, step.layer.result)
+        return ops.batchnorm_float(x, step.x_type, s.real(), b.real(), step.layer.result)
+
+    def delta(self, step: Step) -> Delta:
+        blocks = spread_channels(step.inputs, changed_channels(step), step.golden[step.input_name])
+        out = []
+        for b in blocks:
+            weights = {name: slice_channels(w, b.channels) for name, w in step.weights.items()}
+            out.append(Block(b.samples, b.channels, self.full(step, b.values, weights)))
+        return out
+
+    def needs_input(self, layer: LayerSpec) -> bool:
+        return True
+
+
+register_rule(Kind.BATCHNORM, BatchNorm())
+for _kind in (Kind.ACTIVATION, Kind.CLIPACT, Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D,
+              Kind.ZEROPAD1D, Kind.ZEROPAD2D):
+    register_rule(_kind, Channelwise())

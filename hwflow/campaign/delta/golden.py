@@ -1,0 +1,89 @@
+"""The fault-free run that every trial's deltas are relative to, kept compact.
+
+Codes are stored in the narrowest integer dtype their type allows (an 8-bit activation in one
+byte, a 29-bit accumulator in four). Layers wider than 32 bits (batch-norm outputs in full
+precision) are kept only where a rule reads them as its fault-free input; the engine trims a
+trial's blocks at the layers kept here. The pass itself runs the emulator in sample chunks, so its
+peak memory is one chunk's activations plus what is kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwflow.campaign.delta.registry import rule_for
+from hwflow.emulator import Emulator, Program
+from hwflow.emulator.run import Weights
+from hwflow.fixed import FixedType
+from hwflow.image import WeightImage
+
+KEEP_WIDTH = 32  # outputs up to this width are kept for trimming; wider ones only where a rule reads them
+PASS_CHUNK = 1024  # samples per chunk of the fault-free pass
+
+
+def compact_dtype(t: FixedType) -> type:
+    """The narrowest numpy integer dtype holding every code of ``t``."""
+    for bits, signed, unsigned in ((8, np.int8, np.uint8), (16, np.int16, np.uint16), (32, np.int32, np.uint32)):
+        if t.width <= bits:
+            return signed if t.signed else unsigned
+    return np.int64
+
+
+def accumulator_key(name: str) -> str:
+    return f"{name}#acc"
+
+
+class Golden:
+    """Fault-free codes of the kept layers for every evaluation sample: ``golden[name]``."""
+
+    def __init__(self, program: Program, image: WeightImage, emulator: Emulator, x: np.ndarray):
+        self.program = program
+        layers = program.layers
+        needed = {layers[0].name, layers[-1].name}
+        self.accumulators = set()
+        for layer in layers[1:]:
+            rule = rule_for(layer)
+            if rule.needs_input(layer):
+                needed.add(layer.inputs[0])
+            if getattr(rule, "needs_accumulator", lambda _: False)(layer):
+                self.accumulators.add(layer.name)
+        keep = [layer for layer in layers if layer.name in needed or layer.result.width <= KEEP_WIDTH]
+        self.kept = {layer.name for layer in keep}
+        n = len(x)
+        self.samples = n
+        self.codes: dict[str, np.ndarray] = {
+            layer.name: np.empty((n,) + tuple(layer.output_shape), dtype=compact_dtype(layer.result)) for layer in keep
+        }
+        weights = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in program.names}
+        for name in self.accumulators:
+            layer = program.layer(name)
+            self.codes[accumulator_key(name)] = np.empty((n,) + tuple(layer.output_shape),
+                                                         dtype=compact_dtype(layer.accum))
+        for lo in range(0, n, PASS_CHUNK):
+            sl = slice(lo, min(lo + PASS_CHUNK, n))
+            codes = emulator.quantize_input(x[sl])
+            outputs = {layers[0].name: codes}
+            if layers[0].name in self.kept:
+                self.codes[layers[0].name][sl] = codes
+            for layer in layers[1:]:
+                src = outputs[layer.inputs[0]]
+                if layer.name in self.accumulators:
+                    rule = rule_for(layer)
+                    arrays = {nm: weights[(layer.name, nm)] for nm in layer.arrays if (layer.name, nm) in weights}
+                    x_type = program.layer(layer.inputs[0]).result
+                    self.codes[accumulator_key(layer.name)][sl] = rule.accumulate(layer, src, x_type, arrays)
+                out = emulator.run_codes(src, start=layer.inputs[0], upto=layer.name)
+                outputs[layer.name] = out
+                if layer.name in self.kept:
+                    self.codes[layer.name][sl] = out
+        self.output = self.codes[layers[-1].name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.codes[name]
+
+    def has(self, name: str) -> bool:
+        return name in self.codes
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.codes.values())

@@ -1,0 +1,277 @@
+"""Multiply-accumulate layers (Dense, Conv1D, Conv2D): ``acc' = acc + W'·Δa + ΔW·a``.
+
+hls4ml sums ``(accum_t)(x * w)`` into ``accum_t`` starting from the bias. When the accumulator keeps
+every product bit (its fraction is at least the product's) and wraps, the sum is linear modulo
+``2**W``, so the faulty accumulator is the fault-free one (kept by the golden pass) plus two exact
+integer products:
+
+- ``W'·Δa``: the input codes that changed (a block of samples x input channels) times the faulty
+  weights of those input channels only, for every output channel;
+- ``ΔW·a``: the fault-free input times the changed weight words (a few rows), for the output
+  channels they belong to, for every sample; a changed bias word adds its difference (after the
+  bias's own cast to ``accum_t``).
+
+Then one wrap (only where the types allow an overflow) and the cast to the result type, at those
+positions only. Where linearity breaks (a saturating accumulator, products truncated into
+``accum_t``, float-stored weights), the rule recomputes the affected positions in full: the changed
+samples, and the faulty output channels of the others.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwflow.campaign.delta.golden import accumulator_key
+from hwflow.campaign.delta.registry import Step, register_rule
+from hwflow.campaign.delta.state import Block, Delta, fill, rest_of, take
+from hwflow.emulator import Kind, LayerSpec, ops
+from hwflow.emulator.run import Weights
+from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize, value_range
+
+ELEMENTS = 1 << 23  # elements of one im2col chunk (64 MiB in float64)
+
+
+def geometry(layer: LayerSpec):
+    """``(size, stride, pad_before, pad_after)`` of a convolution, ``None`` for Dense."""
+    a = layer.attrs
+    if layer.kind is Kind.CONV2D:
+        return ((a["filt_height"], a["filt_width"]), (a["stride_height"], a["stride_width"]),
+                (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"]))
+    if layer.kind is Kind.CONV1D:
+        return (a["filt_width"],), (a["stride_width"],), (a["pad_left"],), (a["pad_right"],)
+    return None
+
+
+def n_out(layer: LayerSpec) -> int:
+    return int(layer.output_shape[-1])
+
+
+def _columns(x: np.ndarray, geo, dtype) -> tuple[np.ndarray, tuple[int, ...]]:
+    """im2col of ``x`` (N, *spatial, C): a view ``(N, *out, *size, C)`` and the output spatial shape."""
+    size, stride, before, after = geo
+    view = ops.patches(ops.pad(x.astype(dtype, copy=False), before, after), size, stride)
+    return view, tuple(view.shape[1 : 1 + len(size)])
+
+
+def _dtype(bound: int) -> type:
+    """The dtype in which a product of integer codes with this bound on every partial sum is exact."""
+    return np.float32 if bound < 2**24 else np.float64 if bound < 2**53 else np.int64
+
+
+def _chunks(n: int, per_sample: int):
+    step = max(1, ELEMENTS // max(1, per_sample))
+    for lo in range(0, n, step):
+        yield slice(lo, min(lo + step, n))
+
+
+def _matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
+    dtype = _dtype(bound)
+    out = np.matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False))
+    return out if dtype is np.int64 else out.astype(np.float64, copy=False)
+
+
+def _max_code(t: FixedType, extra: int = 0) -> int:
+    return 1 << (t.width - 1 + extra) if t.signed else 1 << (t.width + extra)
+
+
+class Mac:
+    """Dense, Conv1D and Conv2D."""
+
+    # --- the full kernel (the emulator's _linear / _conv, on given weights) ------------------------
+
+    def full(self, step: Step, x: np.ndarray, weights: dict[str, Weights]) -> np.ndarray:
+        return self._mac(step.layer, x, step.x_type, weights, step.layer.result)
+
+    def accumulate(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType, weights: dict[str, Weights]):
+        """The accumulator codes (before the cast to the result type), for the golden pass."""
+        if not weights["weight"].is_fixed:
+            return np.zeros((len(x),) + tuple(layer.output_shape), dtype=np.int64)
+        return self._mac(layer, x, x_type, weights, layer.accum)
+
+    def needs_accumulator(self, layer: LayerSpec) -> bool:
+        return layer.accum is not None and layer.accum != layer.result
+
+    def needs_input(self, layer: LayerSpec) -> bool:
+        return True
+
+    def _mac(self, layer, x, x_type, weights, result) -> np.ndarray:
+        geo = geometry(layer)
+        m = n_out(layer)
+        if geo is None:
+            lead = x.shape[:-1]
+            y = self._linear(layer, x.reshape(-1, x.shape[-1]), x_type, weights, result)
+            return y.reshape(lead + (m,))
+        w = weights["weight"]
+        k = int(w.codes.size if w.is_fixed else w.values.size) // m
+        dtype = ops.matmul_dtype(x_type, w.type, k) if w.is_fixed else np.float64
+        outs = []
+        for sl in _chunks(len(x), k * int(np.prod(layer.output_shape[:-1]))):
+            view, out = _columns(x[sl], geo, dtype)
+            flat = np.ascontiguousarray(view).reshape(-1, k)
+            y = self._linear(layer, flat, x_type, weights, result, shape=(k, m))
+            outs.append(y.reshape((view.shape[0],) + out + (m,)))
+        return np.concatenate(outs) if outs else np.zeros((0,) + tuple(layer.output_shape))
+
+    @staticmethod
+    def _linear(layer, x, x_type, weights, result, shape=None) -> np.ndarray:
+        w, b = weights["weight"], weights.get("bias")
+        wmat = w.codes if w.is_fixed else w.values
+        if shape is not None:
+            wmat = wmat.reshape(shape)
+        if w.is_fixed and (b is None or b.is_fixed):
+            return ops.linear_fixed(x, x_type, wmat, w.type, b.codes if b else None, b.type if b else None,
+                                    layer.accum, result)
+        return ops.linear_float(x, x_type, w.real().reshape(wmat.shape), b.real() if b else None, layer.result)
+
+    # --- the delta rule ----------------------------------------------------------------------------
+
+    def delta(self, step: Step) -> Delta:
+        if self._linear_exact(step):
+            return self._linear_delta(step)
+        return self._recompute(step)
+
+    @staticmethod
+    def _linear_exact(step: Step) -> bool:
+        layer = step.layer
+        w, b = step.weights["weight"], step.weights.get("bias")
+        acc = layer.accum
+        if not w.is_fixed or (b is not None and not b.is_fixed) or acc is None:
+            return False
+        if step.x_type.width + w.type.width > 60:
+            return False
+        key = layer.name if acc == layer.result else accumulator_key(layer.name)
+        return acc.overflow is Overflow.WRAP and acc.frac >= step.x_type.frac + w.type.frac and step.golden.has(key)
+
+    def _changed_weights(self, step: Step):
+        """Changed weight rows (flat im2col index), their per-channel differences, and the bias difference
+        in accumulator codes; ``channels``: every output channel a changed word belongs to."""
+        layer = step.layer
+        m = n_out(layer)
+        w, wc = step.weights["weight"], step.clean["weight"]
+        rows = np.zeros(0, dtype=np.int64)
+        dw = np.zeros((0, m), dtype=np.int64)
+        channels = []
+        if "weight" in step.changed:
+            idx = step.changed["weight"]
+            diff = w.codes.reshape(-1)[idx].astype(np.int64) - wc.codes.reshape(-1)[idx].astype(np.int64)
+            rows, inv = np.unique(idx // m, return_inverse=True)
+            dw = np.zeros((len(rows), m), dtype=np.int64)
+            np.add.at(dw, (inv.reshape(-1), idx % m), diff)
+            channels.append(idx % m)
+        db = np.zeros(m, dtype=np.int64)
+        if "bias" in step.changed:
+            b, bc = step.weights["bias"], step.clean["bias"]
+            db = requantize(b.codes, b.type.frac, layer.accum) - requantize(bc.codes, bc.type.frac, layer.accum)
+            channels.append(np.asarray(step.changed["bias"]) % m)
+        ch = np.unique(np.concatenate(channels)) if channels else np.zeros(0, dtype=np.int64)
+        return rows, dw, db, ch
+
+    def _weight_term(self, step: Step, x: np.ndarray, rows: np.ndarray, dw: np.ndarray) -> np.ndarray:
+        """``ΔW·a`` for fault-free input codes ``x`` (N, *spatial, C) on the columns of ``dw``."""
+        layer, x_type = step.layer, step.x_type
+        wt = step.weights["weight"].type
+        bound = _max_code(x_type) * _max_code(wt, 1) * max(1, len(rows))
+        geo = geometry(layer)
+        if geo is None:
+            return _matmul(x[..., rows], dw, bound)
+        size, cin = geo[0], x.shape[-1]
+        k = int(np.prod(size)) * cin
+        outs = []
+        for sl in _chunks(len(x), k * int(np.prod(layer.output_shape[:-1]))):
+            view, _ = _columns(x[sl], geo, _dtype(bound))
+            if len(rows) * 4 < k:  # a few rows: gather their columns (strided views of the input)
+                parts = [view[(Ellipsis,) + np.unravel_index(r, tuple(size) + (cin,))] for r in rows]
+                cols = np.stack(parts, axis=-1)
+                outs.append(_matmul(cols, dw, bound))
+            else:
+                flat = np.ascontiguousarray(view).reshape(view.shape[: 1 + len(size)] + (k,))
+                full = np.zeros((k, dw.shape[1]), dtype=dw.dtype)
+                full[rows] = dw
+                outs.append(_matmul(flat, full, bound))
+        return np.concatenate(outs)
+
+    def _input_term(self, step: Step, dx: np.ndarray, channels: np.ndarray) -> np.ndarray:
+        """``W'·Δa`` for input differences ``dx`` (S, *spatial, len(channels)), every output channel."""
+        layer, x_type = step.layer, step.x_type
+        w = step.weights["weight"]
+        m = n_out(layer)
+        wsub = np.take(w.codes, channels, axis=-2)  # (..., cin, m) -> (..., len(channels), m)
+        k = wsub.size // m
+        bound = _max_code(x_type, 1) * _max_code(w.type) * k
+        geo = geometry(layer)
+        if geo is None:
+            return _matmul(dx, wsub.reshape(k, m), bound)
+        outs = []
+        for sl in _chunks(len(dx), k * int(np.prod(layer.output_shape[:-1]))):
+            view, out = _columns(dx[sl], geo, _dtype(bound))
+            flat = np.ascontiguousarray(view).reshape(-1, k)
+            outs.append(_matmul(flat, wsub.reshape(k, m), bound).reshape((view.shape[0],) + out + (m,)))
+        return np.concatenate(outs)
+
+    def _finish(self, step: Step, acc_g: np.ndarray, d: np.ndarray, db: np.ndarray, up: int,
+                no_wrap: bool, f64: bool) -> np.ndarray:
+        """``cast(wrap(acc + (d << up) + db))`` at a block's positions (``db``: per-channel bias change in
+        accumulator codes)."""
+        layer = step.layer
+        acc_t = layer.accum
+        if f64 and d.dtype != np.int64:
+            total = acc_g.astype(np.float64)
+            total += np.ldexp(d, up) if up else d
+            if db.any():
+                total += db.astype(np.float64)
+            if not no_wrap:
+                total = overflow(total.astype(np.int64), acc_t)
+        else:
+            total = acc_g.astype(np.int64) + np.left_shift(d.astype(np.int64), up) + db
+            total = overflow(total, acc_t)
+        return cast(total, acc_t, layer.result)
+
+    def _linear_delta(self, step: Step) -> Delta:
+        layer, x_type = step.layer, step.x_type
+        acc_t = layer.accum
+        w = step.weights["weight"]
+        m = n_out(layer)
+        up = acc_t.frac - (x_type.frac + w.type.frac)
+        acc_g = step.golden[layer.name if acc_t == layer.result else accumulator_key(layer.name)]
+        g_in = step.golden[step.input_name]
+        k = w.codes.size // m
+        bound = (_max_code(x_type) * _max_code(w.type) * k) << up
+        b = step.weights.get("bias")
+        b_lo, b_hi = value_range(b.type, acc_t) if b is not None else (0, 0)
+        no_wrap = acc_t.min_code <= b_lo - bound and b_hi + bound <= acc_t.max_code
+        f64 = 2 * bound + (1 << acc_t.width) + max(abs(b_lo), abs(b_hi)) * 2 < 2**53  # every sum exact in float64
+        rows, dw, db, cw = self._changed_weights(step)
+        out = []
+        for blk in step.inputs:
+            dx = blk.values - take(g_in, blk.samples, blk.channels).astype(np.float64)
+            d = self._input_term(step, dx, blk.channels)
+            if len(rows):
+                d = d + self._weight_term(step, take(g_in, blk.samples, None), rows, dw)
+            values = self._finish(step, take(acc_g, blk.samples, None), d, db, up, no_wrap, f64)
+            out.append(Block(blk.samples, np.arange(m, dtype=np.int64), values))
+        rest = rest_of(step.inputs, step.samples)
+        if len(cw) and len(rest):
+            if len(rows):
+                d = self._weight_term(step, take(g_in, rest, None), rows, dw[:, cw])
+            else:
+                d = np.zeros((len(rest),) + tuple(layer.output_shape[:-1]) + (len(cw),))
+            out.append(Block(rest, cw, self._finish(step, take(acc_g, rest, cw), d, db[cw], up, no_wrap, f64)))
+        return out
+
+    def _recompute(self, step: Step) -> Delta:
+        """Where linearity does not hold: the changed samples and the faulty channels, in full."""
+        g_in = step.golden[step.input_name]
+        m = n_out(step.layer)
+        out = [Block(blk.samples, np.arange(m, dtype=np.int64), self.full(step, fill(blk, g_in), step.weights))
+               for blk in step.inputs]
+        cw = np.unique(np.concatenate([np.asarray(i) % m for i in step.changed.values()])) if step.changed else []
+        rest = rest_of(step.inputs, step.samples)
+        if len(cw) and len(rest):
+            y = self.full(step, take(g_in, rest, None), step.weights)
+            out.append(Block(rest, np.asarray(cw, dtype=np.int64), np.take(y, cw, axis=-1)))
+        return out
+
+
+_MAC = Mac()
+for _kind in (Kind.DENSE, Kind.CONV1D, Kind.CONV2D):
+    register_rule(_kind, _MAC)

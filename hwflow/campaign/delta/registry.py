@@ -1,0 +1,93 @@
+"""The rule table: one :class:`Rule` per layer kind, looked up by the engine, which never
+special-cases a kind.
+
+A rule brings, side by side, the layer's full kernel on integer codes and its delta rule. To add a
+layer kind (a merge, a depthwise convolution, average pooling, a lookup table):
+
+1. write a module in ``hwflow/campaign/delta/`` with a class implementing :class:`Rule`
+   (``full``, ``delta``, ``needs_input``);
+2. call ``register_rule(Kind.X, YourRule())`` at the end of that module and import the module in
+   ``hwflow/campaign/delta/__init__.py``;
+3. add the kind to the per-layer test (``tests/test_engine_delta.py``), which checks the rule's
+   deltas against the traced difference of two full emulations.
+
+A second rule for a kind is refused (``register_rule`` raises), so two modules cannot silently
+disagree about one layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from hwflow.emulator import Emulator, Kind, LayerSpec
+from hwflow.emulator.run import Weights
+from hwflow.errors import EmulatorError, UnsupportedLayerError
+from hwflow.fixed import FixedType
+
+if TYPE_CHECKING:
+    from hwflow.campaign.delta.golden import Golden
+    from hwflow.campaign.delta.state import Delta
+
+
+@dataclass
+class Step:
+    """What a rule is given for one layer of one trial."""
+
+    layer: LayerSpec
+    x_type: FixedType  # type of the layer's input codes
+    inputs: Delta  # how the input differs from the fault-free run
+    golden: Golden  # fault-free codes of the stored layers (``golden[name]``)
+    emulator: Emulator  # the fault-free emulator (its weightless kernels: ``Emulator._layer``)
+    weights: dict[str, Weights] = field(default_factory=dict)  # the layer's arrays as the faulty image holds them
+    clean: dict[str, Weights] = field(default_factory=dict)  # the fault-free arrays
+    changed: dict[str, np.ndarray] = field(default_factory=dict)  # array -> changed words (logical flat index)
+    chunk: int = 2048  # samples per kernel call where a kernel builds large temporaries
+
+    @property
+    def input_name(self) -> str:
+        return self.layer.inputs[0]
+
+    @property
+    def samples(self) -> int:
+        return self.golden.samples
+
+
+class Rule(Protocol):
+    """A layer kind's full kernel and delta rule."""
+
+    def full(self, step: Step, x: np.ndarray, weights: dict[str, Weights]) -> np.ndarray:
+        """The layer's output codes for input codes ``x`` (any samples), with ``weights``."""
+        ...
+
+    def delta(self, step: Step) -> Delta:
+        """Exactly the output codes that differ from the fault-free run (a superset is allowed:
+        the engine trims blocks against the fault-free codes where it keeps them)."""
+        ...
+
+    def needs_input(self, layer: LayerSpec) -> bool:
+        """Whether ``delta`` reads the fault-free input codes (so the golden pass must keep them)."""
+        ...
+
+
+RULES: dict[Kind, Rule] = {}
+
+
+def register_rule(kind: Kind, rule: Rule) -> Rule:
+    """Add ``rule`` for ``kind``; a kind has one rule only."""
+    if kind in RULES:
+        msg = f"a delta rule for {kind.value} layers is already registered ({type(RULES[kind]).__name__})"
+        raise EmulatorError(msg)
+    RULES[kind] = rule
+    return rule
+
+
+def rule_for(layer: LayerSpec) -> Rule:
+    try:
+        return RULES[layer.kind]
+    except KeyError:
+        msg = (f"layer {layer.name} ({layer.kind.value}) has no delta rule in hwflow.campaign.delta; "
+               "add one (see hwflow/campaign/delta/registry.py) or evaluate with full_evaluate")
+        raise UnsupportedLayerError(msg) from None

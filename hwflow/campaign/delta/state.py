@@ -1,0 +1,120 @@
+"""What a trial carries from layer to layer: the codes that differ from the fault-free run.
+
+A trial's difference at one layer is a list of :class:`Block`\\ s with disjoint sample sets. A block
+holds, for some samples and some channels (the last axis of the layer's output), the faulty codes at
+every other position of those samples and channels; everything outside the blocks equals the
+fault-free run (:class:`~hwflow.campaign.delta.golden.Golden`). The blocks are sparse where faults
+are (a faulty word changes one output channel; an input delta reaches the samples that carry it)
+and dense inside, so every kernel still runs on contiguous arrays. ``trim`` drops the samples and
+channels whose codes came out equal to the fault-free ones: a sample whose deltas all vanish leaves
+the trial there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Block:
+    """Faulty codes of ``samples`` x ``channels``: ``values`` has shape
+    ``(len(samples), *spatial, len(channels))`` and holds exact integer codes (any numeric dtype)."""
+
+    samples: np.ndarray  # int64, sorted, distinct
+    channels: np.ndarray  # int64, sorted, distinct (indices into the layer's last axis)
+    values: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.values.size)
+
+
+Delta = list[Block]  # disjoint sample sets; an empty list: the trial equals the fault-free run here
+
+
+def take(codes: np.ndarray, samples: np.ndarray | None, channels: np.ndarray | None) -> np.ndarray:
+    """``codes[samples][..., channels]`` (``None``: all), gathering the smaller axis first."""
+    out = codes
+    if samples is not None and len(samples) != len(codes):
+        out = np.take(out, samples, axis=0)
+    if channels is not None and len(channels) != codes.shape[-1]:
+        out = np.take(out, channels, axis=-1)
+    return out
+
+
+def covered(delta: Delta) -> np.ndarray:
+    """The samples some block holds."""
+    if not delta:
+        return np.zeros(0, dtype=np.int64)
+    return np.sort(np.concatenate([b.samples for b in delta]))
+
+
+def rest_of(delta: Delta, n: int) -> np.ndarray:
+    """The samples no block holds (those still on the fault-free path)."""
+    mask = np.ones(n, dtype=bool)
+    for b in delta:
+        mask[b.samples] = False
+    return np.flatnonzero(mask)
+
+
+def with_channels(block: Block, channels: np.ndarray, golden: np.ndarray) -> Block:
+    """``block`` widened to hold ``channels`` too; the added channels take the fault-free codes
+    ``golden`` (the layer's fault-free output for every sample)."""
+    union = np.union1d(block.channels, channels)
+    if len(union) == len(block.channels):
+        return block
+    values = take(golden, block.samples, union).astype(np.result_type(block.values, golden), copy=True)
+    pos = np.searchsorted(union, block.channels)
+    values[..., pos] = block.values
+    return Block(block.samples, union, values)
+
+
+def spread_channels(delta: Delta, channels: np.ndarray, golden: np.ndarray) -> Delta:
+    """Make every sample hold ``channels``: blocks are widened, the other samples get a new block of
+    fault-free codes (to be recomputed by the caller, e.g. a layer whose weights on ``channels``
+    are faulty)."""
+    if not len(channels):
+        return delta
+    out = [with_channels(b, channels, golden) for b in delta]
+    rest = rest_of(delta, len(golden))
+    if len(rest):
+        out.append(Block(rest, np.asarray(channels, dtype=np.int64), take(golden, rest, channels)))
+    return out
+
+
+def fill(block: Block, golden: np.ndarray) -> np.ndarray:
+    """All channels of ``block``'s samples: the fault-free codes with the block's written in."""
+    full = take(golden, block.samples, None).astype(np.result_type(block.values, golden), copy=True)
+    full[..., block.channels] = block.values
+    return full
+
+
+def trim(delta: Delta, golden: np.ndarray) -> Delta:
+    """Drop the samples and channels of each block whose codes equal the fault-free ones."""
+    out = []
+    for b in delta:
+        differs = b.values != take(golden, b.samples, b.channels)
+        lead = differs.reshape(len(b.samples), -1, differs.shape[-1])
+        keep_s = lead.any(axis=(1, 2))
+        if not keep_s.any():
+            continue
+        keep_c = lead[keep_s].any(axis=(0, 1))
+        values = b.values
+        if not keep_s.all():
+            values = values[keep_s]
+        if not keep_c.all():
+            values = values[..., keep_c]
+        out.append(Block(b.samples[keep_s], b.channels[keep_c], values))
+    return out
+
+
+def apply(delta: Delta, golden: np.ndarray) -> np.ndarray:
+    """The layer's faulty output for every sample: ``golden`` (int64 copy) with the blocks written in."""
+    out = np.array(golden, dtype=np.int64)
+    for b in delta:
+        part = out[b.samples]
+        part[..., b.channels] = b.values
+        out[b.samples] = part
+    return out
