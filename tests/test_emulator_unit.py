@@ -8,7 +8,7 @@ import pytest
 from hwflow.emulator import Emulator, Program
 from hwflow.emulator.ops import _linear_stepwise, linear_fixed
 from hwflow.errors import EmulatorError, FormatError
-from hwflow.fixed import FixedType, Overflow, Rounding, requantize
+from hwflow.fixed import FixedType, Overflow, Rounding
 from hwflow.image import Kind, Scale, StorageFormat, WeightImage
 from tests.conftest import zoo_model
 
@@ -21,25 +21,56 @@ def graph(tmp_path_factory):
     return program_from_hls(hls_model), image_from_hls(hls_model)
 
 
+# x fixed<10,4> times w fixed<8,1>: products have 13 fractional bits. linear_fixed takes one BLAS
+# product when the accumulator keeps them all and wraps; otherwise the stepwise path.
 @pytest.mark.parametrize(
-    "accum",
+    ("accum", "stepwise"),
     [
-        FixedType(30, 12),  # exact: the BLAS path
-        FixedType(14, 4),  # wraps: BLAS plus one wrap
-        FixedType(20, 6, True, Rounding.TRN, Overflow.WRAP),  # drops product bits: stepwise
-        FixedType(16, 8, True, Rounding.TRN, Overflow.SAT),  # saturates at every step: stepwise
+        (FixedType(30, 12), False),  # keeps every bit, never overflows: BLAS alone
+        (FixedType(18, 4), False),  # keeps every product bit, wraps: BLAS plus one wrap
+        (FixedType(14, 4), True),  # drops 3 product bits (TRN), wraps: stepwise
+        (FixedType(16, 8, True, Rounding.TRN, Overflow.SAT), True),  # drops bits, saturates: stepwise
+        (FixedType(12, 4, True, Rounding.RND_CONV, Overflow.SAT_SYM), True),
+        (FixedType(12, 4, True, Rounding.RND_ZERO, Overflow.SAT_ZERO), True),
+        (FixedType(12, 5, True, Rounding.RND_MIN_INF, Overflow.WRAP), True),
+        (FixedType(20, 7, True, Rounding.RND_INF, Overflow.SAT), True),  # keeps every product bit, saturates
     ],
 )
-def test_linear_matches_stepwise_reference(accum):
+def test_linear_matches_scalar_reference(accum, stepwise, monkeypatch):
+    """linear_fixed against a scalar loop over Python ints with explicit ap_fixed casts (tests/scalar_dense.py)."""
+    from hwflow.emulator import ops
+    from tests.scalar_dense import ApType, dense
+
+    calls = []
+    real = ops._linear_stepwise
+    monkeypatch.setattr(ops, "_linear_stepwise", lambda *args: calls.append(args) or real(*args))
     rng = np.random.default_rng(3)
-    x_t, w_t, b_t, r_t = FixedType(10, 4), FixedType(8, 1), FixedType(8, 2), FixedType(16, 6)
-    x = rng.integers(x_t.min_code, x_t.max_code + 1, (64, 40))
+    x_t, w_t, b_t = FixedType(10, 4), FixedType(8, 1), FixedType(8, 2)
+    r_t = FixedType(10, 3, True, Rounding.RND, Overflow.SAT)
+    x = rng.integers(x_t.min_code, x_t.max_code + 1, (24, 40))
     w = rng.integers(w_t.min_code, w_t.max_code + 1, (40, 7))
     b = rng.integers(b_t.min_code, b_t.max_code + 1, 7)
     ours = linear_fixed(x.astype(np.float64), x_t, w, w_t, b, b_t, accum, r_t)
-    reference = requantize(_linear_stepwise(x, w, x_t.frac + w_t.frac, requantize(b, b_t.frac, accum), accum),
-                           accum.frac, r_t)
-    np.testing.assert_array_equal(np.asarray(ours, dtype=np.int64), reference)
+
+    def ap(t):
+        return ApType(t.width, t.integer, t.signed, t.rounding.value, t.overflow.value)
+
+    reference = dense(x.tolist(), x_t.frac, w.tolist(), w_t.frac, b.tolist(), b_t.frac, ap(accum), ap(r_t))
+    np.testing.assert_array_equal(np.asarray(ours, dtype=np.int64), np.array(reference))
+    assert bool(calls) == stepwise
+
+
+def test_stepwise_follows_hls4ml_loop_order():
+    """A saturating accumulator depends on the order of the sum: hls4ml adds inputs in index order."""
+    from tests.scalar_dense import ApType, dense
+
+    t = FixedType(8, 8, True, Rounding.TRN, Overflow.SAT)  # integers in [-128, 127]
+    w = np.array([[100], [100], [-100]])
+    x = np.array([[1, 1, 1]])
+    ours = _linear_stepwise(x, w, 0, np.zeros(1, dtype=np.int64), t)
+    assert ours.tolist() == [[27]]  # 100 + 100 saturates at 127, then - 100; in another order: 100
+    ap = ApType(8, 8, True, "TRN", "SAT")
+    assert dense(x.tolist(), 0, w.tolist(), 0, [0], 0, ap, ap) == [[27]]
 
 
 def test_program_json_round_trip(graph, digits, tmp_path):
