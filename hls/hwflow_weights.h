@@ -5,7 +5,7 @@
 // the word width and LANES = 32/WB (see docs/hardware.md). hwflow_top decodes every memory on each
 // start, so whatever the host wrote while the accelerator was idle is what the network computes with.
 //
-// The divide-back of weight scaling (contracts 2 and 3 of the hwflow design):
+// The divide-back of weight scaling (contract 7 in docs/design.md):
 //  - scale 2^s: the stored word is the code of 2^s*w in fixed<W,I>, and hls4ml's weight type is
 //    fixed<W,I-s>: the same bits with the binary point moved, so decoding is a reinterpretation;
 //  - any other constant c: the word is a code of S = fixed<W,I>; the weight is the exact product

@@ -8,8 +8,8 @@ nbytes=0)`` and ``wait()``), ``MMIO(base, length).read(offset) / .write(offset, 
 
 Behind the bus sits a backend with ``read32(bus_addr)``, ``write32(bus_addr, value)`` and
 ``run(x)``: ``BusMemory`` packs the weight words of any word-level Board (the emulator) into 32-bit
-bus words exactly as contract 6 lays them out; a C-sim board with its own bus-level access can be
-plugged in directly. ``layout_manifest`` writes a contract-6 manifest for a WeightImage, the way
+bus words exactly as contract 8 lays them out; a C-sim board with its own bus-level access can be
+plugged in directly. ``layout_manifest`` writes a contract-8 manifest for a WeightImage, the way
 ``hwflow build`` lays out the memories.
 """
 
@@ -41,7 +41,7 @@ class PowerLoss(Exception):
 def layout_manifest(image: WeightImage, *, input_shape, input_type: str, output_shape, output_type: str,
                     model: str = "test-model", board: str = "pynq-z2", base: int = 0x4000_0000,
                     skip: tuple[str, ...] = ()) -> dict:
-    """A contract-6 manifest for ``image``: one BRAM per array (``skip``: keys left out of BRAM),
+    """A contract-8 manifest for ``image``: one BRAM per array (``skip``: keys left out of BRAM),
     ranges a power of two of at least 4 KiB, each aligned to its range."""
     memories = []
     addr = base
@@ -66,7 +66,7 @@ def layout_manifest(image: WeightImage, *, input_shape, input_type: str, output_
 
 
 class BusMemory:
-    """The weight BRAMs as 32-bit bus words in front of a word-level Board (contract 6 packing).
+    """The weight BRAMs as 32-bit bus words in front of a word-level Board (contract 8 packing).
 
     Every bus bit is stored (unused lanes too), as a BRAM does. ``break_bit`` makes a cell stuck,
     to model a device with a real hard fault. Words changed on the bus reach the board before ``run``.
@@ -273,7 +273,7 @@ class FakeMMIO:
 class FakePynq:
     """Stands in for the ``pynq`` module: ``Overlay``, ``MMIO``, ``allocate``; ``log`` records traffic.
 
-    ``manifest`` (a contract-6 dict) describes the *hardware* (the overlay's ip_dict and mem_dict);
+    ``manifest`` (a contract-8 dict) describes the *hardware* (the overlay's ip_dict and mem_dict);
     the host may be given a different manifest, to test that it refuses a mismatch.
     """
 

@@ -1,4 +1,4 @@
-"""hwflow build: the generated project, the manifest (contract 6), options, refusals, determinism, CLI.
+"""hwflow build: the generated project, the manifest (contract 8), options, refusals, determinism, CLI.
 
 Nothing here compiles C++ (tests/test_csim_board.py runs the generated design).
 """

@@ -52,7 +52,7 @@ def _hardened_model_and_plan(x, io: str, work):
     model = apply_clipact(model, {name: 0.5 * peak for name, peak in peaks.items()}, "zero")
     image = image_from_hls(convert(model, HlsOptions.make(io, **HLS), work))
     scales = dict(plan_rule(image).scales)
-    for key in ("conv2/weight", "bn2/scale"):  # divide-back by a multiply (contract 3)
+    for key in ("conv2/weight", "bn2/scale"):  # divide-back by a multiply (contract 7)
         scales[key] = Scale(0, 0.93 * max_fit_constant(image.get(*key.split("/"))))
     return model, StoragePlan("fixed", scales, "constant")
 

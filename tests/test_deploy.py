@@ -46,7 +46,7 @@ def mlp():
 
 
 def make_build(root: Path, program, image, *, bitstream: bool = True, **layout) -> Path:
-    """A build folder as `hwflow build` writes it (contract 6), plus a stand-in bitstream."""
+    """A build folder as `hwflow build` writes it (contract 8), plus a stand-in bitstream."""
     root.mkdir(parents=True, exist_ok=True)
     image.save(root)
     program.save(root / "program.json")

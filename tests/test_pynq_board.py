@@ -1,6 +1,6 @@
 """PynqBoard against a recording fake of pynq (tests/fake_pynq.py): the exact MMIO traffic of a fault
 map and of the scrub, the address guard, the overlay checks, batching, and resuming after a power loss.
-The fake's BRAMs are 32-bit bus words laid out as contract 6 says, in front of the emulator (or the C-sim)."""
+The fake's BRAMs are 32-bit bus words laid out as contract 8 says, in front of the emulator (or the C-sim)."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def test_manifest_that_disagrees_with_the_overlay_is_refused(tmp_path, host_edit
     (lambda m: _changed(m, 1, first_word=7), "first_word is 7 but the WeightImage has 6"),
     (lambda m: _changed(m, depth=7), "image word ranges of w2 and b2 overlap"),
     (lambda m: _changed(m, word_bits=6, lanes=5), "word_bits is 6 but the WeightImage has 8"),
-    (lambda m: _changed(m, lanes=2), "contract 6 packs 4"),
+    (lambda m: _changed(m, lanes=2), "contract 8 packs 4"),
     (lambda m: _changed(m, layer="zz"), "has no such array"),
     (lambda m: _changed(m, range=4), "cannot hold 6 words"),
     (lambda m: _changed(m, base=0x4000_1000), "bus ranges .* overlap"),
@@ -304,7 +304,7 @@ def test_hard_fault_on_the_bus_stops_the_campaign(mlp, tmp_path):
 @pytest.mark.slow
 def test_pynq_board_on_the_csim_bus_equals_the_emulator_board(tmp_path_factory, tmp_path):
     """The fake's BRAMs are the C simulation's own (CSimBoard.read32 / write32), its DMA the C-sim's
-    hwflow_top: PynqBoard drives the generated design through contract 6 and gets the emulator's rows."""
+    hwflow_top: PynqBoard drives the generated design through contract 8 and gets the emulator's rows."""
     pytest.importorskip("hwflow.hardware.csim_board")
     import json
 

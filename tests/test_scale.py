@@ -157,7 +157,7 @@ def test_bundle_round_trips_the_scale(hand_image, tmp_path):
         assert [a.format for a in back] == [a.format for a in image]
 
 
-# --- the constant divide-back (contract 3) ----------------------------------------------------------
+# --- the constant divide-back (contract 7) ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(("c", "e"), [(3.0, 1), (1.5, 1), (1.0 + 2**-20, 1), (0.5, 2), (0.3, 3), (0.25, 3),

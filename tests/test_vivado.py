@@ -31,7 +31,7 @@ from hwflow.hardware.vivado import (
 
 
 def sample_manifest(board: str = "pynq-z2", part: str = "xc7z020clg400-1", base: int = 0x4000_0000) -> dict:
-    """A small hand-written manifest (contract 6): three memories, one of them 16 KiB."""
+    """A small hand-written manifest (contract 8): three memories, one of them 16 KiB."""
     def memory(name, layer, array, offset, size, depth, bits, first):
         return {"name": name, "layer": layer, "array": array, "port": f"{name}_mem", "ctrl": f"axi_bram_ctrl_{name}",
                 "base": base + offset, "range": size, "depth": depth, "word_bits": bits, "lanes": 32 // bits,
@@ -550,7 +550,7 @@ def test_vivado_without_an_overlay_is_an_error(tmp_path, monkeypatch):
 # --- the real tools ----------------------------------------------------------------------------------
 
 TINY_TOP = """\
-// A minimal accelerator with the interface of contract 6: streams, n_samples, one weight memory.
+// A minimal accelerator with the interface of contract 8: streams, n_samples, one weight memory.
 #include <ap_axi_sdata.h>
 #include <ap_int.h>
 #include <hls_stream.h>

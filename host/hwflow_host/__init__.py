@@ -5,8 +5,8 @@ numpy-only parts of hwflow it builds on (``hwflow.errors``, ``fixed``, ``image``
 ``results``) travel with it in the deployment bundle (``hwflow deploy``), so a FaultMap sampled here
 from a trial's seed is sampled by the very code the workstation campaign uses.
 
-- ``board``: the Board interface (contract 5) and the host's errors;
-- ``manifest``: the build manifest (contract 6), checked against the WeightImage and the overlay;
+- ``board``: the Board interface (contract 3) and the host's errors;
+- ``manifest``: the build manifest (contract 8), checked against the WeightImage and the overlay;
 - ``pynq_board``: ``PynqBoard`` (Overlay, MMIO, DMA);
 - ``campaign``: the campaign loop, the same for every Board (PYNQ, emulator, C-sim);
 - ``bundle``: reads an unpacked deployment bundle;

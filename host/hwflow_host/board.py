@@ -1,4 +1,4 @@
-"""The Board interface (contract 5 of the common brief) and the errors the host raises.
+"""The Board interface (contract 3 in docs/design.md) and the errors the host raises.
 
 One small protocol for the emulator, the compiled C-sim and the PYNQ board, so the campaign loop
 is the same code for all three:
@@ -84,7 +84,7 @@ def read_words(board: Board, addrs: np.ndarray) -> np.ndarray:
 
 
 def check_word(addr: object, value: object, total_words: int, width_of) -> tuple[int, int]:
-    """Validate one (address, value) pair against contract 5; ``width_of(addr)`` gives the word width.
+    """Validate one (address, value) pair against contract 3; ``width_of(addr)`` gives the word width.
 
     Shared by the boards so they refuse the same inputs with the same messages.
     """

@@ -3,7 +3,7 @@
 Layout (paths relative to the bundle folder; ``bundle.json`` names them)::
 
     bundle.json           what is where, and which hwflow packed it
-    build/manifest.json   the build manifest (contract 6), its WeightImage and program beside it
+    build/manifest.json   the build manifest (contract 8), its WeightImage and program beside it
     build/<top>.bit/.hwh  the bitstream and its hardware handoff (absent in a dry-run bundle)
     campaign.yaml         the campaign spec, as given to hwflow deploy (for people)
     campaign.json         the plan: trials, seeds, fault specs, FaultMap digests (for the host)

@@ -1,9 +1,9 @@
-"""The build manifest (contract 6): where each weight array sits on the bus, and the data path.
+"""The build manifest (contract 8): where each weight array sits on the bus, and the data path.
 
 The host trusts nothing it has not checked: the manifest is validated field by field, then against
 the golden WeightImage (every memory is exactly one array: same depth, word width and first word
 address), and ``PynqBoard`` checks it against the loaded overlay, all before any write. The
-address arithmetic of contract 6 lives here, once:
+address arithmetic of contract 8 lives here, once:
 
     weight word i of a memory is at bus byte address ``base + 4 * (i // lanes)``, bits
     ``[word_bits * (i % lanes), word_bits * (i % lanes + 1))`` of that 32-bit bus word,
@@ -182,7 +182,7 @@ def _memory(data: object, where: str, i: int) -> WeightMemory:
         f.fail("word_bits", f"{word_bits}-bit words do not fit a {BUS_BITS}-bit bus word")
     lanes = f.integer("lanes", minimum=1)
     if lanes != BUS_BITS // word_bits:
-        f.fail("lanes", f"{lanes} lanes of {word_bits}-bit words; contract 6 packs {BUS_BITS // word_bits} "
+        f.fail("lanes", f"{lanes} lanes of {word_bits}-bit words; contract 8 packs {BUS_BITS // word_bits} "
                f"({BUS_BITS} // word_bits)")
     base = f.integer("base", minimum=0)
     if base % 4:

@@ -1,7 +1,7 @@
 """``PynqBoard``: the Board interface on a PYNQ board (Overlay, MMIO, AXI DMA).
 
 Weights: each weight memory is a BRAM behind an AXI BRAM controller; the host reaches it with one
-``MMIO(base, range)`` per memory and the packing of contract 6 (several narrow words per 32-bit bus
+``MMIO(base, range)`` per memory and the packing of contract 8 (several narrow words per 32-bit bus
 word, so writing one word is a read-modify-write of its bus word). The only MMIO objects that can
 write are those of the manifest's memories, and every offset is computed from a checked word
 address, so no input can make the host write outside them.

@@ -152,7 +152,7 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     """Convert a Keras/QKeras model to an hls4ml ModelGraph written under ``output_dir``.
 
     ``storage`` (weight scaling): an array stored in fixed point with a power-of-two scale ``2**s``
-    gets the hls4ml type ``fixed<W,I-s>`` (contract 2), so the C simulation computes with the scaled
+    gets the hls4ml type ``fixed<W,I-s>`` (contract 7), so the C simulation computes with the scaled
     words and hls4ml infers its accumulators from that type; other plans leave hls4ml's types alone
     (``image_from_hls`` encodes their words). The plan is recorded on the returned graph.
     """

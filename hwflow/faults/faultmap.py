@@ -1,4 +1,4 @@
-"""The FaultMap: which stored bits a trial corrupts, and how (see ../../shared/DESIGN.md).
+"""The FaultMap: which stored bits a trial corrupts, and how (docs/design.md, contract 2).
 
 A map is a list of faults ``(array, word index, bit, kind)`` kept as parallel numpy arrays, so that a
 map of a million faults is applied with a handful of vectorized operations. The same map has an

@@ -1,6 +1,6 @@
 """FlatENN's sharpness-aware quantization-aware training (SAQ), and an activation-sparse variant.
 
-FlatENN (Malhotra & Gupta; ../shared/PAPERS.md) finds that quantized networks in sharp minima lose
+FlatENN (Malhotra & Gupta; docs/methods.md) finds that quantized networks in sharp minima lose
 more accuracy to weight faults, and trains them with sharpness-aware minimization (SAM, Foret et al.
 2021) inside quantization-aware training. One SAM step at weights w:
 

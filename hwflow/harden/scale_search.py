@@ -16,7 +16,7 @@ What the score emulates: each candidate image is run with the ``program`` given 
 unscaled model's). Fault-free that is exact; under faults it is the deployed model except that the
 bits of a flipped word below the trained weight's LSB are truncated where the products enter the
 trained accumulator type (the re-converted model's accumulators keep them) — a difference far below
-the effect of the high bits that scaling is about. Float storage (an emulator analysis, contract 4)
+the effect of the high bits that scaling is about. Float storage (an emulator analysis, contract 7)
 is searched over ``float_steps`` powers of two from the float rule's shift down to ``2**0``.
 """
 

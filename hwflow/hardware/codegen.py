@@ -32,7 +32,7 @@ CSIM_HEADERS = ("csim/ap_axi_sdata.h",)
 
 @dataclass(frozen=True)
 class Divide:
-    """The constant-scale divide-back of one memory: ``w = (C)(S word * q)`` (contract 3)."""
+    """The constant-scale divide-back of one memory: ``w = (C)(S word * q)`` (contract 7)."""
 
     stored: FixedType
     """``S``: the type of the stored word."""

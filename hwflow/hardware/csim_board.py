@@ -1,4 +1,4 @@
-"""``CSimBoard``: the generated HLS design, compiled with g++, driven as a Board (contract 5).
+"""``CSimBoard``: the generated HLS design, compiled with g++, driven as a Board (contract 3).
 
 This is the synthesizable C++ of ``hwflow build`` — hls4ml's network behind hwflow's
 ``hwflow_top`` — run as software. Its BRAMs are arrays of 32-bit bus words; the host's port (the
@@ -142,7 +142,7 @@ class CSimBoard:
         """Size of the WeightImage address space (words of hls4ml constants are in it but refused)."""
         return self.image.total_words
 
-    # --- contract 5 ---------------------------------------------------------------------------------
+    # --- contract 3 ---------------------------------------------------------------------------------
 
     def write_word(self, addr: int, value: int) -> None:
         addr, value = _int(addr, "weight address"), _int(value, "word value")
@@ -231,7 +231,7 @@ class CSimBoard:
 
 
 def bus_words(memory: WeightMemory, image: WeightImage) -> np.ndarray:
-    """The 32-bit bus words of one memory holding ``image``'s array, packed as contract 6 says."""
+    """The 32-bit bus words of one memory holding ``image``'s array, packed as contract 8 says."""
     words = image.get(memory.layer, memory.array).words
     if words.size != memory.depth:
         msg = f"{memory.key} has {words.size} words in the image but {memory.depth} in the manifest"

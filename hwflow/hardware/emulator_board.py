@@ -1,4 +1,4 @@
-"""``EmulatorBoard``: the Board interface (contract 5) on the bit-exact emulator.
+"""``EmulatorBoard``: the Board interface (contract 3) on the bit-exact emulator.
 
 The board's weight memory is a writable copy of the WeightImage's words; ``run`` emulates the
 network on whatever the memory holds, exactly as the hardware would compute it. The host campaign
@@ -37,7 +37,7 @@ class EmulatorBoard:
         return WeightImage(tuple(a.with_words(self._words[b : b + a.size].copy())
                                  for a, b in zip(self._arrays, self._bases.tolist(), strict=False)))
 
-    # --- contract 5 ---------------------------------------------------------------------------------
+    # --- contract 3 ---------------------------------------------------------------------------------
 
     def write_word(self, addr: int, value: int) -> None:
         addr, value = self._address(addr), self._value(value)

@@ -1,4 +1,4 @@
-"""``build/manifest.json``: everything the board host needs to know about a built design (contract 6).
+"""``build/manifest.json``: everything the board host needs to know about a built design (contract 8).
 
 The host (``host/``, numpy and pynq only) reads this file and nothing else from the build: where
 each weight memory sits on the bus, how its stored words are packed into 32-bit bus words, and
@@ -159,7 +159,7 @@ class DataPath:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The contents of ``manifest.json`` (contract 6)."""
+    """The contents of ``manifest.json`` (contract 8)."""
 
     model: str
     board: str

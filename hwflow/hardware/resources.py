@@ -4,11 +4,11 @@ This is an estimate, made to refuse clearly hopeless builds early and to say wha
 Vitis HLS and Vivado report is the truth (``block_design.tcl`` writes ``utilization.rpt``). The
 rules, each a deliberate simplification:
 
-- **Weight memories** (contract 6): one BRAM per WeightImage array behind an AXI BRAM controller.
+- **Weight memories** (contract 8): one BRAM per WeightImage array behind an AXI BRAM controller.
   Vivado sizes the block memory from the controller's address range, so a memory costs
   ``range / 4`` 32-bit words, i.e. ``range / 4096`` BRAM36 (one RAMB36 is 1024 x 32 bits), at
   least one per memory (the smallest range is 4 KiB). A memory stored with a constant
-  (non-power-of-two) scale adds one DSP per lane for its divide-back multiply (contract 3).
+  (non-power-of-two) scale adds one DSP per lane for its divide-back multiply (contract 7).
 - **Multipliers**: a layer with an ``n``-weight kernel has ``ceil(n / reuse_factor)`` multipliers
   (hls4ml's ``multiplier_limit``; a convolution reuses one kernel's multipliers for every pixel, a
   batch normalization has one per element in io_parallel, one per channel in io_stream). A product
@@ -125,7 +125,7 @@ class ResourceEstimate:
 
 def memory_range(depth: int, word_bits: int) -> int:
     """The address range (bytes) of a weight memory of ``depth`` words packed into 32-bit words:
-    the smallest power of two >= 4 KiB holding ``ceil(depth / lanes)`` words (contract 6)."""
+    the smallest power of two >= 4 KiB holding ``ceil(depth / lanes)`` words (contract 8)."""
     lanes = max(1, 32 // word_bits)
     size = 4 * -(-depth // lanes)
     return max(4096, 1 << max(0, size - 1).bit_length())
@@ -135,7 +135,7 @@ def estimate(program: Program, image, options, memories: list[dict] | None = Non
     """Estimate the resources of the design built from ``program`` and ``image`` with ``options``.
 
     ``image`` is the WeightImage, ``options`` the HlsOptions (io type, strategy, reuse factor),
-    ``memories`` the manifest's ``weight_memories`` (contract 6; their ``range`` sizes the BRAMs).
+    ``memories`` the manifest's ``weight_memories`` (contract 8; their ``range`` sizes the BRAMs).
     Without ``memories``, each image array is one memory sized by :func:`memory_range`.
     """
     reuse = int(options.reuse_factor)
@@ -194,7 +194,7 @@ def _memory(entry: dict) -> Usage:
         raise BuildError(msg)
     words = size // 4
     label = f"weight memory {entry.get('layer', '?')}/{entry.get('array', entry.get('name', '?'))}"
-    # A constant (non-power-of-two) scale is undone by one multiplier per lane while decoding (contract 3).
+    # A constant (non-power-of-two) scale is undone by one multiplier per lane while decoding (contract 7).
     divided = (entry.get("scale") or {}).get("constant") is not None
     lanes = max(1, 32 // int(entry.get("word_bits", 32))) if divided else 0
     return Usage(label, bram36=float(max(1, -(-words // BRAM_WORDS))), dsp=lanes,

@@ -4,7 +4,7 @@ The scripts are filled from template files in ``boards/templates`` (``build_ip.t
 ``block_design.tcl.in`` and the PS template of the board); Python only supplies values, it
 does not assemble Tcl. The placeholders are ``@{name}``, because Tcl uses ``$`` and ``${...}``.
 
-Everything the scripts need comes from the build manifest (contract 6): the top function and IP
+Everything the scripts need comes from the build manifest (contract 8): the top function and IP
 instance, the DMA's name, and each weight memory's BRAM port, controller, base address and range.
 The block design puts every weight memory exactly at the manifest's address, because the host
 reads only the manifest. Two optional manifest keys, with defaults:
@@ -247,7 +247,7 @@ class _Manifest:
         value = self.data
         for i, key in enumerate(keys):
             if not isinstance(value, dict) or key not in value:
-                msg = f"manifest field '{'.'.join(keys[:i + 1])}' is missing (contract 6): rerun hwflow build"
+                msg = f"manifest field '{'.'.join(keys[:i + 1])}' is missing (contract 8): rerun hwflow build"
                 raise BuildError(msg)
             value = value[key]
         return value
@@ -283,7 +283,7 @@ def _check_target(m: _Manifest, board: BoardSpec) -> None:
 def _memories(m: _Manifest, board: BoardSpec) -> list[Memory]:
     entries = m.get("weight_memories")
     if not isinstance(entries, list) or not entries:
-        msg = "manifest field 'weight_memories' must be a non-empty list (contract 6)"
+        msg = "manifest field 'weight_memories' must be a non-empty list (contract 8)"
         raise BuildError(msg)
     if len(entries) > MAX_MEMORIES:
         msg = (f"{len(entries)} weight memories: the block design puts at most {MAX_MEMORIES} behind one AXI "

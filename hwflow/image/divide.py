@@ -1,4 +1,4 @@
-"""The divide-back of a fixed-point word stored with a non-power-of-two scale (contract 3), in one place.
+"""The divide-back of a fixed-point word stored with a non-power-of-two scale (contract 7), in one place.
 
 A weight ``w`` scaled by a constant ``c`` is stored as the code of ``c * w`` in the stored type
 ``S = fixed<W,I>`` (round to nearest, saturate). The hardware undoes the scale with a multiply by

@@ -1,6 +1,6 @@
 """A StoragePlan: how every weight array is stored — the word format and the weight-scaling constant.
 
-Weight scaling (Fuengfusin & Tamukoh; ../shared/PAPERS.md) does not change the trained weights: it
+Weight scaling (Fuengfusin & Tamukoh; docs/methods.md) does not change the trained weights: it
 changes what sits in memory. Each array ``layer/name`` listed in the plan is stored as ``c * w`` and
 divided back by ``c`` when used; arrays not listed are stored unscaled. The storage kind applies to
 the whole weight memory: ``fixed`` keeps each array's trained fixed-point type, ``float16`` /
@@ -135,7 +135,7 @@ class StoragePlan:
 
         Fixed storage, ``c = 2**s``: the code of ``c * w`` in the stored type ``S`` (the original
         code shifted left by ``s``); it must fit ``S``. Fixed storage, constant ``c``: the code of
-        ``c * w`` in ``S``, rounded to nearest and saturated (contract 3). Float storage: the IEEE
+        ``c * w`` in ``S``, rounded to nearest and saturated (contract 7). Float storage: the IEEE
         bits of ``c * w`` (rounded to nearest even by the float conversion); a value beyond the
         format's range is refused.
         """

@@ -1,4 +1,4 @@
-"""The WeightImage: every weight word as it sits in on-chip memory (see ../shared/DESIGN.md).
+"""The WeightImage: every weight word as it sits in on-chip memory (docs/design.md, contract 1).
 
 This is the one object that the emulator executes from, that fault models corrupt, that the HLS
 build writes into BRAM and that the board host rewrites when it scrubs. Words are kept in the exact
