@@ -108,7 +108,7 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
 
     ``storage`` (default: the plan ``convert`` was given): an array with a power-of-two scale in fixed
     storage has hls4ml type ``fixed<W,I-s>``; its words are those bits, recorded as stored type
-    ``fixed<W,I>`` with the shift (contract 2). Constant scales and float storage are encoded from
+    ``fixed<W,I>`` with the shift (contract 7). Constant scales and float storage are encoded from
     the trained words (``StoragePlan.encode_array``); hls4ml keeps its types for them.
     """
     recorded = getattr(hls_model, "hwflow_storage", None)

@@ -10,7 +10,7 @@ they are not in the manifest and faults cannot be injected into them on the boar
 
 Output folder::
 
-    manifest.json          contract 6: what the host reads
+    manifest.json          contract 8: what the host reads
     weight_image.json      the golden WeightImage bundle (+ one .npy per array)
     program.json           the emulator's Program
     hls/                   the hls4ml project + firmware/hwflow_top.{h,cpp}, hwflow_csim_bridge.cpp
@@ -208,7 +208,7 @@ def _check_image(image: WeightImage) -> None:
     floats = [f"{a.key} ({a.format})" for a in image if a.format.kind is not Kind.FIXED]
     if floats:
         msg = (f"float weight storage cannot be built: {', '.join(floats)}. Float storage is an emulator study "
-               "(contract 4); build with fixed-point storage (a storage plan with storage 'fixed')")
+               "(contract 7); build with fixed-point storage (a storage plan with storage 'fixed')")
         raise BuildError(msg)
 
 
