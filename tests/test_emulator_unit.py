@@ -147,11 +147,25 @@ def test_power_of_two_scaling_is_exact_when_no_bits_are_lost(graph, digits):
 
 
 def test_float16_words_decode_with_divide_back():
+    """Float words hold ``c * w``; ``values()`` divides ``c`` back: a power of two exactly, a constant in float64."""
+    from hwflow.image import StoredArray
+
     fmt = StorageFormat.parse("float16")
-    words = fmt.encode(np.array([0.5, -3.0, 1e-3]))
-    assert words.dtype == np.uint64
-    assert int(words.max()) < 1 << 16
-    np.testing.assert_allclose(fmt.decode_float(words), [0.5, -3.0, 1e-3], rtol=1e-3)
+    w = np.array([0.5, -3.0, 1e-3, 0.0])
+    plain = fmt.encode(w)
+    assert plain.dtype == np.uint64
+    assert int(plain.max()) < 1 << 16
+    np.testing.assert_allclose(fmt.decode_float(plain), w, rtol=1e-3)
+
+    def stored(scale: Scale, values: np.ndarray) -> StoredArray:
+        return StoredArray("d", "weight", "w0", (4,), (0,), fmt, scale, fmt.encode(values))
+
+    shifted = stored(Scale(shift=5), 32 * w)
+    np.testing.assert_array_equal(fmt.decode_float(shifted.words), 32 * fmt.decode_float(plain))  # words of 32 w
+    np.testing.assert_array_equal(shifted.values(), fmt.decode_float(plain))  # divided back exactly
+    constant = stored(Scale(constant=1.7), 1.7 * w)
+    assert not np.array_equal(constant.words, plain)
+    np.testing.assert_allclose(constant.values(), w, rtol=2.0**-11)  # float16 rounding of 1.7 w, divided back
     assert str(StorageFormat.parse("fixed<8,1>")) == "fixed<8,1,TRN,WRAP>"
 
 
