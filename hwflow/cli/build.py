@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--reuse-factor", type=positive, default=1, help="hls4ml reuse factor (default 1)")
     p.add_argument("--min-words", type=positive, default=None,
                    help="arrays with at least this many words go to BRAM (default 64); smaller ones stay "
-                   "hls4ml constants: not in the manifest, no faults injected into them on the board")
+                   "hls4ml constants: not in the manifest, no faults injected into them on the board. Arrays "
+                   "stored scaled (a hardened model's weight scaling) always go to BRAM, whatever --min-words "
+                   "says: their divide-back is done when the words are read")
     p.add_argument("--memories", help="comma-separated layer/array keys to put in BRAM instead (e.g. "
                    "conv1/weight,out/weight)")
     p.add_argument("--name", help="model name in the manifest (default: the file name)")

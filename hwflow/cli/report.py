@@ -7,7 +7,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="write plots, CSV and a self-contained HTML report from a results database",
-        description="Summarize the trials in a results database: mean accuracy with 95%% confidence intervals "
+        description="Summarize the trials in a results database: mean accuracy with 95% confidence intervals "
         "(Student-t over trials), accuracy against fault rate, sensitivity heatmaps and board-vs-emulator "
         "discrepancies, written as PNG, CSV and one self-contained report.html.",
     )

@@ -86,3 +86,9 @@ def check_fits(model, data: Dataset, model_label: str | None = None) -> None:
         msg = (f"{label} takes inputs of shape {shown}, but data set {data.name} has samples of shape {got}: "
                "pass the data set the model was made for")
         raise DatasetError(msg)
+    outputs = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
+    if outputs is not None and data.n_classes > int(outputs):
+        label = model_label or f"model {model.name}"
+        msg = (f"{label} has {int(outputs)} outputs, but data set {data.name} has labels up to {data.n_classes - 1}: "
+               "pass the data set the model was made for")
+        raise DatasetError(msg)

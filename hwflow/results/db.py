@@ -158,12 +158,19 @@ class ResultsDB:
 
         ``extends(old, new) -> bool``: a predicate accepting a changed spec as a continuation of the
         stored one (e.g. more trials of the same trials); the stored spec is then replaced by ``spec``.
+
+        A stored campaign without a single trial (one that failed before its first trial, e.g. on its
+        data) holds no results to mix: a changed spec replaces it, and its fault-free baselines go with it.
         """
         text = json.dumps(spec, sort_keys=True)
         row = self.conn.execute("SELECT spec FROM campaigns WHERE name=?", (name,)).fetchone()
         if row is None:
             with self.conn:
                 self.conn.execute("INSERT INTO campaigns VALUES (?, ?, ?)", (name, text, time.time()))
+        elif row[0] != text and self.trial_count(name) == 0:
+            with self.conn:
+                self.conn.execute("UPDATE campaigns SET spec=? WHERE name=?", (text, name))
+                self.conn.execute("DELETE FROM baselines WHERE campaign=?", (name,))
         elif row[0] != text and extends is not None and extends(json.loads(row[0]), spec):
             with self.conn:
                 self.conn.execute("UPDATE campaigns SET spec=? WHERE name=?", (text, name))
@@ -171,6 +178,10 @@ class ResultsDB:
             msg = (f"{self.path} already holds a campaign named {name!r} with a different spec: use another --db, "
                    "or another campaign name, to keep results apart (only raising trial counts continues a campaign)")
             raise ResultsError(msg)
+
+    def trial_count(self, campaign: str) -> int:
+        """Trials recorded for ``campaign``, on every board."""
+        return int(self.conn.execute("SELECT COUNT(*) FROM trials WHERE campaign=?", (campaign,)).fetchone()[0])
 
     def campaigns(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT name FROM campaigns ORDER BY created")]
