@@ -64,6 +64,11 @@ class CSimModel:
     image: WeightImage
     output_dir: Path
 
+    @property
+    def config(self):
+        """The merge report of the user's hls4ml configuration (``ConfigReport``), or None for hwflow's own."""
+        return getattr(self.hls_model, "hwflow_config", None)
+
     def csim_logits(self, x: np.ndarray) -> np.ndarray:
         """C simulation outputs (float64, exact) for float inputs."""
         x64 = np.ascontiguousarray(np.asarray(x, dtype=np.float32), dtype=np.float64)
@@ -72,9 +77,13 @@ class CSimModel:
         return np.asarray(y, dtype=np.float64).reshape(len(x), -1)
 
 
-def build_csim(model, options: HlsOptions, output_dir: str | Path | None = None,
-               storage: StoragePlan | None = None) -> CSimModel:
+def build_csim(model, options: HlsOptions | None = None, output_dir: str | Path | None = None,
+               storage: StoragePlan | None = None, hls_model=None) -> CSimModel:
     """Convert a Keras/QKeras model and compile its C simulation (the slow part: g++).
+
+    ``options.user_config``: the user's own hls4ml configuration (``hwflow.convert.resolve_options``).
+    ``hls_model``: an hls4ml ModelGraph the user configured and converted; its Keras model and its
+    configuration are taken instead of ``model`` and ``options`` (``hwflow.convert.from_hls_model``).
 
     ``storage``: weight scaling. Power-of-two scales in fixed point are compiled into the C
     simulation (bit-exact comparison of the scaled model); constant scales and float storage are
@@ -82,6 +91,12 @@ def build_csim(model, options: HlsOptions, output_dir: str | Path | None = None,
     the divide-back restores them; float16 words round 16-bit batch-norm values, which shows up
     as mismatches that are the float16 format's, not the scaling's).
     """
+    if hls_model is not None:
+        from hwflow.convert import from_hls_model
+
+        design = from_hls_model(hls_model)
+        model, options = design.model, design.options
+    options = options or HlsOptions()
     out = Path(output_dir) if output_dir else Path(tempfile.mkdtemp(prefix="hwflow-hls-"))
     hls_model = convert(model, options, out, storage=storage)
     compile_csim(hls_model)

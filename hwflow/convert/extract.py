@@ -83,7 +83,11 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
             )
         )
     io_type = hls_model.config.get_config_value("IOType")
-    return Program(tuple(specs), io_type, dict(source or {}))
+    source = dict(source or {})
+    report = getattr(hls_model, "hwflow_config", None)  # the user's hls4ml configuration: its digest names the design
+    if report is not None:
+        source.update(hls_config=report.digest, hls_config_name=report.name.rsplit("/", 1)[-1])
+    return Program(tuple(specs), io_type, source)
 
 
 def _producer(hls_model, tensor: str) -> str:
