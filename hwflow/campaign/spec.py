@@ -40,6 +40,10 @@ class ModelSpec:
     variants: tuple[str, ...] = ("baseline",)
     """Hardening variants to measure (``hwflow.harden.recipe``): ``baseline`` is the model as trained;
     others stack methods with '+', e.g. ``scale``, ``clipact``, ``saq+clipact+scale``, ``float16+scale``."""
+    hls_config: str | None = None
+    """The user's own hls4ml configuration of this model (an HLSConfig or hls4ml project YAML file, relative
+    to the spec): the design emulated. The spec's io, backend, strategy and reuse_factor apply where the
+    file leaves them open; a value other than the default that the file contradicts is refused."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,13 @@ class CampaignSpec:
         for key, default in HLS_DEFAULTS.items():  # likewise the HLS options added after io
             if data[key] == default:
                 data.pop(key)
+        for model in data["models"]:  # likewise a model's hls_config; its digest: another file is another design
+            if model.get("hls_config") is None:
+                model.pop("hls_config", None)
+            else:
+                from hwflow.convert.hls_config import load_hls_config
+
+                model["hls_config"] = load_hls_config(self.resolve(model["hls_config"])).record()
         return data
 
     def resolve(self, path: str) -> Path:
@@ -227,9 +238,24 @@ def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
         weight_integer=r.integer("weight_integer", 0, minimum=0),
         train_seed=r.integer("train_seed", 0, minimum=0),
         variants=variants,
+        hls_config=_hls_config(r),
     )
     r.finish()
     return spec
+
+
+def _hls_config(r: _Reader) -> str | None:
+    """A model's ``hls_config:`` file, read and checked now (its own errors name its fields)."""
+    from hwflow.convert.hls_config import load_hls_config
+
+    path = r.string("hls_config", None)
+    if path is not None:
+        p = Path(path) if Path(path).is_absolute() or not Path(r.where).is_file() else Path(r.where).parent / path
+        try:
+            load_hls_config(p)
+        except SpecError as err:
+            r.fail("hls_config", str(err))
+    return path
 
 
 def _fault(data: object, field_name: str, parent: _Reader, rates, trials) -> FaultSpec:

@@ -104,12 +104,98 @@ def convert_hardened(hardened: Hardened, options: HlsOptions, out_dir: Path, sou
 def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
     """Every (model, variant) of the campaign, hardened, converted and read back from hls4ml."""
     variants = []
-    options = HlsOptions.make(spec.io, spec.backend, spec.strategy, spec.reuse_factor)
     for model in spec.models:
+        options = model_options(spec, model)
         for name in model.variants:
             hardened = hardened_model(spec, model, Recipe.parse(name), progress)
             with tempfile.TemporaryDirectory(prefix="hwflow-campaign-") as tmp:
-                _, program, image = convert_hardened(hardened, options, Path(tmp) / "model",
-                                                     {"model": model.name, "variant": name})
+                hls_model, program, image = convert_hardened(hardened, options, Path(tmp) / "model",
+                                                             {"model": model.name, "variant": name})
+            if hls_model.hwflow_config is not None:
+                log.info("%s/%s: %s", model.name, name, hls_model.hwflow_config.summary())
             variants.append(Variant(f"{model.name}/{name}", program, image))
     return variants
+
+
+def model_options(spec: CampaignSpec, model: ModelSpec) -> HlsOptions:
+    """The HLS options of a model's design: the spec's, or the model's own hls4ml configuration.
+
+    With ``hls_config``, the spec's io, backend, strategy and reuse_factor apply where the file leaves
+    them open; a spec value other than the default that the file contradicts is refused.
+    """
+    if model.hls_config is None:
+        return HlsOptions.make(spec.io, spec.backend, spec.strategy, spec.reuse_factor)
+    from hwflow.campaign.spec import HLS_DEFAULTS
+    from hwflow.convert.hls_config import load_hls_config, resolve_options
+
+    user = load_hls_config(spec.resolve(model.hls_config))
+    asked = {"io": spec.io if spec.io != "parallel" else None}
+    for key, default in HLS_DEFAULTS.items():
+        value = getattr(spec, key)
+        asked[key] = value if value != default else None
+    return resolve_options(user, **asked, label=lambda key: f"{spec.source}: {key}:")
+
+
+def variant_from_hls_model(graph, label: str, storage=None) -> Variant:
+    """A campaign variant from an hls4ml ModelGraph the user configured and converted
+    (``run_campaign(spec, db, variants=[...])``); ``storage``: a hardened model's StoragePlan."""
+    from hwflow.convert import from_hls_model
+
+    design = from_hls_model(graph)
+    label = label if "/" in label else f"{label}/baseline"
+    model, variant = label.split("/", 1)
+    with tempfile.TemporaryDirectory(prefix="hwflow-campaign-") as tmp:
+        _, program, image = convert_hardened(Hardened(design.model, storage, {}), design.options, Path(tmp) / "model",
+                                             {"model": model, "variant": variant})
+    return Variant(label, program, image)
+
+
+def check_build_config(spec: CampaignSpec, label: str, program_source: dict, hls_config: str | None = None) -> None:
+    """Refuse a build whose hls4ml configuration is not the one the campaign emulated for ``label``.
+
+    The build's Program records the configuration's digest (``hwflow.convert.extract``); a campaign
+    model without ``hls_config`` emulates hwflow's own configuration, recorded as none. ``hls_config``:
+    a file the user names as the build's (``hwflow deploy --hls-config``), checked too.
+    """
+    from hwflow.convert.hls_config import load_hls_config
+    from hwflow.errors import DeployError
+
+    name = label.split("/", 1)[0]
+    model = next((m for m in spec.models if m.name == name), None)
+    if model is None:
+        return
+    built = program_source.get("hls_config")
+    built_name = program_source.get("hls_config_name", "?")
+    expected = load_hls_config(spec.resolve(model.hls_config)) if model.hls_config else None
+    wanted = [(f"campaign {spec.name}'s hls_config", expected)]
+    if hls_config is not None:
+        wanted.append(("--hls-config", load_hls_config(hls_config)))
+    for what, user in wanted:
+        if (user.digest if user else None) != built:
+            theirs = user.label if user else "none (hwflow's own configuration)"
+            mine = f"{built_name} ({built})" if built else "none (hwflow's own configuration)"
+            msg = (f"the build was made with hls4ml configuration {mine}, but {what} is {theirs}: another "
+                   "configuration is another design (other types, other weight order); build again with the "
+                   "campaign's configuration (hwflow build --hls-config), or campaign with the build's")
+            raise DeployError(msg)
+
+
+def check_build_dir(build_dir, spec_path, variant: str | None = None, hls_config: str | None = None) -> None:
+    """``check_build_config`` for a build folder and a campaign spec file (``hwflow deploy``)."""
+    import json
+
+    from hwflow_host.manifest import load_manifest
+
+    from hwflow.campaign.spec import load_spec
+    from hwflow.deploy.bundle import choose_variant
+
+    manifest_path = Path(build_dir) / "manifest.json"
+    if not manifest_path.is_file():
+        return  # hwflow.deploy.pack says what is missing
+    manifest = load_manifest(manifest_path)
+    program = Path(build_dir) / manifest.program
+    if not program.is_file():
+        return
+    spec = load_spec(spec_path)
+    label = choose_variant(spec, manifest, variant)
+    check_build_config(spec, label, json.loads(program.read_text()).get("source", {}), hls_config)

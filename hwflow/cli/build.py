@@ -10,8 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from hwflow.cli.args import positive
-from hwflow.convert import HlsOptions
+from hwflow.cli.args import add_hls_options, config_line, hls_options, positive
 
 EXIT_NO_TOOLS = 3
 
@@ -29,10 +28,7 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="QKeras model file (.h5); a hardened model's sidecar brings its storage plan")
     p.add_argument("--board", required=True, help="board name (boards/<name>/board.yaml), e.g. pynq-z2")
     p.add_argument("--out", type=Path, required=True, help="build folder to write")
-    p.add_argument("--io", default="parallel", choices=["parallel", "stream"], help="hls4ml io type")
-    p.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado"], help="HLS backend (default Vitis)")
-    p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"], help="hls4ml strategy")
-    p.add_argument("--reuse-factor", type=positive, default=1, help="hls4ml reuse factor (default 1)")
+    add_hls_options(p)
     p.add_argument("--min-words", type=positive, default=None,
                    help="arrays with at least this many words go to BRAM (default 64); smaller ones stay "
                    "hls4ml constants: not in the manifest, no faults injected into them on the board. Arrays "
@@ -56,8 +52,7 @@ def build_options(args, name: str | None = None):
         msg = "give --min-words or --memories, not both"
         raise BuildError(msg)
     keys = tuple(k.strip() for k in memories.split(",") if k.strip()) if memories else None
-    hls = HlsOptions.make(args.io, args.backend, args.strategy, args.reuse_factor)
-    return BuildOptions(hls, min_words or DEFAULT_MIN_WORDS, keys, name)
+    return BuildOptions(hls_options(args), min_words or DEFAULT_MIN_WORDS, keys, name)
 
 
 def load_for_build(path: str):
@@ -85,6 +80,7 @@ def run(args) -> int:
           f"{len(m.weight_memories)} weight memories ({words} of {build.image.total_words} words) in {args.out}")
     if constants:
         print(f"       hls4ml constants (not host-writable, no faults on the board): {', '.join(constants)}")
+    print(f"       {config_line(getattr(build.hls_model, 'hwflow_config', None))}")
     if not args.synth:
         print(f"       synthesize: {synthesis_command(args.out)}")
         return 0

@@ -30,6 +30,12 @@ def run(args) -> int:
     result = run_campaign(spec, args.db, workers=args.workers, scheduler=args.scheduler, progress=not args.quiet)
     print(f"campaign {spec.name}: {result.planned} trials, {result.skipped} already done, {result.ran} run; "
           f"results in {args.db}")
+    for model in spec.models:  # the design each model is emulated as
+        if model.hls_config:
+            from hwflow.convert.hls_config import load_hls_config
+
+            user = load_hls_config(spec.resolve(model.hls_config))
+            print(f"  {model.name}: hls4ml configuration {model.hls_config} ({user.digest})")
     with ResultsDB(args.db) as db:
         for b in db.baselines(spec.name):
             print(f"  {b.variant}: fault-free accuracy {b.accuracy:.4f}")

@@ -19,14 +19,18 @@ def add_parser(sub) -> None:
     p.add_argument("--bitstream", help="the bitstream (default: <top>.bit under the build folder; its .hwh beside it)")
     p.add_argument("--no-bitstream", action="store_true",
                    help="pack without a bitstream: a dry-run bundle for python -m hwflow_host --board emulator")
+    p.add_argument("--hls-config", metavar="FILE", help="the hls4ml configuration the build was made with "
+                   "(checked: a build made with another configuration than the campaign's is refused either way)")
     p.add_argument("--board-host", default="xilinx@pynq",
                    help="user@host of the board, for the printed commands (default: xilinx@pynq)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from hwflow.campaign.variants import check_build_dir
     from hwflow.deploy import pack
 
+    check_build_dir(args.build, args.campaign, args.variant, args.hls_config)  # same hls4ml configuration
     r = pack(args.build, args.campaign, args.out, variant=args.variant, bitstream=args.bitstream,
              require_bitstream=not args.no_bitstream)
     size = r.path.stat().st_size / 1e6

@@ -47,7 +47,11 @@ def add_parser(sub) -> None:
     p.add_argument("--trials", type=positive, help="seeded fault maps per rate per candidate")
     p.add_argument("--rounds", type=positive, help="FT-ClipAct interval-search rounds")
     p.add_argument("--val-samples", type=positive, help="validation samples the searches score on")
-    p.add_argument("--io", default="parallel", choices=("parallel", "stream"), help="hls4ml io type")
+    p.add_argument("--io", choices=("parallel", "stream"), help="hls4ml io type (default parallel, or the "
+                   "--hls-config file's IOType)")
+    p.add_argument("--hls-config", metavar="FILE", help="your own hls4ml configuration (as for hwflow verify): "
+                   "checked against the model, recorded in the sidecar, and the design whose storage gain is shown; "
+                   "the searches take its io type")
     p.add_argument("--seed", type=integer, default=0, help="seed of the searches' fault maps (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -88,7 +92,14 @@ def run(args) -> int:
     side = read_sidecar(args.model) or {}
     data = load_dataset(dataset_for(args.model, args.dataset), root=args.data_root)  # never a guessed one
     check_fits(base.model, data, f"model {args.model}")
-    config = HardenConfig(io=args.io, seed=args.seed)
+    options = None
+    if args.hls_config:
+        from hwflow.convert.hls_config import load_hls_config, resolve_options
+
+        options = resolve_options(load_hls_config(args.hls_config), io=args.io)
+        _check_config(base.model, options)  # before any search: a file that does not fit the model fails now
+    io = options.io_type.value.removeprefix("io_") if options else args.io or "parallel"
+    config = HardenConfig(io=io, seed=args.seed)
     if args.rates:
         config = replace(config, clip_rates=args.rates, scale_rates=args.rates)
     if args.trials:
@@ -100,6 +111,8 @@ def run(args) -> int:
     hardened = harden(base.model, recipe, data, config, progress=not args.quiet, base_record=base.record)
     metadata = {k: v for k, v in side.items() if k != "hardening"}
     metadata.update(hardened_from=str(args.model), dataset=recorded_name(data), variant=recipe.name)
+    if options is not None:
+        metadata["hls_config"] = options.user_config.record()
     path = save_hardened(hardened, args.out, metadata)
     print(f"hardened {args.model} -> {path} ({', '.join(hardened.record['methods'])}; dataset {data.name}, "
           "searches on the validation split)")
@@ -113,11 +126,21 @@ def run(args) -> int:
               f"unclipped; fault-free {clip['clean_accuracy']:.4f} vs {clip['baseline_clean_accuracy']:.4f}")
     if hardened.storage is not None:
         print(f"  storage: {hardened.storage.describe()}")
-        _print_gain(hardened, args.io)
+        _print_gain(hardened, io, options)
     return 0
 
 
-def _print_gain(hardened, io: str) -> None:
+def _check_config(model, options) -> None:
+    import tempfile
+
+    from hwflow.cli.args import config_line
+    from hwflow.convert import convert
+
+    with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
+        print(config_line(convert(model, options, Path(tmp) / "model").hwflow_config))
+
+
+def _print_gain(hardened, io: str, options=None) -> None:
     import tempfile
 
     from hwflow.campaign.variants import convert_hardened
@@ -125,7 +148,7 @@ def _print_gain(hardened, io: str) -> None:
     from hwflow.harden.scale import format_gain_table, precision_gain
 
     with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
-        _, _, image = convert_hardened(hardened, HlsOptions.make(io), Path(tmp) / "model")
+        _, _, image = convert_hardened(hardened, options or HlsOptions.make(io), Path(tmp) / "model")
     if hardened.storage.is_fixed:
         print("  precision of the scaled storage:")
         for line in format_gain_table(precision_gain(image)).splitlines():

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hwflow.cli.args import positive
-from hwflow.convert import HlsOptions
+from hwflow.cli.args import add_hls_options, config_line, hls_options, positive
 
 
 def add_parser(sub) -> None:
@@ -16,10 +15,7 @@ def add_parser(sub) -> None:
     p.add_argument("model", help="QKeras model file (.h5)")
     p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file (default: the model's sidecar)")
     p.add_argument("--data-root", help="directory holding the data set's files (fashion-mnist)")
-    p.add_argument("--io", default="parallel", choices=["parallel", "stream"], help="hls4ml io type")
-    p.add_argument("--backend", default="Vitis", choices=["Vitis", "Vivado"], help="hls4ml backend")
-    p.add_argument("--strategy", default="Latency", choices=["Latency", "Resource"], help="hls4ml strategy")
-    p.add_argument("--reuse-factor", type=int, default=1, help="hls4ml reuse factor (>= 1)")
+    add_hls_options(p)
     p.add_argument("--samples", type=positive, default=1000, help="test samples to compare (default 1000)")
     p.add_argument("--workdir", help="where to write the hls4ml project (default: a temporary directory)")
     p.add_argument("--target", default="csim", choices=["csim", "csim-board"],
@@ -37,7 +33,7 @@ def run(args) -> int:
     from hwflow.harden.pipeline import load_hardened
     from hwflow.verify import build_csim, compare
 
-    options = HlsOptions.make(args.io, args.backend, args.strategy, args.reuse_factor)
+    options = hls_options(args)  # --hls-config: the user's own hls4ml configuration
     dataset_name = dataset_for(args.model, args.dataset)  # given, or the sidecar's, or refused
     hardened = load_hardened(args.model)  # a hardened model's sidecar brings its storage plan (weight scaling)
     data = load_dataset(dataset_name, root=args.data_root)
@@ -49,8 +45,10 @@ def run(args) -> int:
         return verify_board(args, args.model, x)
     csim = build_csim(hardened.model, options, args.workdir, storage=hardened.storage)
     result = compare(csim, x)
+    print(config_line(csim.config))
     print(result.summary())
-    print(accuracy_line(hardened.model, csim, x, y))
+    name = f"{csim.config.name} ({csim.config.digest})" if csim.config is not None else "hwflow's own"
+    print(f"{accuracy_line(hardened.model, csim, x, y)}; hls4ml configuration {name}")
     return 0 if result.ok else 1
 
 

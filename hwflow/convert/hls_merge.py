@@ -172,7 +172,8 @@ def check_graph(hls_model, options, notes: list[MergeNote], shifts: dict[str, in
                 notes.append(MergeNote(f"LayerName.{name}.Strategy", str(strategy), str(built), "hls4ml's choice"))
             else:
                 checked += 1
-    ports = [v.name for v in hls_model.get_weight_variables() if str(getattr(v, "storage", "")).lower() == "bram"]
+    ports = [f"{to_user(layer.name)}/{role}" for layer in hls_model.get_layers() for role, v in layer.weights.items()
+             if str(getattr(v, "storage", "")).lower() == "bram"]
     if ports:
         msg = (f"Model.BramFactor {user.model_section.get('BramFactor')} in {where} makes hls4ml turn "
                f"{', '.join(ports)} into top-level ports, but hwflow decides which weight arrays are host-writable "
