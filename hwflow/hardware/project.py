@@ -99,12 +99,15 @@ class Build:
         return self.out_dir / HLS_SUBDIR
 
 
-def generate(model, board, out_dir: str | Path, options: BuildOptions | None = None, storage=None) -> Build:
+def generate(model, board, out_dir: str | Path, options: BuildOptions | None = None, storage=None,
+             hls_model=None) -> Build:
     """Convert ``model`` for ``board`` (a ``BoardSpec``) and write the project, manifest and bundle.
 
     ``storage`` is the hardened model's ``StoragePlan`` (weight scaling), or None. The resource check
     (``hwflow.hardware.resources.check_fits``) runs before anything is written: a model that does not
-    fit is refused with the numbers.
+    fit is refused with the numbers. ``options.hls.user_config`` is the user's own hls4ml configuration;
+    ``hls_model`` an hls4ml ModelGraph the user configured and converted, taken instead of ``model``
+    and ``options.hls`` (``hwflow.convert.from_hls_model``).
     """
     from hls4ml.backends.fpga.fpga_types import BramWeightVariableConverter
 
@@ -112,7 +115,13 @@ def generate(model, board, out_dir: str | Path, options: BuildOptions | None = N
     from hwflow.hardware.vivado import write_scripts
 
     options = options or BuildOptions()
+    if hls_model is not None:
+        from hwflow.convert import from_hls_model
+
+        design = from_hls_model(hls_model)
+        model, options = design.model, replace(options, hls=design.options)
     _check_board(board)
+    _check_part(options.hls, board)
     out = Path(out_dir)
     hls = replace(options.hls, part=board.part, clock_period=board.clock_period_ns, trace=False)
     kwargs = {} if storage is None else {"storage": storage}
@@ -201,6 +210,22 @@ def _check_board(board) -> None:
     if interface != "axis-dma" or board.weight_base is None or board.master_window is None:
         msg = (f"board {board.name} has data interface {interface!r}: hwflow build generates the AXI-Stream/AXI "
                "DMA design of Zynq and Zynq UltraScale+ boards only (data_interface: axis-dma)")
+        raise BuildError(msg)
+
+
+def _check_part(hls: HlsOptions, board) -> None:
+    """The board decides the part and the clock; a user's hls4ml project file that names others is refused."""
+    user = hls.user_config
+    if user is None:
+        return
+    part, clock = user.project.get("Part"), user.project.get("ClockPeriod")
+    if part is not None and str(part) != board.part:
+        msg = (f"Part {part} in {user.name} conflicts with board {board.name}'s part {board.part}: build for the "
+               "board the file names, or remove Part from the file")
+        raise BuildError(msg)
+    if clock is not None and float(clock) != float(board.clock_period_ns):
+        msg = (f"ClockPeriod {clock} ns in {user.name} conflicts with board {board.name}'s clock period "
+               f"{board.clock_period_ns:g} ns: remove ClockPeriod from the file, or set it to the board's")
         raise BuildError(msg)
 
 
