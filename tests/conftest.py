@@ -10,12 +10,28 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-needs_gxx = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed (make deps installs it)")
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
-needs_fmnist = pytest.mark.skipif(
-    not os.path.exists(f"{FMNIST_DIR}/t10k-images-idx3-ubyte.gz"),
-    reason="Debian package dataset-fashion-mnist not installed (make deps installs it)",
-)
+GXX_MISSING = "g++ not installed: run 'make deps' (or 'sudo apt-get install g++')"
+FMNIST_MISSING = ("Debian package dataset-fashion-mnist not installed: run 'make deps' "
+                  "(or 'sudo apt-get install dataset-fashion-mnist')")
+
+
+# What the Makefile installs (scripts/install-deps.sh) is required: a test that needs a missing one
+# fails with what to install. A skip would let "make test" pass without having run those tests.
+@pytest.fixture
+def require_gxx():
+    if shutil.which("g++") is None:
+        pytest.fail(GXX_MISSING)
+
+
+@pytest.fixture
+def require_fmnist():
+    if not os.path.exists(f"{FMNIST_DIR}/t10k-images-idx3-ubyte.gz"):
+        pytest.fail(FMNIST_MISSING)
+
+
+needs_gxx = pytest.mark.usefixtures("require_gxx")
+needs_fmnist = pytest.mark.usefixtures("require_fmnist")
 
 
 def zoo_model(name: str, weight_bits: int, act_bits: int, seed: int = 0):
@@ -71,5 +87,5 @@ def fmnist():
     from hwflow.data import load_dataset
 
     if not os.path.exists(f"{FMNIST_DIR}/t10k-images-idx3-ubyte.gz"):
-        pytest.skip("Debian package dataset-fashion-mnist not installed (make deps installs it)")
+        pytest.fail(FMNIST_MISSING)
     return load_dataset("fashion-mnist")

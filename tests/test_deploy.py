@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -248,9 +249,12 @@ def test_pull_refuses_conflicts(mlp, deployed, tmp_path):
         db.conn.commit()
     with pytest.raises(ResultsError, match="already in .* with other results"):
         pull(board_db, target)
-    other = tmp_path / "other.sqlite"
+    other = tmp_path / "other.sqlite"  # holds trials of a campaign of the same name with another spec
+    shutil.copy(target, other)
     with ResultsDB(other) as db:
-        db.register_campaign("deploy-test", {"a": 1})
+        db.conn.execute("UPDATE campaigns SET spec=? WHERE name=?", ('{"a": 1}', "deploy-test"))
+        db.conn.commit()
+        assert db.trials("deploy-test")
     with pytest.raises(ResultsError, match="different spec"):
         pull(board_db, other)
     with pytest.raises(ResultsError, match="no such results database"):
@@ -295,7 +299,6 @@ def test_deploy_refuses_what_the_board_could_not_run(mlp, tmp_path, capsys):
 @pytest.mark.slow
 def test_deploy_from_hwflow_build_output(tmp_path_factory, tmp_path, capsys):
     """`hwflow build`'s folder (manifest, image, program; the bitstream comes from the Vivado step)."""
-    pytest.importorskip("hwflow.hardware.project")
     from hwflow.hardware.csim_board import CSimBoard  # noqa: F401 - the build needs g++ for its C-sim only
     from tests.fake_pynq import mlp_build
 

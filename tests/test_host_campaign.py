@@ -20,6 +20,7 @@ from hwflow.errors import BoardError
 from hwflow.hardware.emulator_board import EmulatorBoard
 from hwflow.report.stats import compare_boards
 from hwflow.results import ResultsDB
+from tests.conftest import needs_gxx
 from tests.fake_pynq import converted
 
 VARIANT = "mlp/baseline"
@@ -93,11 +94,22 @@ def test_host_loop_on_emulator_board_matches_run_campaign(setup, plan, workstati
 
 def test_same_spec_registered_as_on_the_workstation(setup, plan, tmp_path):
     """hwflow pull merges into the workstation's database only when the registered specs are equal."""
+    from hwflow.results.db import ResultsError
+
     spec, program, image, x, y = setup
+    registered = json.loads(json.dumps(spec.to_json()))
+    assert json.dumps(plan.spec, sort_keys=True) == json.dumps(registered, sort_keys=True)
     with ResultsDB(tmp_path / "ws.sqlite") as db:
         db.register_campaign(spec.name, spec.to_json())
     small = replace(plan, trials=plan.trials[:1])
-    run_host_campaign(EmulatorBoard(program, image), image, small, x, y, tmp_path / "ws.sqlite")
+    result = run_host_campaign(EmulatorBoard(program, image), image, small, x, y, tmp_path / "ws.sqlite")
+    assert result.ran == 1
+    with ResultsDB(tmp_path / "ws.sqlite") as db:
+        assert db.campaign_spec(spec.name) == registered  # the host's trial sits under the workstation's spec
+        assert len(db.trials(spec.name)) == 1
+    other = replace(small, spec={**plan.spec, "seed": plan.spec["seed"] + 1})
+    with pytest.raises(ResultsError, match="different spec"):  # a host spec that differs is refused
+        run_host_campaign(EmulatorBoard(program, image), image, other, x, y, tmp_path / "ws.sqlite")
 
 
 def test_resume_after_interruption_gives_the_same_rows(setup, plan, tmp_path):
@@ -244,13 +256,9 @@ def test_emulator_board_contract(setup):
 
 
 @pytest.mark.slow
+@needs_gxx
 def test_host_loop_on_csim_board_matches_run_campaign(tmp_path_factory, tmp_path):
     """The generated HLS design (hwflow build), compiled with g++, runs the host loop unchanged."""
-    pytest.importorskip("hwflow.hardware.csim_board")
-    from tests.conftest import needs_gxx
-
-    if needs_gxx.args[0]:
-        pytest.skip(needs_gxx.kwargs["reason"])
     from tests.fake_pynq import mlp_build
 
     build, csim = mlp_build(tmp_path_factory)

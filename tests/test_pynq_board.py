@@ -22,6 +22,7 @@ from hwflow.fixed import parse_type
 from hwflow.hardware.emulator_board import EmulatorBoard
 from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
 from hwflow.results import ResultsDB, TrialKey
+from tests.conftest import needs_gxx
 from tests.fake_pynq import BATCH_OFFSET, BusMemory, FakePynq, PowerLoss, converted, layout_manifest, manifest_for
 
 # --- a tiny design: two memories, 8-bit words (4 lanes) and 16-bit words (2 lanes) ----------------------
@@ -302,17 +303,14 @@ def test_hard_fault_on_the_bus_stops_the_campaign(mlp, tmp_path):
 
 
 @pytest.mark.slow
+@needs_gxx
 def test_pynq_board_on_the_csim_bus_equals_the_emulator_board(tmp_path_factory, tmp_path):
     """The fake's BRAMs are the C simulation's own (CSimBoard.read32 / write32), its DMA the C-sim's
     hwflow_top: PynqBoard drives the generated design through contract 8 and gets the emulator's rows."""
-    pytest.importorskip("hwflow.hardware.csim_board")
     import json
 
-    from tests.conftest import needs_gxx
     from tests.fake_pynq import mlp_build
 
-    if needs_gxx.args[0]:
-        pytest.skip(needs_gxx.kwargs["reason"])
     build, csim = mlp_build(tmp_path_factory)
     manifest = json.loads((build.out_dir / "manifest.json").read_text())
     fake = FakePynq(manifest, csim)

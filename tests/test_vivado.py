@@ -1,9 +1,10 @@
 """The Vitis HLS / Vivado scripts: what they contain, and what they do when run.
 
-Vivado is not installed here, so the generated scripts are run in a Tcl interpreter (Python's
-tkinter) against a recording fake of the Vivado / Vitis HLS commands they use, in the spirit of
-PYNQ's mock devices: the tests check the cells created, the nets connected and the addresses
-assigned, exactly. The real tools run only in the test marked ``vivado``.
+Vivado is not installed here, so the generated scripts are run in a Tcl interpreter (Debian's
+``tclsh``, which scripts/install-deps.sh installs; without it these tests fail) against a recording
+fake of the Vivado / Vitis HLS commands they use, in the spirit of PYNQ's mock devices: the tests
+check the cells created, the nets connected and the addresses assigned, exactly. The real tools
+run only in the test marked ``vivado``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import json
 import os
 import shutil
 import stat
+import subprocess
+import weakref
 from pathlib import Path
 
 import pytest
@@ -324,32 +327,97 @@ proc launch_runs {args} {
 """
 
 
+# The interpreter: Debian's tclsh (package tcl, installed by scripts/install-deps.sh), driven over
+# pipes. Each request is a byte count and a UTF-8 script; each reply a marker line with the return
+# code and the result's byte count, then the result (the generated scripts' own puts output is skipped).
+TCL_DRIVER = r"""
+fconfigure stdin -translation binary
+fconfigure stdout -translation binary
+proc ::drv_esc {e} { string map [list \\ \\\\ \n \\n \x1e \\r \x1f \\u] $e }
+proc ::drv_list {value} { join [lmap e $value {::drv_esc $e}] \x1f }
+proc ::drv_rows {value} { join [lmap item $value {::drv_list $item}] \x1e }
+while {[gets stdin n] >= 0} {
+    set code [catch {uplevel #0 [encoding convertfrom utf-8 [read stdin $n]]} result]
+    set result [encoding convertto utf-8 $result]
+    puts -nonewline "\x01 $code [string length $result]\n$result"
+    flush stdout
+}
+"""
+
+
+class TclError(Exception):
+    """A Tcl script ended with an error (the message is Tcl's)."""
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\r", "\x1e").replace(
+        "\\u", "\x1f").replace("\0", "\\")
+
+
+def _split(text: str) -> list[str]:
+    return [] if text == "" else [_unescape(e) for e in text.split("\x1f")]
+
+
 class FakeTools:
-    """A Tcl interpreter with the fake commands; ``run`` sources a generated script."""
+    """A tclsh with the fake commands; ``run`` sources a generated script."""
 
     def __init__(self, tmp_path: Path, bram_ports: list[str], board_installed: bool = True):
-        tkinter = pytest.importorskip("tkinter")
-        self.tcl = tkinter.Tcl()
-        self.tcl.eval(FAKE_TOOLS)
-        self.tcl.eval(f"set ::fake::ip hwflow_top_0; set ::fake::bram_ports {{{' '.join(bram_ports)}}}; "
-                      f"set ::fake::run_dir {{{tmp_path / 'impl_1'}}}; "
-                      f"set ::fake::board_installed {int(board_installed)}")
+        tclsh = shutil.which("tclsh")
+        if tclsh is None:
+            pytest.fail("tclsh not found: install Debian's tcl package (make deps does: scripts/install-deps.sh)")
+        self.proc = subprocess.Popen([tclsh], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=tmp_path)
+        weakref.finalize(self, self.proc.kill)
+        self.proc.stdin.write(TCL_DRIVER.encode())
+        self.proc.stdin.flush()
+        self.eval(FAKE_TOOLS)
+        self.eval(f"set ::fake::ip hwflow_top_0; set ::fake::bram_ports {{{' '.join(bram_ports)}}}; "
+                  f"set ::fake::run_dir {{{tmp_path / 'impl_1'}}}; "
+                  f"set ::fake::board_installed {int(board_installed)}")
+
+    def eval(self, script: str) -> str:
+        """Evaluate ``script`` at global level; its result, or TclError with Tcl's message."""
+        data = script.encode()
+        self.proc.stdin.write(b"%d\n%s" % (len(data), data))
+        self.proc.stdin.flush()
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                msg = f"tclsh exited (code {self.proc.wait()}) while evaluating: {script[:200]}"
+                raise TclError(msg)
+            if line.startswith(b"\x01 "):
+                break
+        _, code, size = line.split()
+        result = self.proc.stdout.read(int(size)).decode()
+        if code != b"0":
+            raise TclError(result)
+        return result
 
     def run(self, script: Path) -> None:
-        self.tcl.eval(f"source {{{script}}}")
+        self.eval(f"source {{{script}}}")
 
     def get(self, variable: str) -> list:
-        return [list(self.tcl.splitlist(item)) for item in self.tcl.splitlist(self.tcl.eval(f"set {variable}"))]
+        rows = self.eval(f"::drv_rows [set {variable}]")
+        return [] if rows == "" else [_split(row) for row in rows.split("\x1e")]
 
     def commands(self, name: str) -> list[list[str]]:
         return [entry[1:] for entry in self.get("::fake::log") if entry[0] == name]
 
     def prop(self, obj: str, name: str) -> str:
-        return self.tcl.eval(f"set ::fake::prop({obj},{name})")
+        return self.eval(f"set ::fake::prop({obj},{name})")
 
     def cells(self) -> dict[str, str]:
-        names = self.tcl.splitlist(self.tcl.eval("array names ::fake::cells"))
-        return {n: self.tcl.eval(f"set ::fake::cells({n})") for n in names}
+        flat = _split(self.eval("::drv_list [array get ::fake::cells]"))
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def test_fake_tools_round_trip_awkward_values(tmp_path):
+    """The pipe protocol keeps values exactly: spaces, braces, newlines, backslashes, empty items."""
+    fake = FakeTools(tmp_path, [])
+    fake.eval("puts {noise a script prints}; set v [list [list a {b c} {}] {} [list \"x\\ny\" {p\\q} \\u00e9\\r]]")
+    assert fake.get("v") == [["a", "b c", ""], [], ["x\ny", "p\\q", "\u00e9\r"]]
+    with pytest.raises(TclError, match="no such variable"):
+        fake.eval("set nothing_here")
+    assert fake.eval("expr {6 * 7}") == "42"
 
 
 def ports(manifest: dict) -> list[str]:
@@ -426,7 +494,7 @@ def test_without_board_files_the_part_alone_is_used(tmp_path):
     write_scripts(manifest, board, out)
     fake = FakeTools(tmp_path, ports(manifest), board_installed=False)
     fake.run(out / BLOCK_DESIGN)
-    assert fake.tcl.eval("info exists ::fake::prop(project,board_part)") == "0"
+    assert fake.eval("info exists ::fake::prop(project,board_part)") == "0"
     automation = fake.commands("apply_bd_automation")[0]
     assert "apply_board_preset 0" in " ".join(automation)
 
@@ -436,9 +504,7 @@ def test_a_missing_bram_port_on_the_ip_stops_the_script_with_its_name(tmp_path):
     out = build_folder(tmp_path / "build", manifest)
     write_scripts(manifest, board, out)
     fake = FakeTools(tmp_path, ["w2_mem", "w9_mem"])  # the IP lacks w6_mem
-    import tkinter
-
-    with pytest.raises(tkinter.TclError, match="the accelerator has no BRAM port w6_mem"):
+    with pytest.raises(TclError, match="the accelerator has no BRAM port w6_mem"):
         fake.run(out / BLOCK_DESIGN)
 
 
