@@ -9,12 +9,14 @@ converts them (``ap_fixed`` from the float value).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import ops
+from hwflow.emulator import gemm, ops
 from hwflow.emulator.clip import clip_layer
+from hwflow.emulator.fused import FusedRunner, sequential
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
 from hwflow.fixed import FixedType, can_wrap, cast, quantize_float
@@ -49,10 +51,14 @@ class Weights:
 class Emulator:
     """Executes ``program`` with the weights of ``image``; ``run`` returns output codes."""
 
-    def __init__(self, program: Program, image: WeightImage, chunk: int = 256):
+    def __init__(self, program: Program, image: WeightImage, chunk: int = 256, fused: bool = True,
+                 threads: int | None = None):
         self.program = program
         self.chunk = chunk
+        self.threads = threads  # chunks run on this many threads; None: as many as BLAS may use (<= 2)
+        self.fused = fused and sequential(program)  # the fused path groups consecutive layers
         self._weights = {}
+        self._runner = FusedRunner(self)
         self.set_image(image)
 
     def set_image(self, image: WeightImage) -> None:
@@ -67,6 +73,7 @@ class Emulator:
                     raise EmulatorError(msg)
         self.image = image
         self._weights = weights
+        self._runner.cache.clear()
 
     def with_arrays(self, image: WeightImage, keys: set[str]) -> Emulator:
         """A new emulator on ``image`` that re-reads only the arrays in ``keys`` ("layer/name").
@@ -74,8 +81,10 @@ class Emulator:
         For fault campaigns: a fault map touches a few arrays, the rest are shared, not decoded again.
         """
         other = object.__new__(Emulator)
-        other.program, other.chunk, other.image = self.program, self.chunk, image
+        other.program, other.chunk, other.image, other.fused = self.program, self.chunk, image, self.fused
+        other.threads = self.threads
         other._weights = dict(self._weights)
+        other._runner = FusedRunner(other, self._runner.cache)  # groups with unchanged arrays are shared
         for key in keys:
             layer, name = key.split("/", 1)
             if (layer, name) in other._weights:
@@ -98,18 +107,61 @@ class Emulator:
 
     def run(self, x: np.ndarray, upto: str | None = None) -> np.ndarray:
         """Output codes of the last layer (or of layer ``upto``) for float inputs ``x``."""
-        outs = [self._run_chunk(self.quantize_input(x[i : i + self.chunk]), upto, False)
-                for i in range(0, len(x), self.chunk)]
+        if self.fused:
+            first, last = 1, self._last(upto)
+            x_type = self.program.input.result
+            outs = self._map(lambda i: self._runner.run(self._input_codes(x[i : i + self.chunk]), x_type, first, last),
+                             len(x))
+        else:
+            outs = [self._run_chunk(self.quantize_input(x[i : i + self.chunk]), upto, False)
+                    for i in range(0, len(x), self.chunk)]
         return _as_codes(outs, self._shape(upto))
 
     def run_codes(self, codes: np.ndarray, start: str | None = None, upto: str | None = None) -> np.ndarray:
         """Continue from the (already quantized) output codes of layer ``start``.
 
-        Lets a campaign compute the layers before the first faulty one once and reuse them.
+        Lets a campaign compute the layers before the first faulty one once and reuse them. ``codes``
+        may have any integer or float dtype holding exact codes; the result is int64.
         """
-        outs = [self._run_chunk(codes[i : i + self.chunk], upto, False, start)
-                for i in range(0, len(codes), self.chunk)]
+        if self.fused:
+            first = 1 if start is None else self.program.index(start) + 1
+            x_type = self.program.layers[first - 1].result
+            last = self._last(upto)
+            outs = self._map(lambda i: self._runner.run(codes[i : i + self.chunk], x_type, first, last), len(codes))
+        else:
+            outs = [self._run_chunk(codes[i : i + self.chunk], upto, False, start)
+                    for i in range(0, len(codes), self.chunk)]
         return _as_codes(outs, self._shape(upto))
+
+    def _map(self, job, n: int) -> list[np.ndarray]:
+        """``job(start)`` for every chunk start, in order; on two threads with one BLAS thread each.
+
+        numpy releases the GIL in its loops and in BLAS, so two chunks at once use both cores for the
+        elementwise passes too. Inside a campaign worker that already limits BLAS to one thread (one
+        process per core), ``threads=None`` runs on one thread.
+        """
+        starts = list(range(0, n, self.chunk))
+        threads = self.threads if self.threads is not None else _blas_threads()
+        if threads <= 1 or len(starts) < 2:
+            return [job(i) for i in starts]
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            return list(pool.map(job, starts))
+
+    def _last(self, upto: str | None) -> int:
+        return len(self.program.layers) - 1 if upto is None else self.program.index(upto)
+
+    def _input_codes(self, x: np.ndarray) -> np.ndarray:
+        """The input codes, exact, as float32 when quantizing there is exact (``gemm.quantize_f32``)."""
+        spec = self.program.input
+        x = np.asarray(x)
+        expected = tuple(spec.output_shape)
+        if x.shape[1:] == expected:
+            fast = gemm.quantize_f32(x, spec.result)
+            if fast is not None:
+                return fast
+        return self.quantize_input(x)
 
     def trace(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Output codes of every layer, keyed by layer name (for locating a mismatch)."""
@@ -275,6 +327,16 @@ class Emulator:
         """The max is held in accum_t, then assigned to res_t (two casts, as in nnet_pooling.h)."""
         acc = layer.accum or x_type
         return cast(cast(m, x_type, acc), acc, layer.result)
+
+
+def _blas_threads() -> int:
+    """The BLAS thread count now in force, at most 2 (the emulator's chunk threads)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return 1
+    counts = [int(info.get("num_threads", 1)) for info in threadpool_info() if info.get("user_api") == "blas"]
+    return max(1, min([2, *counts]))
 
 
 def _as_codes(chunks: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

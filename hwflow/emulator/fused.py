@@ -1,0 +1,315 @@
+"""The fused exact path of the emulator: one pass per layer group, in float32 and compact integers.
+
+A *group* is a multiply-accumulate layer (Dense, Conv1D, Conv2D) followed by the per-channel layers
+that hls4ml runs on its output (batch norm, ReLU / linear activation, FT-ClipAct) and a max pooling
+without padding. The plain path (``Emulator(..., fused=False)``, ``ops``) runs each layer on float64
+codes; here each group is
+
+1. one GEMM on float32 codes where the types (and, for the network input, the data) bound every
+   partial sum below 2**24 (``gemm``), with im2col built once in float32, or one row per pooled
+   output when a pooling follows;
+2. max pooling of the raw accumulator, *before* everything else: the rest of the group is one
+   per-channel monotone step function of the accumulator (``step``), and max commutes with a
+   non-decreasing function (a non-increasing channel has its weight column negated, so that the
+   maximum is the minimum it needs);
+3. that step function, evaluated exactly on the pooled values, written as the next layer's
+   codes in the narrowest integer dtype.
+
+Whatever a group cannot prove exact (a wrapping or saturating accumulator, whose stepwise kernel
+``ops._linear_stepwise`` stays the reference; float-stored weights; pooling with padding; a chain
+that wraps) runs through the plain kernels, layer by layer. Both paths give identical codes
+(``tests/test_fused.py`` checks each rewrite against the plain kernels on random codes and types).
+
+Entry points for a campaign engine (besides ``Emulator.run`` / ``run_codes``, which use this path):
+
+- ``groups(program, first, last)``: the layer groups between two layer indices (inclusive).
+- ``FusedRunner(emulator).run(codes, x_type, first, last)``: codes of layer ``last`` from the
+  output codes (any integer or float dtype) of layer ``first - 1``; returns compact codes (int8,
+  int16, ... or float64 from a plain layer), the caller casts. ``run_group(group, codes, x_type)``
+  runs one group. A runner caches what it derives from the weights, keyed by the weight objects, so
+  an emulator made by ``with_arrays`` shares every group whose arrays did not change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwflow.emulator import gemm, ops, step
+from hwflow.emulator.clip import check_mode
+from hwflow.emulator.program import Kind, LayerSpec, Program
+from hwflow.fixed import FixedType, Overflow, requantize
+
+log = logging.getLogger(__name__)
+
+MAC = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
+CHAIN = (Kind.BATCHNORM, Kind.ACTIVATION, Kind.CLIPACT)
+POOL = (Kind.POOL1D, Kind.POOL2D)
+POOL_WINDOW_MAX_K = 160
+"""Convolutions with at most this many inputs per output (kernel x channels) use the pooled GEMM."""
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive layers run as one: ``head`` (a MAC layer or None), per-channel ``chain``, ``pool``."""
+
+    head: LayerSpec | None
+    chain: tuple[LayerSpec, ...]
+    pool: LayerSpec | None
+    plain: LayerSpec | None = None  # a layer of another kind, run by its plain kernel
+
+    @property
+    def layers(self) -> tuple[LayerSpec, ...]:
+        if self.plain is not None:
+            return (self.plain,)
+        return ((self.head,) if self.head else ()) + self.chain + ((self.pool,) if self.pool else ())
+
+    @property
+    def last(self) -> LayerSpec:
+        return self.layers[-1]
+
+
+def sequential(program: Program) -> bool:
+    """Whether every layer reads the output of the layer before it (what grouping assumes)."""
+    layers = program.layers
+    return all(layer.inputs == (layers[i].name,) for i, layer in enumerate(layers[1:]))
+
+
+def groups(program: Program, first: int, last: int) -> list[Group]:
+    """Group layers ``first..last`` (indices into ``program.layers``) greedily, in order."""
+    layers, out, i = program.layers, [], first
+    while i <= last:
+        layer = layers[i]
+        head = layer if layer.kind in MAC else None
+        j = i + 1 if head else i
+        chain = []
+        while j <= last and layers[j].kind in CHAIN:
+            chain.append(layers[j])
+            j += 1
+        pool = None
+        if j <= last and layers[j].kind in POOL and _poolable(layers[j]):
+            pool, j = layers[j], j + 1
+        if head is None and not chain:
+            out.append(Group(None, (), None, plain=layer))
+            i += 1
+            continue
+        out.append(Group(head, tuple(chain), pool))
+        i = j
+    return out
+
+
+def _pool_geometry(layer: LayerSpec):
+    a = layer.attrs
+    if layer.kind is Kind.POOL2D:
+        return ((a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"]),
+                (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"]))
+    return (a["pool_width"],), (a["stride_width"],), (a["pad_left"],), (a["pad_right"],)
+
+
+def _conv_geometry(layer: LayerSpec):
+    a = layer.attrs
+    if layer.kind is Kind.CONV2D:
+        return ((a["filt_height"], a["filt_width"]), (a["stride_height"], a["stride_width"]),
+                (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"]))
+    return (a["filt_width"],), (a["stride_width"],), (a["pad_left"],), (a["pad_right"],)
+
+
+def _poolable(layer: LayerSpec) -> bool:
+    """Max pooling without padding (hls4ml pads with a word of the pool's input type: kept plain)."""
+    _, _, before, after = _pool_geometry(layer)
+    return layer.attrs.get("pool_op") == "Max" and not any(before) and not any(after)
+
+
+def compact(codes: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Integer-valued float codes in ``[lo, hi]`` as the narrowest integer dtype that holds them."""
+    for dtype in (np.int8, np.uint8, np.int16, np.uint16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= lo and hi <= info.max:
+            return codes.astype(dtype)
+    return codes.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    """What a group needs at run time, derived once from its weights and the input bound."""
+
+    fn: step.StepFunction
+    bound: step.BoundStep  # fn at sign * s, ready to run
+    sign: np.ndarray | None  # per-channel -1 where the step is non-increasing (columns negated)
+    w: np.ndarray | None  # (K, M) float GEMM matrix, sign folded in
+    big: np.ndarray | None  # pool-window matrix, sign folded in
+    keep: tuple  # the weight objects the key's ids refer to (alive while cached)
+
+
+class FusedRunner:
+    """Runs layer groups of ``emulator``'s program on its weights (see the module docstring)."""
+
+    def __init__(self, emulator, cache: dict | None = None):
+        self.emulator = emulator
+        self.cache = {} if cache is None else cache
+
+    def run(self, codes: np.ndarray, x_type: FixedType, first: int, last: int) -> np.ndarray:
+        x = codes
+        for group in groups(self.emulator.program, first, last):
+            x = self.run_group(group, x, x_type)
+            x_type = group.last.result
+        return x
+
+    def run_group(self, group: Group, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        if group.plain is not None:
+            layer = group.plain
+            if layer.kind is Kind.RESHAPE and layer.result == x_type:
+                return x.reshape((x.shape[0],) + tuple(layer.output_shape))
+            return self.emulator._layer(layer, x, x_type)
+        compiled = self._compiled(group, x, x_type)
+        if compiled is None:
+            return self._plain(group, x, x_type)
+        return self._fast(group, compiled, x, x_type)
+
+    # --- the plain fallback --------------------------------------------------------------------------
+
+    def _plain(self, group: Group, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        for layer in group.layers:
+            x = self.emulator._layer(layer, x, x_type)
+            x_type = layer.result
+        return x
+
+    # --- derivation ----------------------------------------------------------------------------------
+
+    def _weights(self, group: Group) -> tuple:
+        names = [(layer.name, a) for layer in group.layers for a in layer.arrays]
+        return tuple(self.emulator._weights.get(key) for key in names)
+
+    def _compiled(self, group: Group, x: np.ndarray, x_type: FixedType) -> _Compiled | None:
+        x_bound = gemm.max_code(x_type)
+        head = group.head
+        if head is not None:
+            w = self.emulator._weights[(head.name, "weight")]
+            k = w.codes.size // head.output_shape[-1] if w.is_fixed else 1
+            if w.is_fixed and gemm.gemm_dtype(x_bound, w.type, k) is not np.float32:
+                x_bound = min(x_bound, gemm.data_bound(x))  # the data's own bound: exact for these codes
+        weights = self._weights(group)
+        key = (group.last.name, group.layers[0].name, x_type, x_bound, tuple(id(v) for v in weights))
+        if key not in self.cache:
+            if len(self.cache) > 512:
+                self.cache.clear()
+            try:
+                self.cache[key] = self._derive(group, x_type, x_bound, x.shape[-1], weights)
+            except step.NotCollapsible:
+                self.cache[key] = None
+            if self.cache[key] is None:
+                log.debug("group ending at %s runs on the plain kernels", group.last.name)
+        return self.cache[key]
+
+    def _derive(self, group: Group, x_type: FixedType, x_bound: int, c_in: int, weights: tuple):
+        head, w, gemm_w = group.head, None, None
+        if head is not None:
+            w = self.emulator._weights[(head.name, "weight")]
+            b = self.emulator._weights.get((head.name, "bias"))
+            accum = head.accum
+            if not w.is_fixed or (b is not None and not b.is_fixed) or accum is None:
+                return None
+            p_frac = x_type.frac + w.type.frac
+            if accum.overflow is not Overflow.WRAP or accum.frac < p_frac:
+                return None  # truncating or saturating accumulator: the stepwise reference
+            m = head.output_shape[-1]
+            k = w.codes.size // m
+            dtype = gemm.gemm_dtype(x_bound, w.type, k)
+            if dtype is None or w.codes.size != k * m:
+                return None
+            bias = requantize(b.codes, b.type.frac, accum) if b is not None else None
+            state = step.start_mac(bias, accum.frac - p_frac, accum, x_bound * gemm.max_code(w.type) * k, m)
+            step.cast(state, head.result)
+            gemm_w = w.codes.reshape(k, m).astype(dtype)
+            c, t = m, head.result
+        else:
+            c, t = c_in, x_type
+            state = step.start_codes(x_type, c)
+        for layer in group.chain:
+            _apply(self.emulator, state, layer, t, c)
+            t = layer.result
+        if group.pool is not None:
+            acc = group.pool.accum or t
+            step.cast(state, acc)
+            step.cast(state, group.pool.result)
+        fn = step.finish(state)
+        if fn is None:
+            return None
+        sign, big = None, None
+        if group.pool is not None:
+            direction = fn.direction
+            if np.any(direction < 0):
+                sign = np.where(direction < 0, -1, 1)
+                if gemm_w is not None:
+                    gemm_w = gemm_w * sign.astype(gemm_w.dtype)
+            if head is not None and head.kind is not Kind.DENSE and self._use_pool_window(group, gemm_w):
+                size, stride, _, _ = _conv_geometry(head)
+                pool, pstride, _, _ = _pool_geometry(group.pool)
+                kernel = gemm_w.reshape(tuple(size) + (gemm_w.shape[0] // int(np.prod(size)), gemm_w.shape[1]))
+                big = gemm.pool_window_weights(kernel, size, stride, pool)
+        float32 = gemm_w is None or gemm_w.dtype == np.float32
+        return _Compiled(fn, fn.bind(sign, float32), sign, gemm_w, big, weights)
+
+    @staticmethod
+    def _use_pool_window(group: Group, gemm_w: np.ndarray) -> bool:
+        pool, pstride, _, _ = _pool_geometry(group.pool)
+        return tuple(pool) == tuple(pstride) and gemm_w.shape[0] <= POOL_WINDOW_MAX_K
+
+    # --- the fast path ---------------------------------------------------------------------------------
+
+    def _fast(self, group: Group, comp: _Compiled, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+        head = group.head
+        n = x.shape[0]
+        if head is None:
+            s = x if comp.sign is None else x * comp.sign.astype(np.float64)
+            pooled = self._pool(group, s) if group.pool is not None else s
+        elif head.kind is Kind.DENSE:
+            lead = x.shape[:-1]
+            s = x.reshape(-1, x.shape[-1]).astype(comp.w.dtype) @ comp.w
+            s = s.reshape(lead + (s.shape[-1],))
+            pooled = self._pool(group, s) if group.pool is not None else s
+        else:
+            size, stride, before, after = _conv_geometry(head)
+            xp = gemm.padded(x, before, after)
+            if comp.big is not None:
+                pool, _, _, _ = _pool_geometry(group.pool)
+                pooled = gemm.conv_pooled(xp, comp.big, size, stride, pool, tuple(group.pool.output_shape[:-1]))
+            else:
+                s = gemm.conv_im2col(xp, comp.w, size, stride, tuple(head.output_shape[:-1]))
+                pooled = self._pool(group, s) if group.pool is not None else s
+        del n
+        v = comp.bound(pooled)
+        lo, hi = comp.fn.out_range()
+        return compact(v, lo, hi)
+
+    @staticmethod
+    def _pool(group: Group, s: np.ndarray) -> np.ndarray:
+        size, stride, _, _ = _pool_geometry(group.pool)
+        return ops.max_pool(s, size, stride)
+
+
+def _apply(emulator, state, layer: LayerSpec, x_type: FixedType, channels: int) -> None:
+    """Fold one per-channel layer into ``state`` (raises step.NotCollapsible where it cannot)."""
+    if layer.kind is Kind.BATCHNORM:
+        s = emulator._weights[(layer.name, "scale")]
+        b = emulator._weights[(layer.name, "bias")]
+        if not (s.is_fixed and b.is_fixed):
+            raise step.NotCollapsible
+        step.batchnorm(state, s.codes, s.type, b.codes, b.type, layer.result)
+    elif layer.kind is Kind.ACTIVATION:
+        fn = layer.attrs.get("activation")
+        if fn == "relu":
+            step.relu(state, layer.result)
+        elif fn == "linear":
+            step.cast(state, layer.result)
+        else:
+            raise step.NotCollapsible
+    elif layer.kind is Kind.CLIPACT:
+        if check_mode(layer.attrs.get("mode")) != "saturate":
+            raise step.NotCollapsible  # zero mode is not monotone
+        step.clip_saturate(state, x_type, layer.attrs["threshold"], layer.result)
+    else:
+        raise step.NotCollapsible
+    del channels
