@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwflow.campaign.spec import CampaignSpec, parse_spec, read_yaml
+from hwflow.campaign.spec import CampaignSpec, did_you_mean, parse_spec, read_yaml
 from hwflow.errors import SpecError
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,10 @@ def load_experiment(path: str | Path) -> Experiment:
     if not isinstance(data, dict):
         msg = f"{path}: an experiment is a mapping with 'name', 'defaults' and 'campaigns'"
         raise SpecError(msg)
-    unknown = sorted(set(data) - {"name", "defaults", "campaigns"})
+    unknown = sorted(map(str, set(data) - {"name", "defaults", "campaigns"}))
     if unknown:
-        msg = f"{path}: {unknown[0]}: unknown field (known: name, defaults, campaigns)"
+        hint = did_you_mean(unknown[0], ("name", "defaults", "campaigns"))
+        msg = f"{path}: {unknown[0]}: unknown field{hint} (known: name, defaults, campaigns)"
         raise SpecError(msg)
     name, defaults, campaigns = data.get("name"), data.get("defaults"), data.get("campaigns")
     defaults = {} if defaults is None else defaults
@@ -75,10 +76,12 @@ def run_experiment(experiment: Experiment, out_dir: str | Path, workers: int | N
                    progress: bool = True) -> ExperimentResult:
     """Run (or resume) every campaign into ``out_dir/results.sqlite``; write reports and the evidence."""
     from hwflow.campaign import run_campaign
-    from hwflow.campaign.variants import build_variants
+    from hwflow.campaign.variants import build_variants, check_data
     from hwflow.report import load_report_data, write_report
     from hwflow.report.evidence import write_evidence
 
+    for spec in experiment.campaigns:  # every campaign's data against its models, before any training or trial
+        check_data(spec)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     db = out / "results.sqlite"

@@ -78,7 +78,8 @@ class CampaignSpec:
     seed: int
     """Master seed: every trial's seed is derived from it and the trial's key."""
     dataset: str = "digits"
-    """``digits``, ``fashion-mnist`` or an ``.npz`` file."""
+    """``digits``, ``fashion-mnist`` or an ``.npz`` file (relative to the spec file). Left out of the YAML:
+    the models' own data set (a zoo model's, or the one a model file's sidecar records)."""
     split: str = "test"
     """Which split to evaluate: ``test`` or ``val`` (hardening searches use ``val``)."""
     samples: int | None = None
@@ -172,10 +173,11 @@ def load_spec(path: str | Path) -> CampaignSpec:
 
 def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     r = _Reader(data, where)
+    dataset = _dataset(r)
     spec = CampaignSpec(
         name=r.string("name"),
         seed=r.integer("seed", minimum=0),
-        dataset=r.string("dataset", "digits"),
+        dataset=dataset or "digits",
         split=r.choice("split", ("test", "val"), "test"),
         samples=r.integer("samples", None, minimum=1),
         batch_size=r.integer("batch_size", 256, minimum=1),
@@ -201,7 +203,61 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
         raise SpecError(msg)
     from dataclasses import replace
 
-    return replace(spec, faults=faults, sensitivity=sensitivity, hardening=hardening)
+    dataset = dataset or models_dataset(spec)
+    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, hardening=hardening)
+
+
+def _dataset(r: _Reader) -> str | None:
+    """The ``dataset:`` line (a relative ``.npz`` made absolute from the spec's folder), None when absent."""
+    value = r.string("dataset", None)
+    if "dataset" in r.data and (value is None or not value.strip()):
+        r.fail("dataset", "empty: give digits, fashion-mnist or the path of a .npz file, or leave the line out "
+               "to use the models' own data set")
+    if value is not None and value.lower().endswith(".npz") and not Path(value).is_absolute() \
+            and Path(r.where).is_file():
+        value = str((Path(r.where).parent / value).resolve())
+    return value
+
+
+def models_dataset(spec: CampaignSpec) -> str:
+    """The data set of a spec without a ``dataset:`` line: the one every model was made for.
+
+    A zoo model brings its own; a model file the one its sidecar records. No data set is ever guessed:
+    a model without one, or models that disagree, are refused with what to write.
+    """
+    from hwflow.data import canonical_name
+    from hwflow.data.fit import sidecar_dataset
+    from hwflow.zoo.models import ZOO
+
+    found: dict[str, str | None] = {}
+    for m in spec.models:
+        if m.zoo is None and not spec.resolve(m.path).is_file():
+            msg = f"{spec.source}: models: {m.name}: model file {spec.resolve(m.path)} not found"
+            raise SpecError(msg)
+        name = ZOO[m.zoo].dataset if m.zoo is not None else sidecar_dataset(spec.resolve(m.path))
+        if name is not None and name.lower().endswith(".npz"):
+            name = str(Path(name).resolve())
+        found[m.name] = canonical_name(name) if name is not None else None
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        msg = (f"{spec.source}: dataset: missing, and model {missing[0]} has no sidecar naming its data set: add "
+               "a line 'dataset: digits', 'dataset: fashion-mnist' or 'dataset: path/to/data.npz'")
+        raise SpecError(msg)
+    names = sorted(set(found.values()))
+    if len(names) > 1:
+        which = ", ".join(f"{k}: {v}" for k, v in found.items())
+        msg = (f"{spec.source}: dataset: missing, and the models were made for different data sets ({which}): "
+               "a campaign evaluates one data set; add a 'dataset:' line, or split the campaign")
+        raise SpecError(msg)
+    return names[0]
+
+
+def did_you_mean(key: object, known) -> str:
+    """`` (did you mean 'trials'?)`` for a misspelled field, or nothing when no known field is close."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
@@ -262,15 +318,40 @@ def _fault(data: object, field_name: str, parent: _Reader, rates, trials) -> Fau
     r = parent.child(data, field_name)
     own_rates = r.rates("rates", rates)
     own_trials = r.integer("trials", trials, minimum=1)
+    if own_rates is None or own_trials is None:
+        _fault_keys(r.data, r)
     if own_rates is None:
         r.fail("rates", "missing: give 'rates' here or at the top of the spec")
     if own_trials is None:
         r.fail("trials", "missing: give 'trials' here or at the top of the spec")
     body = {k: v for k, v in r.data.items() if k not in ("rates", "trials")}
+    allowed = _fault_keys(body)
+    for key in body:  # a misspelled 'trials' would otherwise read as a missing one
+        if allowed is not None and key not in allowed:
+            r.fail(str(key), f"unknown field{did_you_mean(key, {'rates', 'trials', *allowed})} (known here: "
+                   f"{', '.join(sorted({'rates', 'trials', *allowed}))})")
     r.seen.update(body)
     r.finish()
     _build_fault_model(body, own_rates[0], f"{r.where}: {field_name}")
     return FaultSpec(body, tuple(own_rates), own_trials)
+
+
+def _fault_keys(body: dict, r: _Reader | None = None) -> tuple[str, ...] | None:
+    """The keys the entry's fault model takes (with ``model``), or None for an unknown model (named later).
+
+    With ``r``: refuse a key close to 'rates' or 'trials' that the fault model does not take."""
+    from hwflow.faults.models import FAULT_MODELS
+
+    name = body.get("model")
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else ""
+    cls = FAULT_MODELS.get({"stuckat": "stuck-at", "bit-flip": "bitflip"}.get(key, key))
+    allowed = ("model", *cls.spec_keys) if cls is not None else None
+    if r is not None:
+        for k in body:
+            hint = did_you_mean(k, ("rates", "trials"))
+            if k not in ("rates", "trials") and hint and (allowed is None or k not in allowed):
+                r.fail(str(k), f"unknown field{hint}")
+    return allowed
 
 
 def _sensitivity(data: dict | None, parent: _Reader) -> SensitivitySpec | None:
@@ -297,6 +378,7 @@ def _hardening(data: dict | None, parent: _Reader) -> dict | None:
     from hwflow.harden.pipeline import HardenConfig
 
     r = parent.child(data, "hardening")
+    r.seen.update(f.name for f in fields(HardenConfig))  # every field is known here, given or not
     values = {}
     for f in fields(HardenConfig):
         if f.name not in data:
@@ -410,7 +492,8 @@ class _Reader:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.seen)
         if unknown:
-            self.fail(unknown[0], f"unknown field (known here: {', '.join(sorted(self.seen))})")
+            self.fail(str(unknown[0]), f"unknown field{did_you_mean(unknown[0], self.seen)} (known here: "
+                      f"{', '.join(sorted(map(str, self.seen)))})")
 
 
 _REQUIRED = object()

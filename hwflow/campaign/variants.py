@@ -101,8 +101,36 @@ def convert_hardened(hardened: Hardened, options: HlsOptions, out_dir: Path, sou
     return hls_model, program, image
 
 
+def check_data(spec: CampaignSpec) -> None:
+    """Refuse a data set that does not fit a model of the campaign, before any training, search or trial
+    (a campaign that failed on its data used to leave a registered campaign behind)."""
+    from hwflow.data import load_dataset
+    from hwflow.data.fit import check_fits
+    from hwflow.errors import DatasetError
+    from hwflow.zoo.loading import load_model
+    from hwflow.zoo.models import ZOO
+
+    data = load_dataset(spec.dataset, root=spec.data_root)
+    for model in spec.models:
+        label = f"{spec.source}: models: {model.name}"
+        if model.zoo is not None:
+            expected = tuple(ZOO[model.zoo].input_shape)
+            if data.input_shape != expected:
+                msg = (f"{label}: zoo model {model.zoo} takes inputs of shape {expected}, but data set {data.name} "
+                       f"has samples of shape {data.input_shape}: use the zoo model's data set "
+                       f"({ZOO[model.zoo].dataset}) or a zoo model for this one")
+                raise DatasetError(msg)
+            continue
+        path = spec.resolve(model.path)
+        if not path.is_file():
+            msg = f"{label}: model file {path} not found"
+            raise SpecError(msg)
+        check_fits(load_model(path), data, f"{label} ({path})")
+
+
 def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
     """Every (model, variant) of the campaign, hardened, converted and read back from hls4ml."""
+    check_data(spec)
     variants = []
     for model in spec.models:
         options = model_options(spec, model)

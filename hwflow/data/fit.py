@@ -15,8 +15,7 @@ from pathlib import Path
 from hwflow.data.datasets import KNOWN_DATASETS, Dataset
 from hwflow.errors import DatasetError
 
-HOW_TO_PASS = (f"{', '.join(KNOWN_DATASETS)} or the path of a .npz file with x_train, y_train, x_test, "
-               "y_test (numpy.savez)")
+HOW_TO_PASS = f"{', '.join(KNOWN_DATASETS)}, or a .npz file holding x_train, y_train, x_test and y_test"
 """What a data set can be, for messages that ask for one."""
 
 
