@@ -19,20 +19,25 @@ from hwflow.report.stats import HEADLINE_INTERVAL, SENSITIVITY_STUDIES, SWEEP, D
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 78em;
-       padding: 0 1em; color: #222; line-height: 1.4; }
+       padding: 0 1em; color: #222; line-height: 1.4; overflow-wrap: anywhere; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: .9em; }
-th, td { border: 1px solid #d4d4d4; padding: .25em .6em; }
+th, td { border: 1px solid #d4d4d4; padding: .25em .6em; overflow-wrap: normal; }
 th { background: #f2f2f2; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr:nth-child(even) td { background: #fafafa; }
-pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
+.scroll { max-width: 100%; overflow-x: auto; }
+pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; white-space: pre-wrap; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .note { background: #eef5ff; border-left: 4px solid #4a7fd0; padding: .5em .8em; }
 .bad { background: #fff0f0; border-left: 4px solid #d04a4a; padding: .5em .8em; }
 .ok { background: #f0fff2; border-left: 4px solid #4ab05a; padding: .5em .8em; }
 code { background: #f2f2f2; padding: 0 .2em; }
+summary { cursor: pointer; }
 """
+"""Laid out for a 1280-pixel window: the page never scrolls sideways (long names wrap; a table wider
+than the page scrolls inside its own box; figures shrink to the page). ``tests/test_report_browser.py``
+measures it in headless Chromium."""
 
 
 def e(value) -> str:
@@ -59,7 +64,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence], numeric: Iterable[i
         "<tr>" + "".join(f'<td class="num">{e(c)}</td>' if i in numeric else f"<td>{e(c)}</td>"
                          for i, c in enumerate(row)) + "</tr>\n"
         for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table>\n"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></div>\n'
 
 
 def _figure(png: Path | None, alt: str) -> str:
@@ -68,27 +73,34 @@ def _figure(png: Path | None, alt: str) -> str:
 
 def render_html(data: ReportData, accuracy_png: Path | None = None,
                 sensitivity_pngs: dict[str, Path] | None = None, files: Sequence[str] = ()) -> str:
-    """The report as one HTML string; the PNGs given are read and embedded."""
+    """The report as one HTML string; the PNGs given are read and embedded.
+
+    The headline comes first (fault-free accuracy, the accuracy-against-rate plot and its summary
+    table), then the studies, the boards and the full statistics; the campaign spec comes last,
+    collapsed: it is what was run, not what was found.
+    """
     sensitivity_pngs = sensitivity_pngs or {}
     names = ", ".join(data.campaigns)
     many = len(data.campaigns) > 1
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>hwflow report: {e(names)}</title><style>{CSS}</style></head><body>\n",
         f"<h1>Fault campaign report: {e(names)}</h1>\n",
         f"<p>{len(data.rows)} trials from <code>{e(data.db_path)}</code>, boards: {e(', '.join(data.boards))}; "
         f"generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>\n",
-        f'<p class="note"><b>Confidence intervals.</b> {e(HEADLINE_INTERVAL)}</p>\n',
-        _specs(data),
         _fault_free(data, many),
         _sweep(data, accuracy_png, many),
+        f'<p class="note"><b>Confidence intervals.</b> {e(HEADLINE_INTERVAL)}</p>\n',
         _sensitivity(data, sensitivity_pngs),
         _other_studies(data, many),
         _boards(data),
+        _sweep_details(data, many),
     ]
     if files:
         parts.append("<h2>Files</h2><p>Beside this report: " + ", ".join(f"<code>{e(f)}</code>" for f in files)
                      + " (every trial, and every summary row, as CSV).</p>\n")
+    parts.append(_specs(data))
     parts.append("</body></html>\n")
     return "".join(parts)
 
@@ -99,7 +111,7 @@ def _specs(data: ReportData) -> str:
         spec = data.specs.get(c)
         body = (f"<pre>{e(json.dumps(spec, indent=2, sort_keys=True))}</pre>" if spec is not None
                 else "<p>(no spec recorded in the database for this campaign)</p>")
-        out.append(f"<details open><summary><b>{e(c)}</b></summary>{body}</details>\n")
+        out.append(f"<details><summary><b>{e(c)}</b> (the spec as run: click to open)</summary>{body}</details>\n")
     return "".join(out)
 
 
@@ -130,15 +142,35 @@ def _summary_rows(summaries: list[Summary], many: bool, target: bool = False):
     return headers, rows, range(first_num, len(headers))
 
 
+def _sweep_rows(data: ReportData) -> list[Summary]:
+    return sorted((s for s in data.summaries if s.study == SWEEP),
+                  key=lambda s: (s.campaign, s.fault_model, s.variant, s.board, s.rate))
+
+
 def _sweep(data: ReportData, png: Path | None, many: bool) -> str:
-    sweep = sorted((s for s in data.summaries if s.study == SWEEP),
-                   key=lambda s: (s.campaign, s.fault_model, s.variant, s.board, s.rate))
+    """The headline: the plot and, per variant and rate, the mean accuracy and its drop (narrow columns)."""
+    sweep = _sweep_rows(data)
     if not sweep:
         return "<h2>Accuracy against fault rate</h2><p>No 'sweep' trials in these results.</p>\n"
-    headers, rows, numeric = _summary_rows(sweep, many)
+    headers = (["campaign"] if many else []) + ["variant", "board", "fault model", "rate", "trials",
+                                                  "mean accuracy ± 95% t", "drop vs fault-free"]
+    rows = [([s.campaign] if many else []) + [s.variant, s.board, s.fault_model, f"{s.rate:g}", s.n_trials,
+                                              f"{fmt(s.mean_accuracy)} ± {fmt(s.half_width)}", fmt(s.accuracy_drop)]
+            for s in sweep]
+    first_num = headers.index("rate")
     return ("<h2>Accuracy against fault rate</h2>\n" + _figure(png, "accuracy against fault rate")
             + "<p>Dashed lines: fault-free accuracy (rate 0 cannot sit on a log axis). Shaded: 95% t interval "
-              "over trials.</p>\n" + _table(headers, rows, numeric))
+              "over trials. Every statistic of each row: <a href=\"#details\">details</a>.</p>\n"
+            + _table(headers, rows, range(first_num, len(headers))))
+
+
+def _sweep_details(data: ReportData, many: bool) -> str:
+    sweep = _sweep_rows(data)
+    if not sweep:
+        return ""
+    headers, rows, numeric = _summary_rows(sweep, many)
+    return ('<h2 id="details">Accuracy against fault rate: every statistic</h2>\n'
+            + _table(headers, rows, numeric))
 
 
 def _sensitivity(data: ReportData, pngs: dict[str, Path]) -> str:
