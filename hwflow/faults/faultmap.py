@@ -86,6 +86,9 @@ def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         msg = f"a fault's {what} must be an integer, got {value!r}"
         raise FaultSpecError(msg)
+    if not -(2**63) <= int(value) < 2**63:  # no memory has that many words (nor bits): say so, not OverflowError
+        msg = f"a fault's {what} {int(value)} is out of range (a word index or bit position below 2**63)"
+        raise FaultSpecError(msg)
     return int(value)
 
 
@@ -108,28 +111,37 @@ class FaultMap:
             if not isinstance(key, str) or "/" not in key:
                 msg = f"FaultMap.array_keys are 'layer/name' strings, got {key!r}"
                 raise FaultSpecError(msg)
-        columns = {}
-        for name, dtype in (("array", np.int32), ("index", np.int64), ("bit", np.int16), ("kind", np.int8)):
-            col = np.asarray(getattr(self, name))
+        raw = {}
+        for name in ("array", "index", "bit", "kind"):
+            col = np.asarray(getattr(self, name)).reshape(-1)
             if col.size and not np.issubdtype(col.dtype, np.integer):
                 msg = f"FaultMap.{name} must hold integers, got {col.dtype}"
                 raise FaultSpecError(msg)
-            col = np.array(col.reshape(-1), dtype=dtype)  # a copy: the caller's array is not frozen
-            col.flags.writeable = False  # maps are values: shared between trials, never edited
-            columns[name] = col
-        if len({c.size for c in columns.values()}) > 1:
+            raw[name] = col
+        if len({c.size for c in raw.values()}) > 1:
             msg = "FaultMap columns array, index, bit and kind must have the same length"
             raise FaultSpecError(msg)
-        n = columns["array"].size
-        if n and (columns["array"].min() < 0 or columns["array"].max() >= len(keys)):
+        # The ranges are checked in the caller's dtype, before the cast: the narrow columns would wrap
+        # silently (a bit 65539 read as bit 3, an index 2**64 + 5 as 5).
+        lo, hi = ({k: int(c.min()) for k, c in raw.items()}, {k: int(c.max()) for k, c in raw.items()}) \
+            if raw["array"].size else ({}, {})
+        if lo and (lo["array"] < 0 or hi["array"] >= len(keys)):
             msg = f"FaultMap.array must index array_keys (0..{len(keys) - 1})"
             raise FaultSpecError(msg)
-        if n and (columns["index"].min() < 0 or columns["bit"].min() < 0):
+        if lo and (lo["index"] < 0 or lo["bit"] < 0):
             msg = "FaultMap word indices and bit positions must be >= 0"
             raise FaultSpecError(msg)
-        if n and (columns["bit"].max() > 63 or columns["kind"].min() < 0 or columns["kind"].max() > 2):
+        if lo and (hi["bit"] > 63 or lo["kind"] < 0 or hi["kind"] > 2):
             msg = "FaultMap bits must be 0..63 and kinds 0 (flip), 1 (stuck0) or 2 (stuck1)"
             raise FaultSpecError(msg)
+        if lo and hi["index"] >= 2**63:
+            msg = f"FaultMap word index {hi['index']} is beyond any memory (below 2**63)"
+            raise FaultSpecError(msg)
+        columns = {}
+        for name, dtype in (("array", np.int32), ("index", np.int64), ("bit", np.int16), ("kind", np.int8)):
+            col = np.array(raw[name], dtype=dtype)  # a copy: the caller's array is not frozen
+            col.flags.writeable = False  # maps are values: shared between trials, never edited
+            columns[name] = col
         object.__setattr__(self, "array_keys", keys)
         for name, col in columns.items():
             object.__setattr__(self, name, col)
@@ -359,7 +371,7 @@ class FaultMap:
         src = Path(path)
         try:
             data = json.loads(src.read_text())
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # RecursionError: nesting too deep to be a map
             msg = f"{src}: cannot read a FaultMap ({err})"
             raise FaultSpecError(msg) from None
         try:

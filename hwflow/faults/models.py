@@ -279,7 +279,8 @@ def _explicit_faults(faults: object, where: str) -> tuple[tuple[str, int, int, s
         if isinstance(entry, Mapping):
             unknown = set(entry) - {"array", "index", "bit", "kind"}
             if unknown:
-                raise field_error(where, here, f"unknown keys {sorted(unknown)} (allowed: array, index, bit, kind)")
+                raise field_error(where, here,
+                                  f"unknown keys {sorted(unknown, key=str)} (allowed: array, index, bit, kind)")
             entry = (entry.get("array"), entry.get("index"), entry.get("bit"), entry.get("kind", "flip"))
         if not isinstance(entry, (list, tuple)) or len(entry) not in (3, 4):
             raise field_error(where, here, f"expected [array, index, bit] or [array, index, bit, kind], got {entry!r}")
