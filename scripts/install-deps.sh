@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Debian packages hwflow needs: g++ (hls4ml's C simulation) and the Fashion-MNIST data set.
+# Debian packages hwflow needs: g++ (hls4ml's C simulation), the Fashion-MNIST data set and chromium
+# (headless, for the HTML report's layout test).
 # Installs what is missing when it can (root or sudo); otherwise says what to install and goes on:
 # the tests that need a missing package are skipped with that reason.
 set -u
 need=()
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the HTML report's layout test (headless)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
   SUDO=""
