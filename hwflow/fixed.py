@@ -290,6 +290,16 @@ def can_wrap(src: FixedType, dst: FixedType) -> bool:
     return dst.overflow is Overflow.WRAP and not (dst.min_code <= lo and hi <= dst.max_code)
 
 
+def monotone_cast(src: FixedType, dst: FixedType) -> bool:
+    """Whether casting ``src`` to ``dst`` is non-decreasing: nothing overflows, or it saturates.
+
+    Rounding is monotone; a wrap (``WRAP``) or an overflow to zero (``SAT_ZERO``) is not.
+    """
+    lo, hi = value_range(src, dst)
+    fits = dst.min_code <= lo and hi <= dst.max_code
+    return fits or dst.overflow in (Overflow.SAT, Overflow.SAT_SYM)
+
+
 def _round_float(y: np.ndarray, mode: Rounding) -> None:
     """Round float64 values (whose fractional part is exact) to integers with an ap_fixed mode, in place."""
     if mode is Rounding.TRN:

@@ -19,7 +19,7 @@ from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.fused import FusedRunner, sequential
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
-from hwflow.fixed import FixedType, can_wrap, cast, quantize_float
+from hwflow.fixed import FixedType, cast, monotone_cast, quantize_float
 from hwflow.image import Kind as FormatKind
 from hwflow.image import StoredArray, WeightImage
 
@@ -293,7 +293,7 @@ class Emulator:
     def _pool_first(self, layer: LayerSpec, nxt: LayerSpec | None, x_type: FixedType) -> bool:
         """Whether a ReLU followed by max pooling may pool first, on four times fewer values.
 
-        ReLU and a cast that cannot wrap are monotonic, and max commutes with monotonic functions,
+        ReLU and a cast that cannot wrap or zero are monotonic, and max commutes with monotonic functions,
         so the result is identical; the pooling layer then sees values that are already maxima.
         Not with padding (hls4ml pads with a word of the ReLU's output type).
         """
@@ -303,7 +303,7 @@ class Emulator:
             return False
         if nxt.attrs.get("pool_op") != "Max" or any(self._pool_geometry(nxt)[2]) or any(self._pool_geometry(nxt)[3]):
             return False
-        return not can_wrap(x_type, layer.result)
+        return monotone_cast(x_type, layer.result)  # a wrap or SAT_ZERO overflow is not monotonic
 
     def _pool(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
         a = layer.attrs
