@@ -166,10 +166,33 @@ def test_fault_maps_equal_emulator(case, x):
 def test_check_board_counts_and_catches_a_difference(plain, x):
     build, board = plain
     maps = sample_fault_maps(board_image(build.image, build.manifest), 4, seed=3)
-    result = check_board(board, build.program, build.image, x, maps)
+
+    class Recording:  # the board, with every word written through its port recorded
+        def __init__(self, inner):
+            self.inner, self.writes = inner, []
+
+        def write_word(self, addr, value):
+            self.writes.append((addr, value))
+            self.inner.write_word(addr, value)
+
+        def read_word(self, addr):
+            return self.inner.read_word(addr)
+
+        def run(self, inputs):
+            return self.inner.run(inputs)
+
+    recording = Recording(board)
+    result = check_board(recording, build.program, build.image, x, maps)
     assert result.ok, result.summary()
     assert result.maps == 4
-    assert result.words_written == sum(changed_words(build.image, m.apply(build.image))[0].size for m in maps)
+    # counted from the maps array by array, and from the port's traffic: each faulty word once, then scrubbed
+    expected = sum(int(np.count_nonzero(g.words != f.words)) for m in maps
+                   for g, f in zip(build.image, m.apply(build.image), strict=True))
+    golden = np.concatenate([a.words for a in build.image])
+    faulty_writes = [(a, v) for a, v in recording.writes if v != int(golden[a])]
+    assert expected > 0
+    assert result.words_written == len(faulty_writes) == expected
+    assert len(recording.writes) == 2 * expected
 
     class OffByOne:  # a board whose last logit is wrong once a weight has been written
         def __init__(self, inner):
