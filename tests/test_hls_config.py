@@ -324,3 +324,36 @@ def test_cli_refuses_a_conflict_before_converting(tmp_path, capsys):
     zoo_model("mlp-digits", 8, 8).save(mlp_path)
     assert main(["verify", str(mlp_path), "--dataset", "digits", "--io", "parallel", "--hls-config", config]) == 2
     assert "--io parallel conflicts with IOType: io_stream" in capsys.readouterr().err
+
+
+def test_build_records_the_configuration_and_refuses_another_part(tmp_path):
+    from hwflow.campaign import load_spec
+    from hwflow.campaign.variants import check_build_dir
+    from hwflow.errors import BuildError
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.project import BuildOptions, generate
+
+    board = load_board("pynq-z2")
+    model = zoo_model("mlp-digits", 8, 8)
+    config = yaml.safe_load(yaml.safe_dump(MLP_CONFIG))
+    config["Model"].update(Strategy="Resource", ReuseFactor=16)  # hwflow's resource estimate takes the Model's
+    config["LayerName"]["out"].update(Strategy="Latency", ReuseFactor=1)
+    path = write(tmp_path, {"Part": board.part, "HLSConfig": config}, "build.yml")
+    build = generate(model, board, tmp_path / "build", BuildOptions(resolve_options(load_hls_config(path))))
+    assert build.program.source["hls_config"] == load_hls_config(path).digest
+    assert build.image.get("fc1", "weight").axes == (1, 0)  # fc1 is Resource in the file, out is not
+    assert build.image.get("out", "weight").axes == (0, 1)
+    assert build.program.layer("fc1").attrs["reuse_factor"] == 4  # the file's, not the Model's
+    assert build.program.layer("out").attrs["strategy"] == "latency"
+    write(tmp_path, MLP_CONFIG)
+    spec = load_spec(write(tmp_path, campaign_yaml("hls.yml"), "spec.yml"))
+    with pytest.raises(DeployError, match="made with hls4ml configuration build.yml .* is hls.yml"):
+        check_build_dir(tmp_path / "build", spec.source)  # the spec's hls.yml is MLP_CONFIG, not this one
+    write(tmp_path, {"Part": board.part, "HLSConfig": config}, "hls.yml")  # the same content: the same design
+    check_build_dir(tmp_path / "build", spec.source)
+    plain = write(tmp_path, campaign_yaml("x").replace("    hls_config: x\n", ""), "plain.yml")
+    with pytest.raises(DeployError, match="campaign own's hls_config is none"):
+        check_build_dir(tmp_path / "build", plain)
+    other = write(tmp_path, {"Part": "xcvu9p-flga2104-2-e", "HLSConfig": MLP_CONFIG}, "vu9p.yml")
+    with pytest.raises(BuildError, match="Part xcvu9p-flga2104-2-e in .*vu9p.yml conflicts with board pynq-z2"):
+        generate(model, board, tmp_path / "b2", BuildOptions(resolve_options(load_hls_config(other))))

@@ -69,6 +69,9 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
             attrs["mode"] = str(layer.get_attr("mode"))
         if kind in (Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D):
             attrs["pool_op"] = str(layer.get_attr("pool_op"))
+        if kind in (Kind.DENSE, Kind.CONV1D, Kind.CONV2D):  # per layer: a user's configuration sets them so
+            attrs["reuse_factor"] = int(layer.get_attr("reuse_factor", 1))
+            attrs["strategy"] = str(layer.get_attr("strategy", "latency")).lower()
         accum = layer.get_attr("accum_t")
         specs.append(
             LayerSpec(
