@@ -405,7 +405,7 @@ def test_report_opens_with_the_headline_and_ends_with_the_spec_collapsed(tmp_pat
                       for i in range(3)])
     text = write_report(db, tmp_path / "out").html.read_text()
     headings = re.findall(r"<h2[^>]*>([^<]+)</h2>", text)
-    assert headings[:2] == ["Fault-free accuracy", "Accuracy against fault rate"]
+    assert headings[:2] == ["Accuracy against fault rate", "Fault-free accuracy"]
     assert headings[-1] == "Campaign spec"
     assert text.index("<img") < text.index("Campaign spec")
     assert "<details open" not in text

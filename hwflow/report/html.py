@@ -75,9 +75,9 @@ def render_html(data: ReportData, accuracy_png: Path | None = None,
                 sensitivity_pngs: dict[str, Path] | None = None, files: Sequence[str] = ()) -> str:
     """The report as one HTML string; the PNGs given are read and embedded.
 
-    The headline comes first (fault-free accuracy, the accuracy-against-rate plot and its summary
-    table), then the studies, the boards and the full statistics; the campaign spec comes last,
-    collapsed: it is what was run, not what was found.
+    The headline comes first (the accuracy-against-rate plot and its summary table, then the
+    fault-free accuracy it drops from), then the studies, the boards and the full statistics; the
+    campaign spec comes last, collapsed: it is what was run, not what was found.
     """
     sensitivity_pngs = sensitivity_pngs or {}
     names = ", ".join(data.campaigns)
@@ -89,8 +89,8 @@ def render_html(data: ReportData, accuracy_png: Path | None = None,
         f"<h1>Fault campaign report: {e(names)}</h1>\n",
         f"<p>{len(data.rows)} trials from <code>{e(data.db_path)}</code>, boards: {e(', '.join(data.boards))}; "
         f"generated {e(time.strftime('%Y-%m-%d %H:%M:%S'))}.</p>\n",
-        _fault_free(data, many),
         _sweep(data, accuracy_png, many),
+        _fault_free(data, many),
         f'<p class="note"><b>Confidence intervals.</b> {e(HEADLINE_INTERVAL)}</p>\n',
         _sensitivity(data, sensitivity_pngs),
         _other_studies(data, many),
