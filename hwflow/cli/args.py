@@ -34,7 +34,7 @@ def add_hls_options(p, hls_config: bool = True) -> None:
     p.add_argument("--io", choices=["parallel", "stream"], help="hls4ml io type (default parallel)")
     p.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (default Vitis)")
     p.add_argument("--strategy", choices=["Latency", "Resource"], help="hls4ml strategy (default Latency)")
-    p.add_argument("--reuse-factor", type=positive, help="hls4ml reuse factor (default 1)")
+    p.add_argument("--reuse-factor", type=integer, help="hls4ml reuse factor (default 1)")
     if hls_config:
         p.add_argument("--hls-config", metavar="FILE", help=HLS_CONFIG_HELP)
 
@@ -47,7 +47,8 @@ def hls_options(args):
     io, backend, strategy, reuse = (getattr(args, k, None) for k in ("io", "backend", "strategy", "reuse_factor"))
     path = getattr(args, "hls_config", None)
     if path is None:
-        return HlsOptions.make(io or "parallel", backend or "Vitis", strategy or "Latency", reuse or 1)
+        reuse = 1 if reuse is None else reuse
+        return HlsOptions.make(io or "parallel", backend or "Vitis", strategy or "Latency", reuse)
     return resolve_options(load_hls_config(path), io, backend, strategy, reuse)
 
 

@@ -198,7 +198,7 @@ def resolve_options(user: UserHlsConfig, io: str | None = None, backend: str | N
         kw["clock_period"] = float(user.project["ClockPeriod"])
     return HlsOptions.make(io_value.removeprefix("io_"), str(chosen["backend"] or "Vitis"),
                            STRATEGIES.get(str(chosen["strategy"] or "latency").lower(), str(chosen["strategy"])),
-                           int(chosen["reuse_factor"] or 1), **kw)
+                           1 if chosen["reuse_factor"] is None else int(chosen["reuse_factor"]), **kw)
 
 
 def closest(name: str, known) -> str:
