@@ -72,27 +72,34 @@ def user_files(tmp_path_factory):
 
 # --- 1. layer names --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "is_input", "weighted", "clashes"), [
-    ("output", False, True, False),  # the tutorial's last layer: hls4ml converts, compiles and matches it
-    ("output", True, False, False),
-    ("layer", False, True, False),
-    ("model", False, True, False),
-    ("class", False, True, False),  # C++ keyword, but hls4ml names a hidden layer's C++ by its index
-    ("std", False, True, False),
-    ("kernel_size", False, False, False),  # no weights: the reader never looks
-    ("input", False, True, True),  # hls4ml: "No model layer should be named 'input'"
-    ("input", True, False, True),
-    ("my-dense", False, True, True),  # type names from layer names do not compile
-    ("dense.1", False, True, True),
-    ("bias", False, True, True),  # hls4ml's reader takes the kernel for the bias: silently wrong outputs
-    ("my_bias", False, True, True),
-    ("int", True, False, True),  # the input's name is a C++ variable of the top function
-    ("myproject", True, False, True),
-    ("w2", True, False, True),
-    ("int", False, True, False),
+DENSE = ("kernel", "bias")
+BATCHNORM = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+@pytest.mark.parametrize(("name", "is_input", "weights", "clashes"), [
+    ("output", False, DENSE, False),  # the tutorial's last layer: hls4ml converts, compiles and matches it
+    ("output", True, (), False),
+    ("layer", False, DENSE, False),
+    ("model", False, DENSE, False),
+    ("class", False, DENSE, False),  # C++ keyword, but hls4ml names a hidden layer's C++ by its index
+    ("std", False, DENSE, False),
+    ("kernel", False, DENSE, False),  # the first variable holding "kernel" is the kernel: read right
+    ("bias_free", False, (), False),  # no weights: the reader never looks
+    ("input", False, DENSE, True),  # hls4ml: "No model layer should be named 'input'"
+    ("input", True, (), True),
+    ("my-dense", False, DENSE, True),  # type names from layer names do not compile
+    ("dense.1", False, DENSE, True),
+    ("bias", False, DENSE, True),  # hls4ml's reader takes the kernel for the bias: silently wrong outputs
+    ("my_bias", False, DENSE, True),
+    ("beta_bn", False, BATCHNORM, True),  # gamma read as beta
+    ("gamma_bn", False, BATCHNORM, False),
+    ("int", True, (), True),  # the input's name is a C++ variable of the top function
+    ("myproject", True, (), True),
+    ("w2", True, (), True),
+    ("int", False, DENSE, False),
 ])
-def test_which_names_clash(name, is_input, weighted, clashes):
-    assert (clash(name, is_input=is_input, weighted=weighted) is not None) == clashes
+def test_which_names_clash(name, is_input, weights, clashes):
+    assert (clash(name, is_input, weights) is not None) == clashes
 
 
 def odd_names_model():

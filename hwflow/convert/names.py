@@ -9,10 +9,10 @@ the cases):
 - ``input``, for any layer: hls4ml's ``Layer`` refuses it (its graph's name for the model input);
 - a name that is not a C identifier (``my-dense``, ``dense.1``, ``1st``): hls4ml writes type names
   from layer names (``<name>_result_t``), which then do not compile;
-- a weighted layer whose name contains one of hls4ml's weight names (``bias``, ``kernel``,
-  ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``): hls4ml's Keras reader picks a layer's
-  weights by *substring* of the variable name, so ``my_bias/kernel:0`` is read as the bias, and the
-  C simulation computes silently wrong outputs;
+- a weighted layer whose name makes hls4ml's Keras reader take one weight for another: it picks a
+  layer's weight by *substring* of the variable names, in order, so in a Dense ``my_bias`` the kernel
+  ``my_bias/kernel:0`` is read as the bias too, and the C simulation computes silently wrong
+  outputs (``kernel`` itself is harmless: the first variable holding "kernel" is the kernel);
 - the input layer's name is a C++ variable of the generated top function: C++ keywords (``int``,
   ``float``), the project's name (``myproject``) and hls4ml's own identifiers (weight arrays
   ``w2``/``b2``, outputs ``layer2_out``) do not compile there.
@@ -30,7 +30,6 @@ INTERNAL_PREFIX = "hwflow_l"
 """Internal names are ``hwflow_l<index>``: C identifiers with no hls4ml weight name inside."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_WEIGHT_WORDS = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
 _GENERATED = re.compile(r"(w|b|s|z|e|r|n|layer|config|input|output)\d+(_out|_t)?\Z")
 _CPP_KEYWORDS = frozenset("""
 alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class
@@ -43,14 +42,19 @@ while xor xor_eq main std nnet hls ap_fixed ap_ufixed ap_int ap_uint myproject i
 """.split())
 
 
-def clash(name: str, is_input: bool = False, weighted: bool = False) -> str | None:
-    """Why hls4ml 1.3.0 cannot carry ``name``, or None when it can."""
+def clash(name: str, is_input: bool = False, weights: tuple[str, ...] = ()) -> str | None:
+    """Why hls4ml 1.3.0 cannot carry ``name``, or None when it can.
+
+    ``weights``: the layer's weight variables' own names in order (``("kernel", "bias")``).
+    """
     if name == "input":
         return "hls4ml reserves 'input' for the model input"
     if not _IDENTIFIER.match(name):
         return "not a C identifier (hls4ml writes C++ type names from layer names)"
-    if weighted and any(word in name for word in _WEIGHT_WORDS):
-        return "contains a weight name (hls4ml's reader would take the wrong weights)"
+    full = [f"{name}/{w}:0" for w in weights]
+    for i, w in enumerate(weights):  # hls4ml's KerasModelReader: the first variable whose name holds w
+        if next(j for j, f in enumerate(full) if w in f) != i:
+            return f"hls4ml's reader would take another weight of the layer for its {w}"
     if is_input and (name in _CPP_KEYWORDS or _GENERATED.match(name)):
         return "the input's name is a C++ variable of the generated code, and this one is taken"
     return None
@@ -66,13 +70,13 @@ class NameMap:
     @classmethod
     def for_model(cls, model) -> NameMap:
         """The renames ``model`` needs before hls4ml sees it."""
-        weighted = {layer.name for layer in model.layers if layer.weights}
+        weights = {layer.name: tuple(_own_name(w.name) for w in layer.weights) for layer in model.layers}
         layers = model.get_config()["layers"]  # a Sequential model's input layer is only in its config
         names = {layer["config"]["name"] for layer in layers}
         internal = {}
         for index, layer in enumerate(layers):
             name = layer["config"]["name"]
-            if clash(name, is_input=layer["class_name"] == "InputLayer", weighted=name in weighted) is None:
+            if clash(name, layer["class_name"] == "InputLayer", weights.get(name, ())) is None:
                 continue
             new = f"{INTERNAL_PREFIX}{index}"
             while new in names:
@@ -125,6 +129,11 @@ class NameMap:
             if weights:
                 renamed.get_layer(self.to_internal(layer.name)).set_weights(weights)
         return renamed
+
+
+def _own_name(variable: str) -> str:
+    """``fc1/kernel:0`` -> ``kernel``: a weight variable's name within its layer."""
+    return variable.rsplit("/", 1)[-1].split(":")[0]
 
 
 def names_of(hls_model) -> NameMap:
