@@ -13,6 +13,7 @@ fail here, with the key named, not deep inside Keras. The user's split is kept a
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from hwflow.errors import DatasetError
 
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 VAL_FRACTION = 0.1
+MAX_LABEL = 2**31  # a larger class index is a mistake (and would wrap when cast to int64)
 
 
 def load_npz(path: Path) -> Dataset:
@@ -32,13 +34,20 @@ def load_npz(path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+    # zipfile reports damaged headers as NotImplementedError (a "compression method", "encryption") or
+    # RuntimeError ("password required"), damaged data as zlib.error: all mean a broken file here.
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError, RuntimeError) as err:
         msg = (
             f"{path}: cannot read as a .npz archive of numeric arrays ({err}); "
             "save it with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
         )
         raise DatasetError(msg) from err
 
+    not_arrays = sorted(key for key, value in arrays.items() if not isinstance(value, np.ndarray))
+    if not_arrays:  # numpy returns a member without the .npy format as its raw bytes
+        msg = (f"{path}: member(s) {', '.join(not_arrays)} are not numpy arrays; save the file with "
+               "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
+        raise DatasetError(msg)
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         msg = f"{path}: missing key(s) {', '.join(missing)}; a .npz data set needs {', '.join(REQUIRED_KEYS)}"
@@ -109,6 +118,10 @@ def _labels(path: Path, key: str, array: np.ndarray) -> np.ndarray:
             f"{path}: {key} has shape {array.shape}; expected one integer class label per sample, "
             "shape (N,) (for one-hot labels, save labels.argmax(axis=1))"
         )
+        raise DatasetError(msg)
+    if array.size and (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)) \
+            and np.all(np.isfinite(array)) and array.max() >= MAX_LABEL:  # would wrap in int64
+        msg = f"{path}: {key} holds the label {array.max()}; labels must be class indices 0..K-1 (K < {MAX_LABEL})"
         raise DatasetError(msg)
     if np.issubdtype(array.dtype, np.integer):
         labels = array.astype(np.int64)
