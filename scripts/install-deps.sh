@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Debian packages hwflow needs: g++ (hls4ml's C simulation), the Fashion-MNIST data set and chromium
-# (headless, for the HTML report's layout test).
+# Debian packages hwflow needs: g++ (hls4ml's C simulation), the Fashion-MNIST data set, tcl (tclsh
+# runs the generated Vivado scripts against the tests' recording fake) and chromium (headless, for
+# the HTML report's layout test).
 # Installs what is missing when it can (root or sudo); otherwise says what to install and goes on:
-# the tests that need a missing package are skipped with that reason.
+# the tests that need a missing package then fail, naming it.
 set -u
 need=()
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 [ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || need+=(dataset-fashion-mnist)
+command -v tclsh >/dev/null 2>&1 || need+=(tcl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the HTML report's layout test (headless)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then
@@ -20,6 +22,6 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq >/dev/null 2>&1 || true
 if ! $SUDO apt-get install -y -qq "${need[@]}" >/dev/null; then
-  echo "hwflow: could not install ${need[*]}; tests that need them will be skipped" >&2
+  echo "hwflow: could not install ${need[*]}; tests that need them will fail" >&2
 fi
 exit 0
