@@ -166,6 +166,28 @@ def test_renamed_layers_compile_and_match_keras(tmp_path):
 
 @needs_gxx
 @pytest.mark.slow
+def test_scaled_storage_of_renamed_layers_is_compiled_bit_exact(tmp_path):
+    from hwflow.convert import HlsOptions
+    from hwflow.data.datasets import Dataset
+    from hwflow.harden.pipeline import harden
+    from hwflow.harden.recipe import Recipe
+    from hwflow.verify import build_csim, compare
+
+    model = odd_names_model()
+    model.set_weights([w * 0.2 for w in model.get_weights()])  # small weights: each array scaled by 2^2
+    x = (np.random.default_rng(6).integers(-64, 64, (120, 6)) / 64).astype(np.float32)
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    data = Dataset("odd", x[:60], y[:60], x[60:90], y[60:90], x[90:], y[90:])
+    hardened = harden(model, Recipe.parse("scale"), data)
+    assert set(hardened.storage.shifts()) == {"input/weight", "input/bias", "my-dense/weight", "my-dense/bias",
+                                              "my_bias/weight", "my_bias/bias"}
+    csim = build_csim(hardened.model, HlsOptions(), tmp_path / "hls", storage=hardened.storage)
+    assert {a.key for a in csim.image if not a.scale.is_identity} == set(hardened.storage.shifts())
+    assert compare(csim, x).mismatches == 0
+
+
+@needs_gxx
+@pytest.mark.slow
 def test_verify_the_tutorial_model_on_the_users_npz(user_files, tmp_path, capsys):
     model, data = user_files
     code = main(["verify", str(model), "--dataset", str(data), "--workdir", str(tmp_path / "hls")])
@@ -175,6 +197,23 @@ def test_verify_the_tutorial_model_on_the_users_npz(user_files, tmp_path, capsys
     line = next(line for line in out.splitlines() if line.startswith("accuracy on 200 test samples"))
     values = [float(v) for v in re.findall(r"(?:QKeras|emulator|C simulation) (\d\.\d+)", line)]
     assert values == [1.0, 1.0, 1.0]  # the labels are the model's own predictions
+
+
+def test_results_rows_carry_the_users_layer_names(tmp_path):
+    from hwflow.campaign import run_campaign
+    from hwflow.results import ResultsDB
+
+    odd_names_model().save(tmp_path / "odd.h5")
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "odd.npz", **{f"{k}_{s}": v for s, n in (("train", 40), ("test", 30))
+                                       for k, v in (("x", rng.normal(0, 1, (n, 6))), ("y", rng.integers(0, 3, n)))})
+    spec = _write(tmp_path, {"name": "odd", "seed": 1, "dataset": "odd.npz", "models": [{"path": "odd.h5"}],
+                             "rates": [1e-2], "trials": 1, "faults": [{"model": "bitflip", "layers": ["my-dense"]}],
+                             "sensitivity": {"rate": 1e-2, "trials": 1, "studies": ["layer"]}})
+    run_campaign(load_spec(spec), tmp_path / "r.sqlite", workers=1, progress=False)
+    with ResultsDB(tmp_path / "r.sqlite") as db:
+        layers = {row.target_layer for row in db.trials("odd") if row.study == "layer"}
+    assert layers == {"input", "my-dense", "my_bias"}
 
 
 # --- 2. data sets: from the sidecar or refused; shapes checked up front -------------------------------------
