@@ -1,14 +1,19 @@
-"""Emulator inference throughput against hls4ml's C simulation and QKeras, on the same inputs.
+"""Emulator inference throughput against hls4ml's C simulation, QKeras and the machine's GEMM peak.
 
 ``make bench`` runs it. Each comparison prints one line ``bench <name>: <ratio>x (<A> vs <B>)`` for
 scripts. The emulator must be bit-exact with the C simulation on every image (checked here too),
-at least 20x faster than it, and not slower than QKeras's ``model.predict``.
+and its fused path identical to the plain reference path (``Emulator(..., fused=False)``, checked
+and printed). Targets (issue 11): one full exact pass at least 4x QKeras's ``model.predict``, and
+at least 25 % of numpy's float32 GEMM peak measured in the same run (a large square sgemm, best of
+several), counting the network's multiply-accumulates. Peak memory (ru_maxrss) is printed too.
+Other processes on the machine change every figure: run it a few times and compare ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -18,6 +23,41 @@ def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
     return result, time.perf_counter() - start
+
+
+def best_of(repeats: int, fn, *args):
+    """The result and the shortest wall time of ``repeats`` calls (the least disturbed by other load)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        result, t = timed(fn, *args)
+        best = min(best, t)
+    return result, best
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    """numpy's float32 GEMM in multiply-accumulates per second: a large square product, best of several."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up
+    _, t = best_of(repeats, np.matmul, a, b)
+    return n**3 / t
+
+
+def macs_per_sample(program, image) -> int:
+    """Multiply-accumulates of one sample: weight words times output positions of each MAC layer."""
+    import numpy as np
+
+    from hwflow.emulator import Kind
+
+    total = 0
+    for layer in program.layers:
+        if layer.kind in (Kind.DENSE, Kind.CONV1D, Kind.CONV2D):
+            positions = int(np.prod(layer.output_shape[:-1])) if layer.kind is not Kind.DENSE else 1
+            total += positions * image.get(layer.name, "weight").size
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,18 +85,31 @@ def main(argv: list[str] | None = None) -> int:
     emulator = Emulator(csim.program, csim.image)
 
     emulator.logits(x[:64])  # warm-up (BLAS threads, allocations)
-    emu, t_emu = timed(emulator.logits, x)
+    plain = Emulator(csim.program, csim.image, fused=False)
+    reference, t_plain = timed(plain.run, x)
+    codes, t_emu = best_of(5, emulator.run, x)
+    emu = csim.program.output.result.to_float(codes)
+    same = bool(np.array_equal(codes, reference))
     ref, t_csim = timed(csim.csim_logits, x)
     trained.model.predict(x[:64], verbose=0)
-    _, t_keras = timed(lambda v: trained.model.predict(v, batch_size=1024, verbose=0), x)
+    _, t_keras = best_of(3, lambda v: trained.model.predict(v, batch_size=1024, verbose=0), x)
+    peak = sgemm_peak()
+    macs = macs_per_sample(csim.program, csim.image) * n
 
     mismatches = int(np.sum(emu.reshape(n, -1) != ref))
     acc = float(np.mean(np.argmax(emu.reshape(n, -1), axis=1) == data.y_test[:n]))
     print(f"bench emulator-images/s: {n / t_emu:.0f} ({n} images of {args.model}, accuracy {acc:.4f}, "
           f"{mismatches} output words differ from C-sim)")
+    print(f"bench emulator-fused-equals-plain: {same} ({n} images; plain path {t_plain:.3f} s, "
+          f"fused {t_emu:.3f} s: {t_plain / t_emu:.1f}x)")
     print(f"bench emulator-vs-csim: {t_csim / t_emu:.1f}x ({n / t_emu:.0f} vs {n / t_csim:.0f} images/s)")
-    print(f"bench emulator-vs-qkeras: {t_keras / t_emu:.2f}x ({n / t_emu:.0f} vs {n / t_keras:.0f} images/s)")
-    return 0 if mismatches == 0 else 1
+    print(f"bench emulator-vs-qkeras: {t_keras / t_emu:.2f}x ({n / t_emu:.0f} vs {n / t_keras:.0f} images/s, "
+          f"one full exact pass {t_emu * 1e3:.0f} ms vs predict {t_keras * 1e3:.0f} ms)")
+    print(f"bench emulator-vs-gemm-peak: {100 * macs / t_emu / peak:.1f}% ({macs / t_emu / 1e9:.1f} of "
+          f"{peak / 1e9:.1f} G multiply-accumulates/s; {macs / 1e9:.2f} GMAC per pass)")
+    print(f"bench emulator-peak-memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB "
+          "(ru_maxrss of the whole benchmark, TensorFlow included)")
+    return 0 if mismatches == 0 and same else 1
 
 
 if __name__ == "__main__":

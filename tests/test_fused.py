@@ -14,6 +14,7 @@ import pytest
 from hwflow.emulator import Emulator, Kind, LayerSpec, Program, gemm, ops
 from hwflow.emulator.fused import FusedRunner, groups
 from hwflow.emulator.run import Weights
+from hwflow.emulator.step import MAX_LEVELS
 from hwflow.fixed import FixedType, Overflow, Rounding, quantize_float
 
 ROUNDINGS = list(Rounding)
@@ -248,3 +249,37 @@ def test_faulty_arrays_share_unchanged_groups(digits_graphs, digits):
     other = base.with_arrays(faulty, {"conv2/weight"})
     np.testing.assert_array_equal(other.run(x), Emulator(program, faulty, fused=False).run(x))
     np.testing.assert_array_equal(base.run(x), Emulator(program, image, fused=False).run(x))
+
+
+@pytest.mark.parametrize("seed", range(0, 120, 3))
+def test_step_function_equals_its_integer_form_and_its_thresholds(seed):
+    """float64 evaluation == int64 evaluation == MultiThreshold form (searchsorted), per channel."""
+    layers, weights, x = _case(seed)
+    fast, _ = _emulators(layers, weights)
+    fast.run_codes(x[:2], "x", "pool")
+    fns = [v.fn for v in fast._runner.cache.values() if v is not None]
+    rng = np.random.default_rng(seed)
+    for fn in fns:
+        for c in range(len(fn.m)):
+            ends = fn.exact(np.array([-fn.bound, fn.bound]), c) >> fn.j
+            if abs(int(ends[1] - ends[0])) > MAX_LEVELS:
+                continue  # a linear chain: too many thresholds to list
+            t, base, sign = fn.thresholds(c)
+            s = np.concatenate([rng.integers(-fn.bound, fn.bound + 1, 500), t - 1, t, t + 1, [-fn.bound, fn.bound]])
+            s = np.clip(s, -fn.bound, fn.bound)
+            columns = np.zeros((len(s), len(fn.m)))
+            columns[:, c] = s
+            exact = fn.exact(s, c)
+            np.testing.assert_array_equal(fn(columns)[:, c].astype(np.int64), exact)
+            np.testing.assert_array_equal((base + sign * np.searchsorted(t, s, side="right")) << fn.j, exact)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_clip_zero_mode_runs_the_folding_prefix_fused(seed):
+    """FT-ClipAct's zero mode is not monotone: conv + batch norm run fused, clip and pool plainly."""
+    layers, weights, x = _case(3000 + seed)
+    bn = layers[2]
+    layers[3] = LayerSpec("act", Kind.CLIPACT, ("bn",), bn.output_shape, layers[3].result, None,
+                          {"threshold": 1.5, "mode": "zero"})
+    fast, plain = _emulators(layers, weights)
+    np.testing.assert_array_equal(fast.run_codes(x, "x", "pool"), plain.run_codes(x, "x", "pool"))

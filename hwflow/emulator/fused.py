@@ -164,9 +164,33 @@ class FusedRunner:
                 return x.reshape((x.shape[0],) + tuple(layer.output_shape))
             return self.emulator._layer(layer, x, x_type)
         compiled = self._compiled(group, x, x_type)
-        if compiled is None:
+        if compiled is not None:
+            return self._fast(group, compiled, x, x_type)
+        prefix = self._prefix(group, x, x_type)
+        if prefix is None:
             return self._plain(group, x, x_type)
-        return self._fast(group, compiled, x, x_type)
+        # The multiply-accumulate and the chain up to the step that does not fold (FT-ClipAct's zero
+        # mode, a wrapping cast) run fused, without pooling first; the rest on the plain kernels.
+        head_group, comp = prefix
+        y = self._fast(head_group, comp, x, x_type, narrow=False)
+        t = head_group.last.result
+        for layer in group.layers[len(head_group.layers) :]:
+            y = self.emulator._layer(layer, y, t)
+            t = layer.result
+        return y
+
+    def _prefix(self, group: Group, x: np.ndarray, x_type: FixedType):
+        """The longest head + chain prefix of ``group`` that folds (no pooling), with its compiled form."""
+        if group.head is None:
+            return None
+        for cut in range(len(group.chain), -1, -1):
+            if cut == len(group.chain) and group.pool is None:
+                continue  # that is the group itself
+            sub = Group(group.head, group.chain[:cut], None)
+            comp = self._compiled(sub, x, x_type)
+            if comp is not None:
+                return sub, comp
+        return None
 
     # --- the plain fallback --------------------------------------------------------------------------
 
@@ -259,9 +283,9 @@ class FusedRunner:
 
     # --- the fast path ---------------------------------------------------------------------------------
 
-    def _fast(self, group: Group, comp: _Compiled, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+    def _fast(self, group: Group, comp: _Compiled, x: np.ndarray, x_type: FixedType,
+              narrow: bool = True) -> np.ndarray:
         head = group.head
-        n = x.shape[0]
         if head is None:
             s = x if comp.sign is None else x * comp.sign.astype(np.float64)
             pooled = self._pool(group, s) if group.pool is not None else s
@@ -279,8 +303,9 @@ class FusedRunner:
             else:
                 s = gemm.conv_im2col(xp, comp.w, size, stride, tuple(head.output_shape[:-1]))
                 pooled = self._pool(group, s) if group.pool is not None else s
-        del n
         v = comp.bound(pooled)
+        if not narrow:
+            return v
         lo, hi = comp.fn.out_range()
         return compact(v, lo, hi)
 

@@ -30,6 +30,7 @@ from hwflow.fixed import FixedType, Overflow, Rounding, _round_float, requantize
 
 _EXACT64 = 2**52  # |s*M + Q| below this: float64 holds it, and its RND half-adds, exactly
 _EXACT32 = 2**23
+MAX_LEVELS = 1 << 16
 
 
 class NotCollapsible(Exception):
@@ -62,6 +63,36 @@ class StepFunction:
 
     def num_bound(self) -> int:
         return max(abs(m) * self.bound + abs(q) for m, q in zip(self.m, self.q, strict=True))
+
+    def exact(self, s: np.ndarray, channel: int) -> np.ndarray:
+        """The step of ``channel`` on integers ``s`` in int64 arithmetic (the reference of ``__call__``)."""
+        n = np.asarray(s, dtype=np.int64) * self.m[channel] + self.q[channel]
+        r = n if self.rounding is None or self.k <= 0 else requantize_unbounded(
+            n, self.k, FixedType(62, 62, True, self.rounding))
+        r = np.clip(r, self.lo[channel], self.hi[channel])
+        return r << self.j
+
+    def thresholds(self, channel: int) -> tuple[np.ndarray, int, int]:
+        """The MultiThreshold form of ``channel``: ``out(s) = (base + sign * searchsorted(t, s, 'right')) << J``.
+
+        ``t`` (ascending, one entry per unit step of the output, repeated where it jumps several)
+        is found by bisection on the exact integer step over ``[-bound, bound]``.
+        """
+        lo, hi = -self.bound, self.bound
+        r_lo, r_hi = (int(v) >> self.j for v in self.exact(np.array([lo, hi]), channel))
+        sign = 1 if r_hi >= r_lo else -1
+        if abs(r_hi - r_lo) > MAX_LEVELS:
+            msg = f"channel {channel} steps through {abs(r_hi - r_lo)} output codes: too many thresholds to list"
+            raise ValueError(msg)
+        levels = np.arange(min(r_lo, r_hi) + 1, max(r_lo, r_hi) + 1, dtype=np.int64)
+        a = np.full(levels.shape, lo, dtype=np.int64)  # invariant: step not yet crossed at a
+        b = np.full(levels.shape, hi, dtype=np.int64)  # crossed at b
+        while np.any(b - a > 1):
+            mid = (a + b) // 2
+            r = self.exact(mid, channel) >> self.j
+            crossed = r >= levels if sign > 0 else r < levels
+            a, b = np.where(crossed, a, mid), np.where(crossed, mid, b)
+        return (b if sign > 0 else b[::-1].copy()), r_lo, sign
 
     def __call__(self, s: np.ndarray, sign: np.ndarray | None = None) -> np.ndarray:
         """Output codes (float64 or float32, exact) of integer-valued ``s`` (channels last).
