@@ -92,10 +92,16 @@ class CampaignPlan:
                                    int(t["target_bit"]), float(t["rate"]), int(t["trial"])),
                           int(t["seed"]), dict(t["fault"]), t.get("digest"))
                 for t in data["trials"])
-            return cls(str(data["campaign"]), dict(data["spec"]), variant, int(data["samples"]), trials)
-        except (KeyError, TypeError, ValueError) as err:
+            plan = cls(str(data["campaign"]), dict(data["spec"]), variant, int(data["samples"]), trials)
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:  # a field of the wrong kind
             msg = f"{where}: malformed campaign plan ({err!r})"
             raise CampaignError(msg) from None
+        bad = [t.seed for t in plan.trials if t.seed < 0]  # numpy takes no negative seed
+        if bad or plan.samples < 1:
+            msg = (f"{where}: malformed campaign plan (seed {bad[0]} is negative)" if bad else
+                   f"{where}: malformed campaign plan ({plan.samples} samples)") + "; redeploy with hwflow deploy"
+            raise CampaignError(msg)
+        return plan
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -107,7 +113,7 @@ class CampaignPlan:
         path = Path(path)
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:
             msg = f"{path}: cannot read the campaign plan ({err})"
             raise CampaignError(msg) from None
         return cls.from_json(data, str(path))

@@ -146,7 +146,7 @@ def load_manifest(path: str | Path) -> Manifest:
     except OSError as err:
         msg = f"{path}: cannot read the build manifest ({err}); it is written by `hwflow build`"
         raise ManifestError(msg) from None
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deep to be a manifest
         msg = f"{path}: not valid JSON ({err})"
         raise ManifestError(msg) from None
     return parse_manifest(data, str(path))
@@ -248,7 +248,13 @@ class _Fields:
         value = self.data.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.fail(key, f"must be a number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number) or number <= 0:
+            self.fail(key, f"must be a positive finite number, got {value!r}")
+        return number
 
     def shape(self, key: str) -> tuple[int, ...]:
         value = self.get(key, list)

@@ -239,6 +239,8 @@ class Manifest:
 
     @classmethod
     def from_json(cls, d: dict) -> Manifest:
+        if not isinstance(d, dict):
+            _fail(f"expected a JSON object, got {type(d).__name__}")
         if d.get("format") != FORMAT:
             _fail(f"format {d.get('format')!r}, expected {FORMAT}")
         return cls(str(d["model"]), str(d["board"]), str(d["part"]), float(d["clock_mhz"]), str(d["backend"]),
@@ -262,7 +264,7 @@ class Manifest:
             raise BuildError(msg)
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as err:
             msg = f"{path}: malformed build manifest ({type(err).__name__}: {err}); rebuild with 'hwflow build'"
             raise BuildError(msg) from None
 

@@ -194,7 +194,7 @@ class StoragePlan:
         if data.get("format", PLAN_FORMAT) != PLAN_FORMAT:
             msg = f"storage plan: format {data.get('format')!r} is not supported (expected {PLAN_FORMAT})"
             raise HardenError(msg)
-        unknown = sorted(set(data) - {"format", "storage", "mode", "scales", "details"})
+        unknown = sorted(str(k) for k in set(data) - {"format", "storage", "mode", "scales", "details"})
         if unknown:
             msg = f"storage plan: unknown field(s) {', '.join(unknown)}"
             raise HardenError(msg)
