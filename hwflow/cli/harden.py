@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("model", type=Path, help="trained model (.h5), e.g. from hwflow train")
     p.add_argument("--method", required=True, help=f"comma-separated, applied clip first: {', '.join(METHODS)}")
     p.add_argument("--out", type=Path, required=True, help="hardened model to write (.h5, sidecar .json beside it)")
-    p.add_argument("--dataset", help="data set the searches use (default: the model's, from its sidecar)")
+    p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file: the data set the searches use "
+                   "(default: the one the model's sidecar names; required for a model without one)")
     p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files")
     p.add_argument("--storage", default="fixed", choices=("fixed", "float16", "float32"),
                    help="how weights are stored (default: fixed, the trained types)")
@@ -149,7 +150,7 @@ def _print_gain(hardened, io: str, options=None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
         _, _, image = convert_hardened(hardened, options or HlsOptions.make(io), Path(tmp) / "model")
-    if hardened.storage.is_fixed:
+    if hardened.storage.is_fixed and any(not a.scale.is_identity for a in image):
         print("  precision of the scaled storage:")
         for line in format_gain_table(precision_gain(image)).splitlines():
             print(f"    {line}")

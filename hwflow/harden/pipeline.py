@@ -141,13 +141,19 @@ def save_hardened(hardened: Hardened, path: str | Path, metadata: dict | None = 
         msg = f"{path}: a hardened model is saved as .h5 (give --out hardened.h5)"
         raise HardenError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
     try:
+        # Keras warns (on TensorFlow's logger) that a model it never compiled has no compiled metrics
+        tf_log.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             hardened.model.save(path, save_format="h5", include_optimizer=False)
     except OSError as err:
         msg = f"cannot save the hardened model to {path}: {err}"
         raise HardenError(msg) from err
+    finally:
+        tf_log.setLevel(level)
     side = dict(metadata or {})
     side["hardening"] = hardened.record
     write_sidecar(path, side)
