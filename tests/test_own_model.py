@@ -416,6 +416,21 @@ def test_a_campaign_on_data_that_does_not_fit_registers_nothing_and_the_fix_runs
     assert "campaign c: 2 trials" in capsys.readouterr().out
 
 
+def test_an_experiment_checks_every_campaigns_data_before_running_any(tmp_path, capsys):
+    save_user_files(tmp_path)
+    campaign = {"seed": 1, "rates": [1e-3], "trials": 1, "faults": [{"model": "bitflip"}]}
+    experiment = {"name": "e", "defaults": campaign, "campaigns": [
+        {"name": "fine", "dataset": "my-data.npz", "models": [{"path": "my-model.h5"}]},
+        {"name": "wrong", "dataset": "my-data.npz", "models": [{"zoo": "mlp-digits"}]},
+    ]}
+    path = _write(tmp_path, experiment, "experiment.yaml")
+    assert main(["experiment", str(path), "--out", str(tmp_path / "out"), "--workers", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "models: mlp-digits: zoo model mlp-digits takes inputs of shape (8, 8, 1)" in err
+    assert "samples of shape (16,)" in err
+    assert not (tmp_path / "out" / "results.sqlite").exists()  # the first campaign did not run either
+
+
 def test_the_own_model_example_runs_on_a_users_files(tmp_path, capsys):
     from hwflow.results import ResultsDB
 
