@@ -112,11 +112,11 @@ def test_engine_equals_full_emulation_on_many_fault_maps(variant, digits, monkey
     _, v = variant
     x, y = digits.x_test[:200], digits.y_test[:200]
     evaluator = TrialEvaluator(v.program, v.image, x, y, chunk=64)
-    from hwflow.campaign.channels import Segment
+    from hwflow.campaign.delta.mac import Mac
 
-    channel_path = []
-    original = Segment.run
-    monkeypatch.setattr(Segment, "run", lambda self, *a: channel_path.append(1) or original(self, *a))
+    delta_path = []
+    original = Mac._linear_delta
+    monkeypatch.setattr(Mac, "_linear_delta", lambda self, *a: delta_path.append(1) or original(self, *a))
     rng = np.random.default_rng(5)
     models = [
         ({"model": "bitflip"}, 1e-3), ({"model": "bitflip"}, 2e-2), ({"model": "bitflip", "mode": "exact"}, 1e-4),
@@ -135,7 +135,7 @@ def test_engine_equals_full_emulation_on_many_fault_maps(variant, digits, monkey
         seen_masked += fast.effective > 0 and fast.mismatches == 0
     assert seen_faulty > 10  # the maps really hurt
     assert seen_masked > 5  # and some were masked
-    assert len(channel_path) > 20  # the channel path was taken (and, with many faults, the general one)
+    assert len(delta_path) > 20  # multiply-accumulate layers took the delta rule acc + W'·Δa + ΔW·a
 
 
 def test_trial_seed_reproduces_the_fault_map(variant):

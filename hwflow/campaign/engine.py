@@ -22,12 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwflow.campaign.delta import Golden, Step, rule_for
+from hwflow.campaign.delta.hoist import chains, pool_blocks, pool_casts
 from hwflow.campaign.delta.state import Delta, apply, trim
-from hwflow.emulator import Emulator, Program
+from hwflow.emulator import Emulator, Kind, Program
 from hwflow.emulator.run import Weights
 from hwflow.image import WeightImage
 
 log = logging.getLogger(__name__)
+
+MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,10 @@ class TrialEvaluator:
         self._logical = {a.key: _logical_positions(a) for a in image if a.layer in self._index}
         self._clean = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in self._index}
         self._types = {layer.name: layer.result for layer in program.layers}
+        self._chains = chains(program)
+        # Trim at the kept layers except accumulator outputs (rarely sparser than what follows them).
+        self._trim = {layer.name: self.store.has(layer.name) and layer.kind not in MAC_KINDS
+                      for layer in program.layers}
         self.golden = self.store.output.astype(np.int64)
         self.golden_correct = int(np.sum(np.argmax(self.golden.reshape(len(self.y), -1), axis=1) == self.y))
 
@@ -80,9 +87,23 @@ class TrialEvaluator:
             return Outcome(self.golden_correct, 0, n, 0)
         return self._outcome(self._propagate(faultmap), n, effective)
 
-    def evaluate_many(self, faultmaps: Sequence) -> list[Outcome]:
-        """``[evaluate(m) for m in faultmaps]``: the runner hands a task's trials over together."""
-        return [self.evaluate(m) for m in faultmaps]
+    def evaluate_many(self, faultmaps: Sequence, threads: int = 1) -> list[Outcome]:
+        """``[evaluate(m) for m in faultmaps]``, identical results; the runner hands a task's trials over
+        together. ``threads > 1`` evaluates trials side by side on one fault-free run (numpy releases the
+        GIL in its kernels; BLAS is limited to one thread meanwhile, so the cores are not oversubscribed)."""
+        if threads <= 1 or len(faultmaps) <= 1:
+            return [self.evaluate(m) for m in faultmaps]
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(self.evaluate, faultmaps))
+
+    def layer_step(self, name: str, inputs: Delta, faultmap) -> Step:
+        """What layer ``name``'s rule is given in a trial of ``faultmap`` whose input differs by ``inputs``
+        (for tests and diagnostics: ``rule_for(layer).delta(step)``)."""
+        return self._step(self.program.layer(name), inputs, self._changes(faultmap).get(name, {}))
 
     def output_codes(self, faultmap) -> np.ndarray:
         """The faulty network's output codes for every sample (int64), by delta propagation."""
@@ -118,7 +139,8 @@ class TrialEvaluator:
         first = min(self._index[name] for name in changed)
         last = max(self._index[name] for name in changed)
         deltas: dict[str, Delta] = {}
-        for i in range(first, len(layers)):
+        i = first
+        while i < len(layers):
             layer = layers[i]
             inputs = deltas.get(layer.inputs[0], []) if i > first else []
             mine = changed.get(layer.name, {})
@@ -126,20 +148,49 @@ class TrialEvaluator:
                 if i > last:
                     return []  # every delta vanished after the last faulty layer
                 deltas[layer.name] = []
+                i += 1
                 continue
-            weights = {name: self._clean[(layer.name, name)] for name in layer.arrays
-                       if (layer.name, name) in self._clean}
-            for name, (_, arr) in mine.items():
-                weights[name] = Weights.of(arr)
-            step = Step(layer, self._types[layer.inputs[0]], inputs, self.store, self.emulator, weights,
-                        {name: self._clean[(layer.name, name)] for name in weights},
-                        {name: idx for name, (idx, _) in mine.items()})
-            out = rule_for(layer).delta(step)
-            if self.store.has(layer.name):
+            end = self._chains.get(i)
+            if end is not None and not mine and all(layers[k].name not in changed for k in range(i, end)):
+                hoisted = self._hoisted(i, end, inputs)
+                if hoisted is not None:
+                    deltas[layers[end].name] = hoisted
+                    deltas.pop(layer.inputs[0], None)
+                    i = end + 1
+                    continue
+            out = rule_for(layer).delta(self._step(layer, inputs, mine))
+            if self._trim.get(layer.name):
                 out = trim(out, self.store[layer.name])
             deltas[layer.name] = out
             deltas.pop(layer.inputs[0], None)
+            i += 1
         return deltas[layers[-1].name]
+
+    def _step(self, layer, inputs: Delta, mine: dict) -> Step:
+        weights = {name: self._clean[(layer.name, name)] for name in layer.arrays if (layer.name, name) in self._clean}
+        for name, (_, arr) in mine.items():
+            weights[name] = Weights.of(arr)
+        return Step(layer, self._types[layer.inputs[0]], inputs, self.store, self.emulator, weights,
+                    {name: self._clean[(layer.name, name)] for name in weights},
+                    {name: idx for name, (idx, _) in mine.items()})
+
+    def _hoisted(self, start: int, end: int, inputs: Delta) -> Delta | None:
+        """Layers ``start..end`` (monotone per-channel layers, then a max pool) with the pool first;
+        ``None`` when some layer of the chain is not monotone."""
+        layers = self.program.layers
+        steps = [self._step(layers[k], [], {}) for k in range(start, end)]
+        signs = 1
+        for step in steps:
+            sign = getattr(rule_for(step.layer), "monotone", lambda _: None)(step)
+            if sign is None:
+                return None
+            signs = signs * np.asarray(sign)
+        blocks = pool_blocks(inputs, layers[end], signs)
+        for step in steps:
+            step.inputs = blocks
+            blocks = rule_for(step.layer).delta(step)
+        blocks = pool_casts(blocks, layers[end], self._types[layers[end - 1].name])
+        return trim(blocks, self.store[layers[end].name]) if self.store.has(layers[end].name) else blocks
 
     def _outcome(self, delta: Delta, faults: int, effective: int) -> Outcome:
         if not delta:

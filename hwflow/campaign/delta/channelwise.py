@@ -19,6 +19,9 @@ from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, Delta, spread_channels
 from hwflow.emulator import Kind, LayerSpec, ops
 from hwflow.emulator.run import Weights
+from hwflow.fixed import FixedType, Overflow, requantize_unbounded, value_range
+
+MONOTONE_OVERFLOW = (Overflow.SAT, Overflow.SAT_SYM)  # overflow modes that keep a cast non-decreasing
 
 
 def slice_channels(w: Weights, channels: np.ndarray | None) -> Weights:
@@ -49,6 +52,19 @@ class Channelwise:
     def needs_input(self, layer: LayerSpec) -> bool:
         return False
 
+    def monotone(self, step: Step) -> np.ndarray | int | None:
+        """Per output channel, +1 where the layer is non-decreasing in its input and -1 where it is
+        non-increasing; ``None`` when it is neither (a wrapping cast, FT-ClipAct's zero mode).
+
+        Max pooling commutes with such a function (with the minimum where it decreases), which lets
+        the engine pool a block before it, on a quarter of the values."""
+        layer = step.layer
+        if layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") in ("relu", "linear"):
+            return 1 if _cast_monotone(step.x_type, layer.result) else None
+        if layer.kind is Kind.CLIPACT and layer.attrs.get("mode") == "saturate":
+            return 1 if _cast_monotone(step.x_type, layer.result) else None
+        return None
+
 
 class BatchNorm(Channelwise):
     """hls4ml's ``normalize``, per channel; faulty scale/bias words add their channels."""
@@ -69,6 +85,29 @@ class BatchNorm(Channelwise):
 
     def needs_input(self, layer: LayerSpec) -> bool:
         return True
+
+    def monotone(self, step: Step) -> np.ndarray | int | None:
+        s, b = step.weights["scale"], step.weights["bias"]
+        if not (s.is_fixed and b.is_fixed):
+            return None
+        result, x_type = step.layer.result, step.x_type
+        p_frac = x_type.frac + s.type.frac
+        frac = max(p_frac, b.type.frac)
+        scale = s.codes.astype(np.int64).reshape(-1)
+        bias = np.left_shift(b.codes.astype(np.int64).reshape(-1), frac - b.type.frac)
+        if result.overflow not in MONOTONE_OVERFLOW:  # the sum must never leave the result's range
+            for x in (x_type.min_code, x_type.max_code):
+                if abs(x) * int(np.abs(scale).max(initial=0)) >= 2**61:
+                    return None
+                ends = requantize_unbounded(np.left_shift(x * scale, frac - p_frac) + bias, frac, result)
+                if ends.min() < result.min_code or ends.max() > result.max_code:
+                    return None
+        return np.where(scale < 0, -1, 1)
+
+
+def _cast_monotone(src: FixedType, dst: FixedType) -> bool:
+    lo, hi = value_range(src, dst)
+    return dst.overflow in MONOTONE_OVERFLOW or (dst.min_code <= lo and hi <= dst.max_code)
 
 
 register_rule(Kind.BATCHNORM, BatchNorm())

@@ -33,6 +33,10 @@ def accumulator_key(name: str) -> str:
     return f"{name}#acc"
 
 
+def columns_key(name: str) -> str:
+    return f"{name}#cols"
+
+
 class Golden:
     """Fault-free codes of the kept layers for every evaluation sample: ``golden[name]``."""
 
@@ -40,13 +44,15 @@ class Golden:
         self.program = program
         layers = program.layers
         needed = {layers[0].name, layers[-1].name}
-        self.accumulators = set()
+        self.accumulators, self.columns = set(), set()
         for layer in layers[1:]:
             rule = rule_for(layer)
             if rule.needs_input(layer):
                 needed.add(layer.inputs[0])
             if getattr(rule, "needs_accumulator", lambda _: False)(layer):
                 self.accumulators.add(layer.name)
+            if getattr(rule, "needs_columns", lambda _: False)(layer):
+                self.columns.add(layer.name)
         keep = [layer for layer in layers if layer.name in needed or layer.result.width <= KEEP_WIDTH]
         self.kept = {layer.name for layer in keep}
         n = len(x)
@@ -59,9 +65,18 @@ class Golden:
             layer = program.layer(name)
             self.codes[accumulator_key(name)] = np.empty((n,) + tuple(layer.output_shape),
                                                          dtype=compact_dtype(layer.accum))
+        for name in self.columns:
+            layer = program.layer(name)
+            k = rule_for(layer).columns(layer, np.zeros((1,) + tuple(program.layer(layer.inputs[0]).output_shape),
+                                                        dtype=np.int8)).shape[0]
+            self.codes[columns_key(name)] = np.empty((k, n) + tuple(layer.output_shape[:-1]),
+                                                     dtype=compact_dtype(program.layer(layer.inputs[0]).result))
+        self._bound = {}
         for lo in range(0, n, PASS_CHUNK):
             sl = slice(lo, min(lo + PASS_CHUNK, n))
             codes = emulator.quantize_input(x[sl])
+            if len(codes):
+                self._bound[layers[0].name] = max(self._bound.get(layers[0].name, 0), int(np.abs(codes).max()))
             outputs = {layers[0].name: codes}
             if layers[0].name in self.kept:
                 self.codes[layers[0].name][sl] = codes
@@ -72,6 +87,9 @@ class Golden:
                     arrays = {nm: weights[(layer.name, nm)] for nm in layer.arrays if (layer.name, nm) in weights}
                     x_type = program.layer(layer.inputs[0]).result
                     self.codes[accumulator_key(layer.name)][sl] = rule.accumulate(layer, src, x_type, arrays)
+                if layer.name in self.columns:
+                    self.codes[columns_key(layer.name)][:, sl] = rule_for(layer).columns(
+                        layer, src.astype(self.codes[columns_key(layer.name)].dtype))
                 out = emulator.run_codes(src, start=layer.inputs[0], upto=layer.name)
                 outputs[layer.name] = out
                 if layer.name in self.kept:
@@ -80,6 +98,14 @@ class Golden:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.codes[name]
+
+    def code_bound(self, name: str) -> int:
+        """The largest ``|code|`` layer ``name`` can output: from the data for the network input (which
+        never faults), from its type for every other layer."""
+        if name in self._bound:
+            return self._bound[name]
+        t = self.program.layer(name).result
+        return max(-t.min_code, t.max_code)
 
     def has(self, name: str) -> bool:
         return name in self.codes

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwflow.campaign.delta.golden import accumulator_key
+from hwflow.campaign.delta.golden import accumulator_key, columns_key
 from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, Delta, fill, rest_of, take
 from hwflow.emulator import Kind, LayerSpec, ops
@@ -64,10 +64,23 @@ def _chunks(n: int, per_sample: int):
         yield slice(lo, min(lo + step, n))
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
-    dtype = _dtype(bound)
-    out = np.matmul(a.astype(dtype, copy=False), b.astype(dtype, copy=False))
-    return out if dtype is np.int64 else out.astype(np.float64, copy=False)
+def _gemm_into(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """``c += a @ b``, exact for integer codes whose partial sums ``c``'s dtype holds."""
+    c += np.matmul(a.astype(c.dtype, copy=False), b.astype(c.dtype, copy=False))
+
+
+def _gemm_into_t(c: np.ndarray, xt: np.ndarray, b: np.ndarray) -> None:
+    """``c += xt.T @ b`` for ``xt`` (r, R) holding one im2col column per row. A faulty word is one
+    entry of ``b``: a few entries are added one column at a time (a GEMM with an inner dimension of
+    one or two runs far below BLAS speed), many as ``(b.T @ xt).T``."""
+    nz = np.argwhere(b != 0)
+    if len(nz) <= 4 * b.shape[1]:
+        for i in np.unique(nz[:, 0]):
+            x = xt[i].astype(c.dtype)
+            for j in np.flatnonzero(b[i]):
+                c[:, j] += x * b[i, j]
+        return
+    c += np.matmul(b.T.astype(c.dtype), xt.astype(c.dtype, copy=False)).T
 
 
 def _max_code(t: FixedType, extra: int = 0) -> int:
@@ -93,6 +106,19 @@ class Mac:
 
     def needs_input(self, layer: LayerSpec) -> bool:
         return True
+
+    def needs_columns(self, layer: LayerSpec) -> bool:
+        """Convolutions keep the fault-free im2col, transposed (one row per kernel position and input
+        channel, in the input's compact dtype): a faulty weight word reads one contiguous row."""
+        return geometry(layer) is not None
+
+    @staticmethod
+    def columns(layer: LayerSpec, x: np.ndarray) -> np.ndarray:
+        """``(k, N, *out)``: the im2col of ``x`` with the kernel index first."""
+        view, out = _columns(x, geometry(layer), x.dtype)
+        k = int(np.prod(view.shape[1 + len(out) :]))
+        moved = np.moveaxis(view.reshape(view.shape[: 1 + len(out)] + (k,)), -1, 0)
+        return moved
 
     def _mac(self, layer, x, x_type, weights, result) -> np.ndarray:
         geo = geometry(layer)
@@ -166,97 +192,89 @@ class Mac:
         ch = np.unique(np.concatenate(channels)) if channels else np.zeros(0, dtype=np.int64)
         return rows, dw, db, ch
 
-    def _weight_term(self, step: Step, x: np.ndarray, rows: np.ndarray, dw: np.ndarray) -> np.ndarray:
-        """``ΔW·a`` for fault-free input codes ``x`` (N, *spatial, C) on the columns of ``dw``."""
-        layer, x_type = step.layer, step.x_type
-        wt = step.weights["weight"].type
-        bound = _max_code(x_type) * _max_code(wt, 1) * max(1, len(rows))
-        geo = geometry(layer)
-        if geo is None:
-            return _matmul(x[..., rows], dw, bound)
-        size, cin = geo[0], x.shape[-1]
-        k = int(np.prod(size)) * cin
-        outs = []
-        for sl in _chunks(len(x), k * int(np.prod(layer.output_shape[:-1]))):
-            view, _ = _columns(x[sl], geo, _dtype(bound))
-            if len(rows) * 4 < k:  # a few rows: gather their columns (strided views of the input)
-                parts = [view[(Ellipsis,) + np.unravel_index(r, tuple(size) + (cin,))] for r in rows]
-                cols = np.stack(parts, axis=-1)
-                outs.append(_matmul(cols, dw, bound))
-            else:
-                flat = np.ascontiguousarray(view).reshape(view.shape[: 1 + len(size)] + (k,))
-                full = np.zeros((k, dw.shape[1]), dtype=dw.dtype)
-                full[rows] = dw
-                outs.append(_matmul(flat, full, bound))
-        return np.concatenate(outs)
-
-    def _input_term(self, step: Step, dx: np.ndarray, channels: np.ndarray) -> np.ndarray:
-        """``W'·Δa`` for input differences ``dx`` (S, *spatial, len(channels)), every output channel."""
-        layer, x_type = step.layer, step.x_type
-        w = step.weights["weight"]
-        m = n_out(layer)
-        wsub = np.take(w.codes, channels, axis=-2)  # (..., cin, m) -> (..., len(channels), m)
-        k = wsub.size // m
-        bound = _max_code(x_type, 1) * _max_code(w.type) * k
-        geo = geometry(layer)
-        if geo is None:
-            return _matmul(dx, wsub.reshape(k, m), bound)
-        outs = []
-        for sl in _chunks(len(dx), k * int(np.prod(layer.output_shape[:-1]))):
-            view, out = _columns(dx[sl], geo, _dtype(bound))
-            flat = np.ascontiguousarray(view).reshape(-1, k)
-            outs.append(_matmul(flat, wsub.reshape(k, m), bound).reshape((view.shape[0],) + out + (m,)))
-        return np.concatenate(outs)
-
-    def _finish(self, step: Step, acc_g: np.ndarray, d: np.ndarray, db: np.ndarray, up: int,
-                no_wrap: bool, f64: bool) -> np.ndarray:
-        """``cast(wrap(acc + (d << up) + db))`` at a block's positions (``db``: per-channel bias change in
-        accumulator codes)."""
-        layer = step.layer
-        acc_t = layer.accum
-        if f64 and d.dtype != np.int64:
-            total = acc_g.astype(np.float64)
-            total += np.ldexp(d, up) if up else d
-            if db.any():
-                total += db.astype(np.float64)
-            if not no_wrap:
-                total = overflow(total.astype(np.int64), acc_t)
-        else:
-            total = acc_g.astype(np.int64) + np.left_shift(d.astype(np.int64), up) + db
-            total = overflow(total, acc_t)
-        return cast(total, acc_t, layer.result)
-
     def _linear_delta(self, step: Step) -> Delta:
         layer, x_type = step.layer, step.x_type
         acc_t = layer.accum
         w = step.weights["weight"]
         m = n_out(layer)
+        k = w.codes.size // m
+        cin = step.golden[step.input_name].shape[-1]
         up = acc_t.frac - (x_type.frac + w.type.frac)
         acc_g = step.golden[layer.name if acc_t == layer.result else accumulator_key(layer.name)]
         g_in = step.golden[step.input_name]
-        k = w.codes.size // m
-        bound = (_max_code(x_type) * _max_code(w.type) * k) << up
+        # Bounds from the types (a faulty word is still a word of its type), the input's from the data
+        # when it is the network input (inputs never fault).
+        xb = step.golden.code_bound(step.input_name)
+        dxb = x_type.max_code - x_type.min_code
+        wb = max(-w.type.min_code, w.type.max_code)
+        dwb = w.type.max_code - w.type.min_code
         b = step.weights.get("bias")
         b_lo, b_hi = value_range(b.type, acc_t) if b is not None else (0, 0)
-        no_wrap = acc_t.min_code <= b_lo - bound and b_hi + bound <= acc_t.max_code
-        f64 = 2 * bound + (1 << acc_t.width) + max(abs(b_lo), abs(b_hi)) * 2 < 2**53  # every sum exact in float64
+        type_bound = (_max_code(x_type) * wb * k) << up
+        no_wrap = acc_t.min_code <= b_lo - type_bound and b_hi + type_bound <= acc_t.max_code
+        acc_bound = min((xb * wb * k) << up, 1 << acc_t.width) + max(abs(b_lo), abs(b_hi))
         rows, dw, db, cw = self._changed_weights(step)
+        db_bound = 2 * max(abs(b_lo), abs(b_hi))
         out = []
         for blk in step.inputs:
+            k_sub = k // cin * len(blk.channels)
+            bound = acc_bound + ((dxb * wb * k_sub + xb * dwb * len(rows)) << up) + db_bound
+            total = take(acc_g, blk.samples, None).astype(_dtype(bound))
             dx = blk.values - take(g_in, blk.samples, blk.channels).astype(np.float64)
-            d = self._input_term(step, dx, blk.channels)
+            self._add_input_term(step, total, dx, blk.channels, up)
             if len(rows):
-                d = d + self._weight_term(step, take(g_in, blk.samples, None), rows, dw)
-            values = self._finish(step, take(acc_g, blk.samples, None), d, db, up, no_wrap, f64)
-            out.append(Block(blk.samples, np.arange(m, dtype=np.int64), values))
+                self._add_weight_term(step, total, blk.samples, rows, dw, up)
+            out.append(Block(blk.samples, np.arange(m, dtype=np.int64), self._finish(step, total, db, no_wrap)))
         rest = rest_of(step.inputs, step.samples)
         if len(cw) and len(rest):
+            bound = acc_bound + ((xb * dwb * len(rows)) << up) + db_bound
+            total = take(acc_g, rest, cw).astype(_dtype(bound))
             if len(rows):
-                d = self._weight_term(step, take(g_in, rest, None), rows, dw[:, cw])
-            else:
-                d = np.zeros((len(rest),) + tuple(layer.output_shape[:-1]) + (len(cw),))
-            out.append(Block(rest, cw, self._finish(step, take(acc_g, rest, cw), d, db[cw], up, no_wrap, f64)))
+                self._add_weight_term(step, total, rest, rows, dw[:, cw], up)
+            out.append(Block(rest, cw, self._finish(step, total, db[cw], no_wrap)))
         return out
+
+    def _add_input_term(self, step: Step, total: np.ndarray, dx: np.ndarray, channels: np.ndarray, up: int) -> None:
+        """``total += (W'·Δa) << up`` for input differences ``dx`` (S, *spatial, len(channels))."""
+        layer = step.layer
+        m = n_out(layer)
+        wsub = np.take(step.weights["weight"].codes, channels, axis=-2)  # (..., cin, m) -> (..., |C|, m)
+        k = wsub.size // m
+        wmat = wsub.reshape(k, m).astype(total.dtype) * (2**up)
+        flat_total = total.reshape(len(total), -1, total.shape[-1])
+        geo = geometry(layer)
+        if geo is None:
+            _gemm_into(total.reshape(-1, m), dx.reshape(-1, k), wmat)
+            return
+        for sl in _chunks(len(dx), k * int(np.prod(layer.output_shape[:-1]))):
+            view, _ = _columns(dx[sl], geo, total.dtype if total.dtype != np.int64 else np.int64)
+            _gemm_into(flat_total[sl].reshape(-1, m), np.ascontiguousarray(view).reshape(-1, k), wmat)
+
+    def _add_weight_term(self, step: Step, total: np.ndarray, samples: np.ndarray, rows: np.ndarray,
+                         dw: np.ndarray, up: int) -> None:
+        """``total += (ΔW·a) << up`` on the fault-free input of ``samples``, for the columns of ``dw``."""
+        layer = step.layer
+        dwm = dw.astype(total.dtype) * (2**up)
+        c = total.reshape(-1, dw.shape[1])
+        if geometry(layer) is None:
+            x = take(step.golden[step.input_name], samples, None)
+            _gemm_into(c, x.reshape(-1, x.shape[-1])[:, rows], dwm)
+            return
+        cols = step.golden[columns_key(layer.name)]  # (k, N, *out)
+        picked = np.take(cols, rows, axis=0)
+        if len(samples) != cols.shape[1]:
+            picked = np.take(picked, samples, axis=1)
+        _gemm_into_t(c, picked.reshape(len(rows), -1), dwm)
+
+    def _finish(self, step: Step, total: np.ndarray, db: np.ndarray, no_wrap: bool) -> np.ndarray:
+        """The bias change, one wrap where the types allow an overflow, and the cast to the result."""
+        layer = step.layer
+        acc_t = layer.accum
+        if db.any():
+            total += db.astype(total.dtype)
+        if not no_wrap:
+            total = overflow(total.astype(np.int64), acc_t)
+        return total if acc_t == layer.result else cast(total, acc_t, layer.result)
 
     def _recompute(self, step: Step) -> Delta:
         """Where linearity does not hold: the changed samples and the faulty channels, in full."""

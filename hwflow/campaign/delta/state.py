@@ -35,13 +35,14 @@ Delta = list[Block]  # disjoint sample sets; an empty list: the trial equals the
 
 
 def take(codes: np.ndarray, samples: np.ndarray | None, channels: np.ndarray | None) -> np.ndarray:
-    """``codes[samples][..., channels]`` (``None``: all), gathering the smaller axis first."""
-    out = codes
-    if samples is not None and len(samples) != len(codes):
-        out = np.take(out, samples, axis=0)
-    if channels is not None and len(channels) != codes.shape[-1]:
-        out = np.take(out, channels, axis=-1)
-    return out
+    """``codes[samples][..., channels]`` (``None``: all), gathering along the more selective axis first
+    so the intermediate copy stays small."""
+    some_s = samples is not None and len(samples) != len(codes)
+    some_c = channels is not None and len(channels) != codes.shape[-1]
+    if some_s and some_c and len(channels) * len(codes) < len(samples) * codes.shape[-1]:
+        return np.take(np.take(codes, channels, axis=-1), samples, axis=0)
+    out = np.take(codes, samples, axis=0) if some_s else codes
+    return np.take(out, channels, axis=-1) if some_c else out
 
 
 def covered(delta: Delta) -> np.ndarray:

@@ -1,0 +1,70 @@
+"""Max pooling moved before the monotone per-channel layers that precede it (exact).
+
+``maxpool(f(x)) = f(maxpool(x))`` for every non-decreasing ``f`` and ``f(minpool(x))`` for every
+non-increasing one: batch normalization (the sign of its scale, per channel, when its cast cannot
+wrap), ReLU and saturating casts. So a block leaving a convolution is pooled first and the batch
+norm and activation run on a quarter of its values; the pooling layer then only applies its two
+casts (``accum_t`` then ``res_t``, as ``nnet_pooling.h`` does). Rules say whether they are monotone
+(``Rule.monotone``); a chain with a faulty layer, a non-monotone one or a padded pool is run layer
+by layer instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwflow.campaign.delta.state import Block, Delta
+from hwflow.emulator import Kind, LayerSpec, Program, ops
+from hwflow.fixed import FixedType, cast
+
+CHAIN_KINDS = (Kind.BATCHNORM, Kind.ACTIVATION, Kind.CLIPACT)
+
+
+def pool_geometry(layer: LayerSpec):
+    a = layer.attrs
+    if layer.kind is Kind.POOL2D:
+        return ((a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"]),
+                (a["pad_top"], a["pad_left"], a["pad_bottom"], a["pad_right"]))
+    return (a["pool_width"],), (a["stride_width"],), (a["pad_left"], a["pad_right"])
+
+
+def chains(program: Program) -> dict[int, int]:
+    """``start -> pool``: layers ``start..pool-1`` are per-channel candidates for hoisting, each fed by
+    the one before, and layer ``pool`` is an unpadded max pooling fed by ``pool-1``."""
+    layers = program.layers
+    out = {}
+    for i in range(1, len(layers)):
+        j = i
+        while j < len(layers) and layers[j].kind in CHAIN_KINDS and layers[j].inputs == (layers[j - 1].name,):
+            j += 1
+        if j == i or j >= len(layers):
+            continue
+        pool = layers[j]
+        if pool.kind not in (Kind.POOL1D, Kind.POOL2D) or pool.inputs != (layers[j - 1].name,):
+            continue
+        if pool.attrs.get("pool_op") != "Max" or any(pool_geometry(pool)[2]):
+            continue
+        out[i] = j
+    return out
+
+
+def pool_blocks(delta: Delta, pool: LayerSpec, signs) -> Delta:
+    """Each block pooled per channel: the maximum where ``signs`` is +1, the minimum where -1."""
+    size, stride, _ = pool_geometry(pool)
+    out = []
+    for b in delta:
+        sgn = np.broadcast_to(np.asarray(signs), (int(pool.output_shape[-1]),))[b.channels] if np.ndim(signs) \
+            else None
+        if sgn is None or (sgn > 0).all():
+            pooled = ops.max_pool(np.asarray(b.values), size, stride)
+        else:
+            flipped = np.asarray(b.values, dtype=np.float64) * sgn
+            pooled = ops.max_pool(flipped, size, stride) * sgn
+        out.append(Block(b.samples, b.channels, pooled))
+    return out
+
+
+def pool_casts(delta: Delta, pool: LayerSpec, x_type: FixedType) -> Delta:
+    """What the pooling layer does to maxima already taken: ``accum_t`` then ``res_t``."""
+    acc = pool.accum or x_type
+    return [Block(b.samples, b.channels, cast(cast(b.values, x_type, acc), acc, pool.result)) for b in delta]
