@@ -182,12 +182,11 @@ def test_missing_array_is_refused(graph):
         Emulator(program, partial)
 
 
-def test_trailing_softmax_is_removed_and_reserved_names_refused(tmp_path):
+def test_trailing_softmax_is_removed_and_reserved_names_renamed_inside(tmp_path):
     import tensorflow as tf
 
     from hwflow.convert import HlsOptions, convert, program_from_hls
     from hwflow.emulator import Kind as LayerKind
-    from hwflow.errors import ConversionError
 
     base = zoo_model("mlp-digits", 8, 8)
     with_softmax = tf.keras.Model(base.inputs, tf.keras.layers.Activation("softmax", name="probs")(base.output))
@@ -195,7 +194,6 @@ def test_trailing_softmax_is_removed_and_reserved_names_refused(tmp_path):
     assert program.output.kind is LayerKind.DENSE
     assert program.output.name == "out"
 
-    inp = tf.keras.Input((4,), name="input")
+    inp = tf.keras.Input((4,), name="input")  # hls4ml reserves 'input': renamed inside, the user's name outside
     reserved = tf.keras.Model(inp, tf.keras.layers.Dense(2, name="d")(inp))
-    with pytest.raises(ConversionError, match="reserved"):
-        convert(reserved, HlsOptions(), tmp_path / "b")
+    assert [s.name for s in program_from_hls(convert(reserved, HlsOptions(), tmp_path / "b")).layers] == ["input", "d"]
