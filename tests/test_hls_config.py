@@ -350,10 +350,59 @@ def test_build_records_the_configuration_and_refuses_another_part(tmp_path):
     with pytest.raises(DeployError, match="made with hls4ml configuration build.yml .* is hls.yml"):
         check_build_dir(tmp_path / "build", spec.source)  # the spec's hls.yml is MLP_CONFIG, not this one
     write(tmp_path, {"Part": board.part, "HLSConfig": config}, "hls.yml")  # the same content: the same design
-    check_build_dir(tmp_path / "build", spec.source)
+    assert check_build_dir(tmp_path / "build", spec.source) == (True, None)
+    stream = load_spec(write(tmp_path, "io: stream\n" + campaign_yaml("hls.yml"), "stream.yml"))
+    own, note = check_build_dir(tmp_path / "build", stream.source)
+    assert own
+    assert "this build is io_parallel/Vitis/Resource, campaign own emulates mlp-digits as io_stream" in note
     plain = write(tmp_path, campaign_yaml("x").replace("    hls_config: x\n", ""), "plain.yml")
     with pytest.raises(DeployError, match="campaign own's hls_config is none"):
         check_build_dir(tmp_path / "build", plain)
     other = write(tmp_path, {"Part": "xcvu9p-flga2104-2-e", "HLSConfig": MLP_CONFIG}, "vu9p.yml")
     with pytest.raises(BuildError, match="Part xcvu9p-flga2104-2-e in .*vu9p.yml conflicts with board pynq-z2"):
         generate(model, board, tmp_path / "b2", BuildOptions(resolve_options(load_hls_config(other))))
+
+
+def test_variant_from_the_users_graph(mlp, tmp_path):
+    import hls4ml
+
+    from hwflow.campaign.variants import variant_from_hls_model
+    from hwflow.convert.hls import quiet
+
+    with quiet():
+        graph = hls4ml.converters.convert_from_keras_model(
+            mlp, hls_config=yaml.safe_load(yaml.safe_dump(MLP_CONFIG)), io_type="io_parallel", backend="Vitis",
+            output_dir=str(tmp_path / "user"))
+    variant = variant_from_hls_model(graph, "mine")
+    assert variant.label == "mine/baseline"
+    options = resolve_options(load_hls_config(write(tmp_path, MLP_CONFIG)))
+    ours = convert(mlp, options, tmp_path / "ours")
+    assert variant.program.layers == program_from_hls(ours).layers
+    for a, b in zip(variant.image, image_from_hls(ours), strict=True):
+        assert (a.key, a.axes, a.format) == (b.key, b.axes, b.format)
+        np.testing.assert_array_equal(a.words, b.words)
+
+
+def test_harden_checks_and_records_the_configuration(tmp_path, capsys):
+    import json
+
+    from hwflow.cli import main
+
+    model_path = tmp_path / "m.h5"
+    zoo_model("mlp-digits", 8, 8).save(model_path)
+    bad = write(tmp_path, {"LayerName": {"fc9": {"ReuseFactor": 2}}}, "bad.yml")
+    args = ["harden", str(model_path), "--method", "scale", "--dataset", "digits", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "h.h5"), "--hls-config", bad]) == 2
+    assert "LayerName.fc9: the model has no layer 'fc9'" in capsys.readouterr().err
+    narrow = write(tmp_path, MLP_CONFIG)  # its Model default makes the batch-norm scale fixed<14,5>
+    assert main([*args, "--out", str(tmp_path / "h.h5"), "--hls-config", narrow]) == 2
+    assert "The hardening searches run on hwflow's own types" in capsys.readouterr().err
+    assert not (tmp_path / "h.h5").exists()
+    config = yaml.safe_load(yaml.safe_dump(MLP_CONFIG))
+    del config["Model"]["Precision"]
+    good = write(tmp_path, config, "good.yml")
+    assert main([*args, "--out", str(tmp_path / "h.h5"), "--hls-config", good]) == 0
+    out = capsys.readouterr().out
+    assert "hls4ml configuration" in out
+    side = json.loads((tmp_path / "h.json").read_text())
+    assert side["hls_config"] == load_hls_config(good).record()

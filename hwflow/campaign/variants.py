@@ -208,8 +208,14 @@ def check_build_config(spec: CampaignSpec, label: str, program_source: dict, hls
             raise DeployError(msg)
 
 
-def check_build_dir(build_dir, spec_path, variant: str | None = None, hls_config: str | None = None) -> None:
-    """``check_build_config`` for a build folder and a campaign spec file (``hwflow deploy``)."""
+def check_build_dir(build_dir, spec_path, variant: str | None = None,
+                    hls_config: str | None = None) -> tuple[bool, str | None]:
+    """``check_build_config`` for a build folder and a campaign spec file (``hwflow deploy``).
+
+    Returns whether the campaign's model has its own configuration, and then whether the build is the
+    design the campaign emulated: None when it is, else a note saying how they differ. (For such a
+    model the spec's io, backend and strategy are not the emulated design: the file decides them.)
+    """
     import json
 
     from hwflow_host.manifest import load_manifest
@@ -219,11 +225,23 @@ def check_build_dir(build_dir, spec_path, variant: str | None = None, hls_config
 
     manifest_path = Path(build_dir) / "manifest.json"
     if not manifest_path.is_file():
-        return  # hwflow.deploy.pack says what is missing
+        return False, None  # hwflow.deploy.pack says what is missing
     manifest = load_manifest(manifest_path)
     program = Path(build_dir) / manifest.program
     if not program.is_file():
-        return
+        return False, None
     spec = load_spec(spec_path)
     label = choose_variant(spec, manifest, variant)
-    check_build_config(spec, label, json.loads(program.read_text()).get("source", {}), hls_config)
+    source = json.loads(program.read_text()).get("source", {})
+    check_build_config(spec, label, source, hls_config)
+    model = next(m for m in spec.models if m.name == label.split("/", 1)[0])
+    if model.hls_config is None:
+        return False, None
+    options = model_options(spec, model)
+    built = (manifest.io_type, source.get("backend", "Vitis"), source.get("strategy", "Latency"))
+    emulated = (options.io_type.value, options.backend.value, options.strategy.value)
+    if built == emulated:
+        return True, None
+    return True, (f"this build is {'/'.join(built)}, campaign {spec.name} emulates {model.name} as "
+                  f"{'/'.join(emulated)} (its hls_config and the spec): build with the same --io/--backend/--strategy, "
+                  "or compare the board with the bundle's own emulator run")

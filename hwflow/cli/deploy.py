@@ -30,7 +30,7 @@ def run(args) -> int:
     from hwflow.campaign.variants import check_build_dir
     from hwflow.deploy import pack
 
-    check_build_dir(args.build, args.campaign, args.variant, args.hls_config)  # same hls4ml configuration
+    own, note = check_build_dir(args.build, args.campaign, args.variant, args.hls_config)  # same hls4ml config
     r = pack(args.build, args.campaign, args.out, variant=args.variant, bitstream=args.bitstream,
              require_bitstream=not args.no_bitstream)
     size = r.path.stat().st_size / 1e6
@@ -52,8 +52,9 @@ def run(args) -> int:
     print(f"   scp {host}:{top}/results.sqlite board.sqlite")
     print("   hwflow pull board.sqlite --into reference.sqlite")
     print("   hwflow report --db reference.sqlite --out report/")
-    if r.layout_note:
-        print(f"note: {r.layout_note}")
+    layout_note = note if own else r.layout_note  # with its own hls4ml configuration, the file decides the design
+    if layout_note:
+        print(f"note: {layout_note}")
     else:
         print("   (this build is what hwflow campaign emulates: pulling into the campaign's database works too)")
     return 0

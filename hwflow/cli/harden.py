@@ -110,6 +110,8 @@ def run(args) -> int:
     if args.val_samples:
         config = replace(config, val_samples=args.val_samples)
     hardened = harden(base.model, recipe, data, config, progress=not args.quiet, base_record=base.record)
+    if options is not None and hardened.storage is not None:
+        _check_plan(hardened, options)  # before anything is written
     metadata = {k: v for k, v in side.items() if k != "hardening"}
     metadata.update(hardened_from=str(args.model), dataset=recorded_name(data), variant=recipe.name)
     if options is not None:
@@ -139,6 +141,23 @@ def _check_config(model, options) -> None:
 
     with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
         print(config_line(convert(model, options, Path(tmp) / "model").hwflow_config))
+
+
+def _check_plan(hardened, options) -> None:
+    """The storage plan must fit the design the user's configuration makes (its stored types)."""
+    import tempfile
+
+    from hwflow.convert import convert
+    from hwflow.errors import HardenError
+
+    with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
+        try:
+            convert(hardened.model, options, Path(tmp) / "model", storage=hardened.storage)
+        except HardenError as err:
+            msg = (f"{err}. The hardening searches run on hwflow's own types (only the io type of --hls-config "
+                   f"reaches them), and {options.user_config.name} stores this array in another type: harden with "
+                   "a configuration that keeps the weight, bias and batch-norm types, or scale without --hls-config")
+            raise HardenError(msg) from None
 
 
 def _print_gain(hardened, io: str, options=None) -> None:
