@@ -21,7 +21,7 @@ norm after a rounding, FT-ClipAct's zero mode, float-stored arrays), :func:`deri
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -111,29 +111,53 @@ class StepFunction:
         beta = np.array([math.ldexp(float(v), -self.k) for v in self.q], dtype=dtype)
         clamps = []
         for bounds, fn in ((self.clamp_lo, np.maximum), (self.clamp_hi, np.minimum)):
-            if bounds is not None:
-                clamps.append((fn, float(bounds[0]) if len(set(bounds)) == 1 else np.array(bounds, dtype=dtype)))
+            if bounds is not None:  # arrays even when equal: numpy's scalar maximum is the slower loop
+                clamps.append((fn, np.array(bounds, dtype=dtype)))
         rounding = self.rounding if self.rounding is not None and self.k > 0 else None
         return BoundStep(dtype, alpha, beta, rounding, tuple(clamps), 2.0**self.j if self.j else None)
 
 
 @dataclass(frozen=True)
 class BoundStep:
-    """A StepFunction ready to run: ``v = s * alpha + beta``, round, clamp, scale (in ``dtype``, exactly)."""
+    """A StepFunction ready to run: ``v = s * alpha + beta``, round, clamp, scale (in ``dtype``, exactly).
+
+    numpy's loops are slow on a short innermost axis, so the per-channel constants are tiled to a
+    whole sample (channels last) or broadcast down long rows (channels first).
+    """
 
     dtype: type
     alpha: np.ndarray
     beta: np.ndarray
     rounding: Rounding | None
-    clamps: tuple
+    clamps: tuple  # (np.maximum or np.minimum, per-channel bound)
     scale: float | None
+    _tiles: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
-        v = np.multiply(s, self.alpha, dtype=self.dtype)
-        v += self.beta
+        """Channels last: ``s (..., C)``."""
+        shape, c = s.shape, len(self.alpha)
+        if s.ndim < 2 or s.size == 0:
+            return self._run(s, self.alpha, self.beta, [b for _, b in self.clamps])
+        flat = s.reshape(shape[0], -1)
+        length = flat.shape[1]
+        if length not in self._tiles:
+            reps = length // c
+            self._tiles[length] = (np.tile(self.alpha, reps), np.tile(self.beta, reps),
+                                   [np.tile(b, reps) for _, b in self.clamps])
+        alpha, beta, bounds = self._tiles[length]
+        return self._run(flat, alpha, beta, bounds).reshape(shape)
+
+    def channels_first(self, s: np.ndarray) -> np.ndarray:
+        """Channels first: ``s (C, R)``."""
+        col = (slice(None), None)
+        return self._run(s, self.alpha[col], self.beta[col], [b[col] for _, b in self.clamps])
+
+    def _run(self, s, alpha, beta, bounds) -> np.ndarray:
+        v = np.multiply(s, alpha, dtype=self.dtype)
+        v += beta
         if self.rounding is not None:
             _round_float(v, self.rounding)
-        for fn, bound in self.clamps:
+        for (fn, _), bound in zip(self.clamps, bounds, strict=True):
             fn(v, bound, out=v)
         if self.scale is not None:
             v *= self.scale
