@@ -33,7 +33,7 @@ import numpy as np
 from hwflow.faults import FaultMap, fault_model_from_spec
 from hwflow.image import WeightImage
 from hwflow.results import Baseline, ResultsDB, TrialKey, TrialRow
-from hwflow_host.board import Board, CampaignError, HardFaultError, read_words, write_words
+from hwflow_host.board import Board, CampaignError, HardFaultError, check_address, read_words, write_words
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +147,13 @@ class StuckBits:
 
 
 def golden_words(image: WeightImage, addrs: np.ndarray) -> np.ndarray:
+    """The golden words at image word ``addrs``; an address outside the image is a BoardError."""
     words = np.concatenate([a.words for a in image]) if len(image) else np.zeros(0, np.uint64)
-    return words[np.asarray(addrs, dtype=np.int64)]
+    addrs = np.asarray(addrs, dtype=np.int64).reshape(-1)
+    outside = (addrs < 0) | (addrs >= words.size)
+    if np.any(outside):
+        check_address(int(addrs[outside][0]), int(words.size))  # raises, naming the address
+    return words[addrs]
 
 
 def scrub(board: Board, image: WeightImage, addrs: np.ndarray) -> None:
