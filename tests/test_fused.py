@@ -283,3 +283,19 @@ def test_clip_zero_mode_runs_the_folding_prefix_fused(seed):
                           {"threshold": 1.5, "mode": "zero"})
     fast, plain = _emulators(layers, weights)
     np.testing.assert_array_equal(fast.run_codes(x, "x", "pool"), plain.run_codes(x, "x", "pool"))
+
+
+@pytest.mark.parametrize("stored", ["weight", "bn"])
+def test_float_stored_arrays_run_plain_and_equal(stored):
+    """A float-stored array (the weight-scaling study) has no codes: its layer runs on the plain kernels."""
+    layers, weights, x = _case(7)
+    if stored == "weight":
+        w = weights[("conv", "weight")]
+        weights[("conv", "weight")] = Weights(None, None, w.type.to_float(w.codes) * 0.75)
+    else:
+        s = weights[("bn", "scale")]
+        weights[("bn", "scale")] = Weights(None, None, s.type.to_float(s.codes) / 3.0)
+        weights[("bn", "bias")] = Weights(None, None, np.full(s.codes.shape, 0.1))
+    fast, plain = _emulators(layers, weights)
+    np.testing.assert_array_equal(fast.run_codes(x, "x", "pool"), plain.run_codes(x, "x", "pool"))
+    assert (stored == "bn") == any(v is not None for v in fast._runner.cache.values())  # conv alone still fuses

@@ -15,14 +15,20 @@ codes; here each group is
 3. that step function, evaluated exactly on the pooled values, written as the next layer's
    codes in the narrowest integer dtype.
 
-Whatever a group cannot prove exact (a wrapping or saturating accumulator, whose stepwise kernel
-``ops._linear_stepwise`` stays the reference; float-stored weights; pooling with padding; a chain
-that wraps) runs through the plain kernels, layer by layer. Both paths give identical codes
+Whatever a group cannot prove exact runs through the plain kernels, layer by layer: a wrapping or
+saturating accumulator (whose stepwise kernel ``ops._linear_stepwise`` stays the reference),
+float-stored weights, pooling with padding. Where only the chain stops folding (FT-ClipAct's zero
+mode, a wrapping or zeroing cast, a second rounding), the MAC and the chain up to that layer still
+run fused, without pooling first, and the rest plainly. Both paths give identical codes
 (``tests/test_fused.py`` checks each rewrite against the plain kernels on random codes and types).
+``StepFunction.thresholds`` lists a channel's step as MultiThreshold thresholds (for inspection and
+delta rules: a changed accumulator changes the output only if it crosses one).
 
 Entry points for a campaign engine (besides ``Emulator.run`` / ``run_codes``, which use this path):
 
 - ``groups(program, first, last)``: the layer groups between two layer indices (inclusive).
+- ``Emulator(program, image, fused=False)``: the plain reference path; ``threads=`` chunk threads
+  (default: two when BLAS may use two, else one, e.g. inside a campaign worker).
 - ``FusedRunner(emulator).run(codes, x_type, first, last)``: codes of layer ``last`` from the
   output codes (any integer or float dtype) of layer ``first - 1``; returns compact codes (int8,
   int16, ... or float64 from a plain layer), the caller casts. ``run_group(group, codes, x_type)``
