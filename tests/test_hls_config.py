@@ -406,3 +406,9 @@ def test_harden_checks_and_records_the_configuration(tmp_path, capsys):
     assert "hls4ml configuration" in out
     side = json.loads((tmp_path / "h.json").read_text())
     assert side["hls_config"] == load_hls_config(good).record()
+
+
+def test_options_made_by_hand_must_agree_with_the_project_file(mlp, tmp_path):
+    user = load_hls_config(write(tmp_path, {"IOType": "io_stream", "HLSConfig": MLP_CONFIG}))
+    with pytest.raises(ConversionError, match="IOType: io_stream in .* conflicts with hwflow's io_parallel"):
+        convert(mlp, HlsOptions(user_config=user), tmp_path / "m")

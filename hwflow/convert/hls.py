@@ -155,6 +155,10 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     gets the hls4ml type ``fixed<W,I-s>`` (contract 7), so the C simulation computes with the scaled
     words and hls4ml infers its accumulators from that type; other plans leave hls4ml's types alone
     (``image_from_hls`` encodes their words). The plan is recorded on the returned graph.
+
+    ``options.user_config`` (the user's own hls4ml configuration): hls4ml gets it as written, with what
+    hwflow must set merged in (``hls_merge.merge``); the graph is then checked against it and the
+    ``ConfigReport`` recorded on the graph as ``hwflow_config`` (None without a user configuration).
     """
     import hls4ml
 

@@ -101,6 +101,12 @@ def merge(model, original, options, renames=None) -> tuple[dict, list[MergeNote]
     _check_types(config.get("LayerType") or {}, layers, reference, where)
     _check_model_vars(config.get("Model") or {}, reference, where)
 
+    for key, value in (("IOType", options.io_type.value), ("Backend", options.backend.value)):
+        theirs = user.project.get(key)
+        if theirs is not None and str(theirs).lower() != value.lower():
+            msg = (f"{key}: {theirs} in {where} conflicts with hwflow's {value}: make the options with "
+                   "hwflow.convert.resolve_options(config), or give the same value")
+            raise ConversionError(msg)
     model_cfg = config.setdefault("Model", {})
     for key, value, default in (("Strategy", options.strategy.value, "Latency"),
                                 ("ReuseFactor", options.reuse_factor, 1)):
