@@ -472,3 +472,22 @@ def test_report_opens_with_the_headline_and_ends_with_the_spec_collapsed(tmp_pat
     assert "<details open" not in text
     assert re.search(r"<details><summary><b>c</b>[^<]*</summary><pre>", text)
     assert "&lt;x &amp; y&gt;" in text
+
+
+def _help(command: str) -> str:
+    from hwflow.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")  # argparse's sub-command table
+    return " ".join(sub.choices[command].format_help().split())
+
+
+def test_report_help_says_95_percent_once():
+    text = _help("report")
+    assert "95% confidence intervals" in text
+    assert "%%" not in text
+
+
+def test_build_help_says_scaled_arrays_always_go_to_bram():
+    assert "Arrays stored scaled (a hardened model's weight scaling) always go to BRAM, whatever --min-words " \
+           "says" in _help("build")
