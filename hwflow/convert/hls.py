@@ -278,7 +278,10 @@ def compile_csim(hls_model) -> None:
         with quiet():
             hls_model.compile()
     except Exception as err:  # hls4ml raises plain exceptions when g++ fails
-        msg = f"building the C simulation failed in {hls_model.config.get_output_dir()}: {err}"
+        from hwflow.convert.names import names_of
+
+        msg = (f"building the C simulation failed in {hls_model.config.get_output_dir()}: "
+               f"{names_of(hls_model).user_text(str(err))}")
         raise ConversionError(msg) from err
 
 
