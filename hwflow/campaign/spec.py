@@ -490,7 +490,7 @@ class _Reader:
         return value
 
     def finish(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
+        unknown = sorted(set(self.data) - self.seen, key=str)  # YAML keys may be numbers too
         if unknown:
             self.fail(str(unknown[0]), f"unknown field{did_you_mean(unknown[0], self.seen)} (known here: "
                       f"{', '.join(sorted(map(str, self.seen)))})")
