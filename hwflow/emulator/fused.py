@@ -222,16 +222,18 @@ class FusedRunner:
                 x_bound = min(x_bound, gemm.data_bound(x))  # the data's own bound: exact for these codes
         weights = self._weights(group)
         key = (group.last.name, group.layers[0].name, x_type, x_bound, tuple(id(v) for v in weights))
-        if key not in self.cache:
-            if len(self.cache) > 512:
+        found = self.cache.get(key, self)  # self: not derived yet (None means: run plainly)
+        if found is self:
+            if len(self.cache) > 512:  # stale entries of earlier fault maps
                 self.cache.clear()
             try:
-                self.cache[key] = self._derive(group, x_type, x_bound, x.shape[-1], weights)
+                found = self._derive(group, x_type, x_bound, x.shape[-1], weights)
             except step.NotCollapsible:
-                self.cache[key] = None
-            if self.cache[key] is None:
+                found = None
+            if found is None:
                 log.debug("group ending at %s runs on the plain kernels", group.last.name)
-        return self.cache[key]
+            self.cache[key] = found  # chunk threads may both derive it: the same value
+        return found
 
     def _derive(self, group: Group, x_type: FixedType, x_bound: int, c_in: int, weights: tuple):
         head, w, gemm_w = group.head, None, None
