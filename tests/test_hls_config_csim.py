@@ -34,7 +34,9 @@ def cnn_config(model) -> dict:
     config["Model"]["Precision"]["default"] = "fixed<14,5>"
     names = config["LayerName"]
     names["conv1"]["Precision"].update(accum="fixed<14,6,RND_CONV,SAT>", result="fixed<12,5,RND,SAT>")
+    names["image"]["Precision"]["result"] = "fixed<10,3,RND_CONV,SAT>"  # the input, rounded and saturated
     names["relu1"]["Precision"]["result"] = "ufixed<6,2,RND,SAT>"
+    names["pool1"]["Precision"].update(accum="ufixed<8,2,TRN,SAT>", result="ufixed<6,1,RND,SAT>")
     names["conv2"].update(Strategy="Resource", ReuseFactor=8)
     names["conv2"]["Precision"]["accum"] = "fixed<20,8>"
     names["relu2"]["Precision"]["result"] = "ufixed<7,3,RND_ZERO,SAT>"
@@ -74,7 +76,7 @@ def test_configured_cnn_equals_csim(cnn_csim, digits):
     np.testing.assert_array_equal(logits, cnn_csim.csim_logits(x))
     check = compare_layers(cnn_csim, x)
     assert check.first is None, check.summary()
-    assert {"conv1", "relu1", "conv2", "out"} <= set(check.compared)
+    assert {"conv1", "relu1", "pool1", "conv2", "out"} <= set(check.compared)
 
 
 def test_configured_cnn_is_the_users_design(cnn, cnn_csim, digits, tmp_path):
@@ -86,6 +88,8 @@ def test_configured_cnn_is_the_users_design(cnn, cnn_csim, digits, tmp_path):
     assert program.layer("conv1").accum == parse_type("fixed<14,6,RND_CONV,SAT>")
     assert program.layer("bn1").result == parse_type("fixed<12,4,RND_INF,SAT_SYM>")
     assert program.layer("relu2").result == parse_type("ufixed<7,3,RND_ZERO,SAT>")
+    assert program.input.result == parse_type("fixed<10,3,RND_CONV,SAT>")
+    assert program.layer("pool1").accum == parse_type("ufixed<8,2,TRN,SAT>")
     assert cnn_csim.image.get("bn2", "scale").format.fixed == parse_type("fixed<12,3,RND>")
     assert cnn_csim.image.get("conv1", "weight").axes == (0, 1, 2, 3)
     assert cnn_csim.image.get("conv2", "weight").axes == (3, 0, 1, 2)  # Resource: stored transposed
