@@ -199,6 +199,8 @@ def test_the_final_softmax_entries_are_dropped(tmp_path):
     ({"LayerName": {"fc1": {"Precision": {"weight": "fixed<6,1>"}}}}, ConversionError,
      "LayerName.fc1.Precision.weight is fixed<6,1>, but hls4ml built fixed<8,1,TRN,WRAP> (its QKeras quantizer"),
     ({"Model": {"BramFactor": 10}}, ConversionError, "into top-level ports"),
+    ({"LayerName": {"flatten": {"Precision": {"result": "ufixed<5,1>"}}}}, ConversionError,
+     "LayerName.flatten.Precision.result is ufixed<5,1>, but hls4ml built"),  # a reshape keeps its input's type
     ({"Model": {"Strategy": "Resource"}}, ConversionError, "Model.Strategy: Resource in"),  # options say Latency
 ])
 def test_what_does_not_fit_the_model_is_refused(mlp, tmp_path, config, error, words):

@@ -40,7 +40,7 @@ def from_hls_model(graph, check: bool = True) -> HlsDesign:
     ``check`` converts once more and compares the types with the graph's (a few seconds).
     """
     from hwflow.convert.hls_config import from_graph_config, resolve_options
-    from hwflow.convert.hls_merge import _layer_classes
+    from hwflow.convert.hls_merge import layer_classes
 
     config = getattr(getattr(graph, "config", None), "config", None)
     if not isinstance(config, dict) or "HLSConfig" not in config:
@@ -54,7 +54,7 @@ def from_hls_model(graph, check: bool = True) -> HlsDesign:
                "configuration file (--hls-config)")
         raise ConversionError(msg)
     user = from_graph_config(graph)
-    names = {name for name, _ in _layer_classes(model, resolve_options(_without_names(user)))}
+    names = {name for name, _ in layer_classes(model, resolve_options(_without_names(user)))}
     hls = user.hls
     if hls.get("LayerName"):  # hls4ml's optimizers add entries for the layers they create: not the user's
         hls["LayerName"] = {k: v for k, v in hls["LayerName"].items() if k in names}

@@ -74,10 +74,10 @@ def merge(model, original, options, renames=None) -> tuple[dict, list[MergeNote]
     user: UserHlsConfig = options.user_config
     where = user.name
     to_user = renames.to_user if renames else (lambda n: n)
-    layers = _layer_classes(model, options)
+    layers = layer_classes(model, options)
     internal = {to_user(name): name for name, _ in layers}  # the user's name -> hls4ml's
     reference = _reference(model, options)["LayerName"]
-    before = {name for name, _ in _layer_classes(original, options)} if original is not model else set(internal)
+    before = {name for name, _ in layer_classes(original, options)} if original is not model else set(internal)
     config = copy.deepcopy(user.hls)
     notes: list[MergeNote] = []
 
@@ -199,7 +199,7 @@ def _reference(model, options) -> dict:
     return hls_config(model, replace(options, user_config=None, trace=False))
 
 
-def _layer_classes(model, options) -> list[tuple[str, str]]:
+def layer_classes(model, options) -> list[tuple[str, str]]:
     """(name, hls4ml class) of every layer hls4ml makes of ``model``, before its optimizers run."""
     import hls4ml
     from hls4ml.converters.keras_v2_to_hls import KerasModelReader, parse_keras_model
