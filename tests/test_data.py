@@ -13,8 +13,6 @@ from hwflow.data.datasets import FASHION_MNIST_DIR, FASHION_MNIST_FILES, FASHION
 from hwflow.data.idx import parse_idx, read_idx_gz, write_idx_gz
 from hwflow.errors import DatasetError
 
-HAVE_FMNIST = all((FASHION_MNIST_DIR / f).is_file() for f in FASHION_MNIST_FILES.values())
-
 
 def _splits(d: Dataset):
     return [d.x_train, d.y_train, d.x_val, d.y_val, d.x_test, d.y_test]
@@ -67,7 +65,7 @@ def test_unknown_dataset_lists_known_names():
 # --- Fashion-MNIST ------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not HAVE_FMNIST, reason=f"Fashion-MNIST not in {FASHION_MNIST_DIR} (dataset-fashion-mnist)")
+@pytest.mark.usefixtures("require_fmnist")
 def test_fashion_mnist_real_files():
     d = load_dataset("fashion-mnist")
     assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (55_000, 5_000, 10_000)

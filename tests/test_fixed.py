@@ -1,6 +1,5 @@
 """hwflow.fixed: hand-computed cases, and every rounding/overflow mode against Xilinx's ap_fixed."""
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -123,7 +122,7 @@ CASES = [  # (src width, src integer, dst FixedType)
 ]
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed (make deps installs it)")
+@pytest.mark.usefixtures("require_gxx")
 def test_against_xilinx_ap_fixed(tmp_path):
     """Every cast in CASES, on every code of a 12-bit source and on random doubles, equals ap_fixed's."""
     lines = []
