@@ -251,7 +251,9 @@ def test_pull_refuses_conflicts(mlp, deployed, tmp_path):
     target = tmp_path / "ws.sqlite"
     assert pull(board_db, target).added == 2
     with ResultsDB(board_db) as db:
-        db.conn.execute("UPDATE trials SET mismatches=mismatches+1 WHERE trial=0")
+        # another plausible result (pull refuses impossible ones, e.g. more mismatches than samples, as altered)
+        db.conn.execute("UPDATE trials SET mismatches=CASE WHEN mismatches > 0 THEN mismatches - 1 ELSE 1 END "
+                        "WHERE trial=0")
         db.conn.commit()
     with pytest.raises(ResultsError, match="already in .* with other results"):
         pull(board_db, target)
