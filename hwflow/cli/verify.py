@@ -45,8 +45,9 @@ def run(args) -> int:
         return verify_board(args, args.model, x)
     csim = build_csim(hardened.model, options, args.workdir, storage=hardened.storage)
     result = compare(csim, x)
-    print(config_line(csim.config))
     print(result.summary())
+    if csim.config is not None:
+        print(config_line(csim.config))
     name = f"{csim.config.name} ({csim.config.digest})" if csim.config is not None else "hwflow's own"
     print(f"{accuracy_line(hardened.model, csim, x, y)}; hls4ml configuration {name}")
     return 0 if result.ok else 1
