@@ -414,3 +414,12 @@ def test_options_made_by_hand_must_agree_with_the_project_file(mlp, tmp_path):
     user = load_hls_config(write(tmp_path, {"IOType": "io_stream", "HLSConfig": MLP_CONFIG}))
     with pytest.raises(ConversionError, match="IOType: io_stream in .* conflicts with hwflow's io_parallel"):
         convert(mlp, HlsOptions(user_config=user), tmp_path / "m")
+
+
+def test_a_layer_type_shadowed_by_a_layer_name_is_reported(mlp, tmp_path):
+    config = {"LayerName": {"bn1": {"Precision": {"result": "auto"}}},
+              "LayerType": {"BatchNormalization": {"Precision": {"result": "fixed<12,4>"}}}}
+    graph = convert(mlp, resolve_options(load_hls_config(write(tmp_path, config))), tmp_path / "m")
+    note = {n.field: n for n in graph.hwflow_config.notes}["LayerType.BatchNormalization.Precision.result"]
+    assert note.hwflow == "auto for bn1"
+    assert program_from_hls(graph).layer("bn1").result != parse_type("fixed<12,4>")  # hls4ml's precedence

@@ -99,6 +99,7 @@ def merge(model, original, options, renames=None) -> tuple[dict, list[MergeNote]
         if own != name:
             names[own] = names.pop(name)
     _check_types(config.get("LayerType") or {}, layers, reference, where)
+    notes += _shadowed(config, layers, to_user)
     _check_model_vars(config.get("Model") or {}, reference, where)
 
     for key, value in (("IOType", options.io_type.value), ("Backend", options.backend.value)):
@@ -252,6 +253,24 @@ def _check_types(types: dict, layers: list[tuple[str, str]], reference: dict, wh
             log.info("%s: LayerType.%s: no layer of this type in the model", where, cls)
             continue
         _check_vars(types[cls].get("Precision"), present[cls], where, f"LayerType.{cls}")
+
+
+def _shadowed(config: dict, layers: list[tuple[str, str]], to_user) -> list[MergeNote]:
+    """LayerType types that hls4ml does not apply to a layer because its LayerName entry sets the same type
+    (``auto`` included: what ``config_from_keras_model`` writes): hls4ml's precedence, reported."""
+    names = config.get("LayerName") or {}
+    notes = []
+    for cls, entry in (config.get("LayerType") or {}).items():
+        precision = entry.get("Precision") if isinstance(entry, dict) else None
+        for own, layer_cls in layers:
+            mine = (names.get(own) or {}).get("Precision")
+            if layer_cls != cls or not isinstance(precision, dict) or not isinstance(mine, dict):
+                continue
+            for var in sorted(set(precision) & set(mine)):
+                notes.append(MergeNote(f"LayerType.{cls}.Precision.{var}", str(precision[var]),
+                                       f"{mine[var]} for {to_user(own)}",
+                                       f"hls4ml applies LayerName.{to_user(own)}'s type first"))
+    return notes
 
 
 def _check_model_vars(model_cfg: dict, reference: dict, where: str) -> None:
