@@ -423,3 +423,18 @@ def test_a_layer_type_shadowed_by_a_layer_name_is_reported(mlp, tmp_path):
     note = {n.field: n for n in graph.hwflow_config.notes}["LayerType.BatchNormalization.Precision.result"]
     assert note.hwflow == "auto for bn1"
     assert program_from_hls(graph).layer("bn1").result != parse_type("fixed<12,4>")  # hls4ml's precedence
+
+
+def test_campaign_scaled_variant_that_does_not_fit_the_configuration(tmp_path):
+    from hwflow.campaign import load_spec
+    from hwflow.campaign.variants import build_variants
+    from hwflow.errors import HardenError
+
+    zoo_model("mlp-digits", 8, 8).save(tmp_path / "m.h5")
+    write(tmp_path, MLP_CONFIG)  # its Model default stores the batch-norm scale as fixed<14,5>
+    spec = load_spec(write(tmp_path, (
+        "name: own\nseed: 1\ndataset: digits\nsamples: 20\nmodels:\n  - path: m.h5\n    hls_config: hls.yml\n"
+        "    variants: [baseline, scale]\nfaults:\n  - model: bitflip\n    rates: [0.001]\n    trials: 2\n"),
+        "spec.yml"))
+    with pytest.raises(HardenError, match=r"models: m/scale: .*Hardening searches run on hwflow's own types"):
+        build_variants(spec)

@@ -18,7 +18,7 @@ from pathlib import Path
 from hwflow.campaign.spec import CampaignSpec, ModelSpec
 from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
 from hwflow.emulator import Program
-from hwflow.errors import SpecError
+from hwflow.errors import HardenError, SpecError
 from hwflow.harden.pipeline import HardenConfig, Hardened, harden, load_hardened, save_hardened
 from hwflow.harden.recipe import Recipe
 from hwflow.image import WeightImage
@@ -137,8 +137,16 @@ def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
         for name in model.variants:
             hardened = hardened_model(spec, model, Recipe.parse(name), progress)
             with tempfile.TemporaryDirectory(prefix="hwflow-campaign-") as tmp:
-                hls_model, program, image = convert_hardened(hardened, options, Path(tmp) / "model",
-                                                             {"model": model.name, "variant": name})
+                try:
+                    hls_model, program, image = convert_hardened(hardened, options, Path(tmp) / "model",
+                                                                 {"model": model.name, "variant": name})
+                except HardenError as err:
+                    if model.hls_config is None:
+                        raise
+                    msg = (f"{spec.source}: models: {model.name}/{name}: {err}. Hardening searches run on hwflow's "
+                           f"own types, and {model.hls_config} stores this array in another type: scale with a "
+                           "configuration that keeps the weight, bias and batch-norm types")
+                    raise HardenError(msg) from None
             if hls_model.hwflow_config is not None:
                 log.info("%s/%s: %s", model.name, name, hls_model.hwflow_config.summary())
             variants.append(Variant(f"{model.name}/{name}", program, image))
