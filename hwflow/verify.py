@@ -18,6 +18,7 @@ import numpy as np
 
 from hwflow.convert import HlsOptions, compile_csim, convert, image_from_hls, program_from_hls
 from hwflow.convert.hls import quiet
+from hwflow.convert.names import names_of
 from hwflow.emulator import Emulator, Program
 from hwflow.image import StoragePlan, WeightImage
 
@@ -145,12 +146,14 @@ def compare_layers(csim: CSimModel, x: np.ndarray, emulator: Emulator | None = N
     caller can assert how many layers were compared instead of trusting a silent skip.
     """
     emulator = emulator or Emulator(csim.program, csim.image)
-    hls_layers = {layer.name: layer for layer in csim.hls_model.get_layers()}
+    names = names_of(csim.hls_model)  # layers hls4ml could not carry are renamed inside: map back
+    hls_layers = {names.to_user(layer.name): layer for layer in csim.hls_model.get_layers()}
     for layer in hls_layers.values():
         layer.set_attr("trace", True)
     x64 = np.ascontiguousarray(np.asarray(x, dtype=np.float32), dtype=np.float64)
     with quiet():
-        _, traced = csim.hls_model.trace(x64)
+        _, hls_traced = csim.hls_model.trace(x64)
+    traced = {names.to_user(name): value for name, value in hls_traced.items()}
     ours = emulator.trace(x)
     compared, not_compared, first = [], {}, None
     for spec in csim.program.layers:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from hwflow.convert import HlsOptions, image_from_hls, program_from_hls
 from hwflow.convert.hls import quiet
+from hwflow.convert.names import names_of
 from hwflow.emulator import Program
 from hwflow.errors import BuildError, FormatError
 from hwflow.fixed import FixedType, from_hls4ml
@@ -254,9 +255,10 @@ def _bram_variables(hls_model, image: WeightImage, keys: tuple[str, ...]) -> dic
     or multiplied into it (constant scale): either way hls4ml's type must be the array's compute type.
     """
     found = {}
+    names = names_of(hls_model)  # the image keys carry the user's layer names
     for layer in hls_model.get_layers():
         for role, var in layer.weights.items():
-            key = f"{layer.name}/{role}"
+            key = f"{names.to_user(layer.name)}/{role}"
             if key in keys:
                 found[key] = var
     for key in keys:
