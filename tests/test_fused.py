@@ -299,3 +299,33 @@ def test_float_stored_arrays_run_plain_and_equal(stored):
     fast, plain = _emulators(layers, weights)
     np.testing.assert_array_equal(fast.run_codes(x, "x", "pool"), plain.run_codes(x, "x", "pool"))
     assert (stored == "bn") == any(v is not None for v in fast._runner.cache.values())  # conv alone still fuses
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_conv1d_and_padded_pooling_equal_plain(seed):
+    """Conv1D groups (pool-window GEMM or im2col), and a padded max pooling (kept on the plain kernel)."""
+    layers, weights, x = _case(4000 + seed)
+    rng = np.random.default_rng(seed)
+    conv2d, pool2d = layers[1], layers[4]
+    k, stride, pad = conv2d.attrs["filt_width"], conv2d.attrs["stride_width"], conv2d.attrs["pad_left"]
+    c_in, c_out = x.shape[-1], conv2d.output_shape[-1]
+    length = 13
+    out = (length + 2 * pad - k) // stride + 1
+    p, ps = pool2d.attrs["pool_width"], pool2d.attrs["stride_width"]
+    ppad = int(seed % 3 == 0)
+    pooled = (out + 2 * ppad - p) // ps + 1
+    conv_attrs = {"filt_width": k, "stride_width": stride, "pad_left": pad, "pad_right": pad, "n_filt": c_out}
+    pool_attrs = {"pool_width": p, "stride_width": ps, "pad_left": ppad, "pad_right": ppad, "pool_op": "Max"}
+    layers = [
+        LayerSpec("x", Kind.INPUT, (), (length, c_in), layers[0].result),
+        LayerSpec("conv", Kind.CONV1D, ("x",), (out, c_out), conv2d.result, conv2d.accum, conv_attrs),
+        LayerSpec("bn", Kind.BATCHNORM, ("conv",), (out, c_out), layers[2].result),
+        LayerSpec("act", Kind.ACTIVATION, ("bn",), (out, c_out), layers[3].result, None, layers[3].attrs),
+        LayerSpec("pool", Kind.POOL1D, ("act",), (pooled, c_out), pool2d.result, pool2d.accum, pool_attrs),
+    ]
+    w = weights[("conv", "weight")]
+    weights[("conv", "weight")] = Weights(_codes(rng, w.type, (k * c_in, c_out)), w.type, None)
+    x = _codes(rng, layers[0].result, (29, length, c_in))
+    fast, plain = _emulators(layers, weights)
+    for upto in ("conv", "act", "pool"):
+        np.testing.assert_array_equal(fast.run_codes(x, "x", upto), plain.run_codes(x, "x", upto))
