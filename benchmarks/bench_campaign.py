@@ -8,6 +8,13 @@ Faults are restricted to the kernels and biases of the QConv/QDense layers, the 
 Keras loop can flip (batch-norm is float in Keras, fixed point in hardware). Where the two
 disagree on a trial, the trial is rerun in hls4ml's C simulation with the faulty words, to show
 which one speaks for the hardware (a float Keras model neither wraps nor saturates).
+
+Printed in one run (targets of issue 11 in brackets): the overall ratio [25x] and one ratio per
+rate [8x at 1e-3], both sides on the same fault maps; ``campaign-exact``: every engine trial
+checked against full emulation on a fixed 1,000-image subset that both evaluate [k = n]; the
+float32 GEMM peak measured in the same run; peak memory [4 GiB]. ``--profile`` adds where the
+engine's time goes at each rate (cProfile). Other processes on the machine change every figure:
+run it more than once and compare ratios.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="1e-5,1e-4,1e-3")
     parser.add_argument("--keras-trials", type=int, default=4, help="trials per rate for the Keras loop")
     parser.add_argument("--engine-trials", type=int, default=40, help="trials per rate for the engine")
+    parser.add_argument("--threads", type=int, default=2, help="trials evaluated side by side (both cores)")
+    parser.add_argument("--exact-images", type=int, default=1000, help="subset checked against full emulation")
+    parser.add_argument("--profile", action="store_true", help="print where the engine's time goes per rate")
     parser.add_argument("--out", default="out/bench")
     args = parser.parse_args(argv)
 
@@ -53,46 +63,117 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     evaluator = TrialEvaluator(program, image, x, y)
     t_setup = time.perf_counter() - t0
-    cache_mb = sum(a.nbytes for a in evaluator.cache.values()) / 2**20
+    cache_mb = evaluator.store.nbytes / 2**20
 
     def fault_maps(trials):
         for i, rate in enumerate(rates):
             for t in range(trials):
                 yield rate, BitFlip(rate, target=target).sample(image, np.random.default_rng([i, t]))
 
-    # The engine, many trials.
+    # The engine, many trials, timed per rate (the trials of a rate go to the evaluator together).
     engine_maps = list(fault_maps(args.engine_trials))
-    t0 = time.perf_counter()
-    engine = [evaluator.evaluate(fm) for _, fm in engine_maps]
-    t_engine = time.perf_counter() - t0
+    engine, t_rate = [], {}
+    for rate in rates:
+        maps = [fm for r, fm in engine_maps if r == rate]
+        t0 = time.perf_counter()
+        engine += evaluator.evaluate_many(maps, threads=args.threads)
+        t_rate[rate] = (time.perf_counter() - t0) / len(maps)
+    t_engine = sum(t_rate[r] * args.engine_trials for r in rates)
+    rss_engine = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # The Keras loop, on the first trials of the same maps.
-    keras_maps = [m for k, m in enumerate(engine_maps) if k % args.engine_trials < args.keras_trials]
-    keras_outcomes = [engine[k] for k in range(len(engine_maps)) if k % args.engine_trials < args.keras_trials]
+    keras_idx = [k for k in range(len(engine_maps)) if k % args.engine_trials < args.keras_trials]
     clean_weights = model.get_weights()
-    t0 = time.perf_counter()
-    keras_correct = [keras_trial(model, clean_weights, image, fm, x, y) for _, fm in keras_maps]
-    t_keras = time.perf_counter() - t0
+    keras_correct, k_rate = [], {r: 0.0 for r in rates}
+    for k in keras_idx:
+        rate, fm = engine_maps[k]
+        t0 = time.perf_counter()
+        keras_correct.append(keras_trial(model, clean_weights, image, fm, x, y))
+        k_rate[rate] += (time.perf_counter() - t0) / args.keras_trials
+    t_keras = sum(k_rate.values()) * args.keras_trials
     model.set_weights(clean_weights)
+    keras_outcomes = [engine[k] for k in keras_idx]
 
     engine_rate = len(engine_maps) / t_engine
-    keras_rate = len(keras_maps) / t_keras
+    keras_rate = len(keras_idx) / t_keras
     agree = sum(int(k == o.correct) for k, o in zip(keras_correct, keras_outcomes, strict=True))
+    gemm = sgemm_peak()
     print(f"bench campaign-setup: fault-free pass and cache {t_setup:.1f} s, cache {cache_mb:.1f} MiB, "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+          f"peak RSS {rss_engine:.0f} MiB after the engine's trials")
     print(f"bench campaign-vs-keras-loop: {engine_rate / keras_rate:.1f}x "
-          f"({engine_rate:.2f} vs {keras_rate:.3f} trials/s, {len(x)} images, rates {args.rates})")
+          f"({engine_rate:.2f} vs {keras_rate:.3f} trials/s, {len(x)} images, rates {args.rates}, "
+          f"{args.threads} engine threads)")
+    for rate in rates:
+        print(f"bench campaign-vs-keras-loop rate {rate:g}: {k_rate[rate] / t_rate[rate]:.1f}x "
+              f"({1000 * t_rate[rate]:.0f} vs {1000 * k_rate[rate]:.0f} ms per trial)")
     for rate in rates:
         sel = [o for (r, _), o in zip(engine_maps, engine, strict=True) if r == rate]
         print(f"bench campaign-accuracy rate {rate:g}: {np.mean([o.correct for o in sel]) / len(x):.4f} "
               f"over {len(sel)} trials, mean faults {np.mean([o.faults for o in sel]):.1f}")
-    print(f"bench campaign-agreement: {agree} of {len(keras_maps)} trials give the same correct count")
-    for (rate, fm), k, o in zip(keras_maps, keras_correct, keras_outcomes, strict=True):
-        if k != o.correct:
+    print(f"bench campaign-agreement: {agree} of {len(keras_idx)} trials give the same correct count")
+    for k, kc in zip(keras_idx, keras_correct, strict=True):
+        rate, fm = engine_maps[k]
+        if kc != engine[k].correct:
             csim = csim_correct(hls_model, image, fm, x, y)
-            print(f"bench campaign-disagreement rate {rate:g}: keras {k}, engine {o.correct}, C-sim {csim} correct")
+            print(f"bench campaign-disagreement rate {rate:g}: keras {kc}, engine {engine[k].correct}, "
+                  f"C-sim {csim} correct")
             break
+    same = exact_check(program, image, [fm for _, fm in engine_maps], x[: args.exact_images], y[: args.exact_images])
+    print(f"bench campaign-exact: {same} of {len(engine_maps)} trials equal full emulation "
+          f"(outcome and every output code, {min(args.exact_images, len(x))} images)")
+    print(f"bench gemm-peak: {2 * gemm / 1e9:.0f} GFLOP/s float32 ({gemm / 1e9:.0f} G multiply-accumulates/s)")
+    print(f"bench campaign-memory: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+    if args.profile:
+        for rate in rates:
+            profile_rate(evaluator, [fm for r, fm in engine_maps if r == rate][:10], rate)
     return 0
+
+
+def exact_check(program, image, maps, x, y) -> int:
+    """Trials whose engine outcome and output codes equal full emulation of the faulty image."""
+    import numpy as np
+
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.emulator import Emulator
+
+    evaluator = TrialEvaluator(program, image, x, y)
+    same = 0
+    for fm in maps:
+        reference = Emulator(program, fm.apply(image)).run(x)
+        same += int(np.array_equal(evaluator.output_codes(fm), reference)
+                    and evaluator.evaluate(fm) == evaluator.full_evaluate(fm, x))
+    return same
+
+
+def profile_rate(evaluator, maps, rate) -> None:
+    """The engine's ten most expensive functions (own time) at one rate."""
+    import cProfile
+    import io
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    evaluator.evaluate_many(maps)
+    prof.disable()
+    text = io.StringIO()
+    pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(10)
+    print(f"bench campaign-profile rate {rate:g} ({len(maps)} trials, one thread):")
+    print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[-1800:])
+
+
+def sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
+    """numpy's float32 GEMM in multiply-accumulates per second: a large square product, best of several."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return n**3 / best
 
 
 def keras_trial(model, clean_weights, image, faultmap, x, y) -> int:

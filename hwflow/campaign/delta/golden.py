@@ -29,6 +29,16 @@ def compact_dtype(t: FixedType) -> type:
     return np.int64
 
 
+def _float32_if_exact(codes: np.ndarray | None) -> np.ndarray | None:
+    """Accumulator codes as float32 (the same four bytes) when every one is below 2**24: the delta
+    rules add to them in float32, and a stored float32 copy saves a conversion per trial."""
+    if codes is None or codes.dtype.itemsize != 4 or not np.issubdtype(codes.dtype, np.integer):
+        return codes
+    if codes.size and max(-int(codes.min()), int(codes.max())) >= 2**24:
+        return codes
+    return codes.astype(np.float32)
+
+
 def accumulator_key(name: str) -> str:
     return f"{name}#acc"
 
@@ -94,6 +104,9 @@ class Golden:
                 outputs[layer.name] = out
                 if layer.name in self.kept:
                     self.codes[layer.name][sl] = out
+        for name in self.accumulators | {layer.name for layer in layers[1:] if layer.accum is not None}:
+            key = accumulator_key(name) if name in self.accumulators else name
+            self.codes[key] = _float32_if_exact(self.codes.get(key))
         self.output = self.codes[layers[-1].name]
 
     def __getitem__(self, name: str) -> np.ndarray:

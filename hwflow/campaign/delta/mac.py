@@ -71,16 +71,26 @@ def _gemm_into(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
 
 def _gemm_into_t(c: np.ndarray, xt: np.ndarray, b: np.ndarray) -> None:
     """``c += xt.T @ b`` for ``xt`` (r, R) holding one im2col column per row. A faulty word is one
-    entry of ``b``: a few entries are added one column at a time (a GEMM with an inner dimension of
-    one or two runs far below BLAS speed), many as ``(b.T @ xt).T``."""
+    entry of ``b``: with a few entries, each adds its column times the weight change into a
+    contiguous per-channel row (a GEMM with an inner dimension of one or two runs far below BLAS
+    speed), and the rows are added to ``c`` once; with many, ``(b.T @ xt).T``."""
     nz = np.argwhere(b != 0)
-    if len(nz) <= 4 * b.shape[1]:
-        for i in np.unique(nz[:, 0]):
-            x = xt[i].astype(c.dtype)
-            for j in np.flatnonzero(b[i]):
-                c[:, j] += x * b[i, j]
+    if len(nz) > 4 * b.shape[1]:
+        c += np.matmul(b.T.astype(c.dtype), xt.astype(c.dtype, copy=False)).T
         return
-    c += np.matmul(b.T.astype(c.dtype), xt.astype(c.dtype, copy=False)).T
+    cols = np.unique(nz[:, 1])
+    rows_t = np.zeros((len(cols), c.shape[0]), dtype=c.dtype)
+    tmp = np.empty(c.shape[0], dtype=c.dtype)
+    for i in np.unique(nz[:, 0]):
+        x = xt[i].astype(c.dtype)
+        for pos, j in enumerate(cols):
+            if b[i, j]:
+                np.multiply(x, b[i, j], out=tmp)
+                rows_t[pos] += tmp
+    if len(cols) == c.shape[1]:
+        c += rows_t.T
+    else:
+        c[:, cols] += rows_t.T
 
 
 def _max_code(t: FixedType, extra: int = 0) -> int:
