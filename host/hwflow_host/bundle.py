@@ -78,6 +78,9 @@ def load_bundle(root: str | Path) -> Bundle:
         if not isinstance(info.get(key), str) or not (root / info[key]).is_file():
             msg = f"{info_path}: {key}: file {info.get(key)!r} is missing from the bundle; unpack it again"
             raise BundleError(msg)
+        if not _inside(root, root / info[key]):  # the host reads only what the bundle holds
+            msg = f"{info_path}: {key}: {info[key]!r} points outside the bundle folder; redeploy"
+            raise BundleError(msg)
     manifest = load_manifest(root / info["manifest"])
     try:
         image = WeightImage.load((root / info["manifest"]).parent / Path(manifest.weight_image).parent)
@@ -89,14 +92,42 @@ def load_bundle(root: str | Path) -> Bundle:
     try:
         x = np.load(root / info["x"], allow_pickle=False)
         y = np.load(root / info["y"], allow_pickle=False)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:
         msg = f"{root}: the test data cannot be read ({err}); unpack the bundle again"
         raise BundleError(msg) from None
+    _check_data(root, x, y)
     if len(x) != len(y) or len(y) != plan.samples:
         msg = f"{root}: {len(x)} inputs, {len(y)} labels, the plan expects {plan.samples} samples: redeploy"
         raise BundleError(msg)
     if int(np.prod(x.shape[1:])) != manifest.data.input_elements:
         msg = f"{root}: inputs of shape {x.shape[1:]}, the accelerator takes {manifest.data.input_shape}: redeploy"
         raise BundleError(msg)
-    bitstream = root / info["bitstream"] if info.get("bitstream") else None
+    bitstream = info.get("bitstream")
+    if bitstream is not None and (not isinstance(bitstream, str) or not _inside(root, root / bitstream)):
+        msg = f"{info_path}: bitstream: {bitstream!r} is not a file name inside the bundle; redeploy"
+        raise BundleError(msg)
+    bitstream = root / bitstream if bitstream else None
     return Bundle(root, info, manifest, image, plan, x, y, bitstream)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _check_data(root: Path, x: object, y: object) -> None:
+    """Inputs: real finite numbers, one row per sample; labels: one integer class index per sample."""
+    if not isinstance(x, np.ndarray) or x.ndim < 1 or not (np.issubdtype(x.dtype, np.integer)
+                                                          or np.issubdtype(x.dtype, np.floating)):
+        msg = f"{root}: the inputs are not an array of numbers, one row per sample: redeploy"
+        raise BundleError(msg)
+    if not np.all(np.isfinite(x)):
+        msg = f"{root}: the inputs hold NaN or infinite values: redeploy"
+        raise BundleError(msg)
+    if not isinstance(y, np.ndarray) or y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) \
+            or (y.size and int(y.min()) < 0):
+        msg = f"{root}: the labels are not one class index (an integer >= 0) per sample: redeploy"
+        raise BundleError(msg)

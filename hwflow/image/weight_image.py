@@ -204,30 +204,42 @@ class WeightImage:
             raise FormatError(msg)
         try:
             manifest = json.loads(path.read_text())
+            if not isinstance(manifest, dict):
+                msg = f"{path}: not a WeightImage manifest (an object with 'format_version' and 'arrays')"
+                raise FormatError(msg)
             if manifest.get("format_version") != FORMAT_VERSION:
                 msg = f"{path}: format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}"
                 raise FormatError(msg)
+            if not isinstance(manifest.get("arrays"), list):
+                msg = f"{path}: 'arrays' must be a list of the stored arrays"
+                raise FormatError(msg)
             arrays = []
             for e in manifest["arrays"]:
-                words = np.load(src / e["file"], allow_pickle=False)
-                arrays.append(
-                    StoredArray(
-                        layer=e["layer"],
-                        name=e["name"],
-                        var=e["var"],
-                        shape=tuple(e["shape"]),
-                        axes=tuple(e["axes"]),
-                        format=StorageFormat.parse(e["format"]),
-                        scale=Scale.from_json(e["scale"]),
-                        words=words,
-                    )
-                )
-        except (KeyError, TypeError, ValueError, OSError) as err:
-            msg = f"{path}: malformed WeightImage bundle ({err})"
+                arrays.append(_load_array(src, path, e))
+            image = cls(tuple(arrays))
+            for e in manifest["arrays"]:
+                if image.base(e["layer"], e["name"]) != e["base"]:
+                    msg = f"{path}: base address of {e['layer']}/{e['name']} disagrees with the array sizes"
+                    raise FormatError(msg)
+        except (KeyError, TypeError, ValueError, OSError, EOFError, AttributeError, RecursionError) as err:
+            msg = f"{path}: malformed WeightImage bundle ({type(err).__name__}: {err})"
             raise FormatError(msg) from None
-        image = cls(tuple(arrays))
-        for e in manifest["arrays"]:
-            if image.base(e["layer"], e["name"]) != e["base"]:
-                msg = f"{path}: base address of {e['layer']}/{e['name']} disagrees with the array sizes"
-                raise FormatError(msg)
         return image
+
+
+def _load_array(src: Path, path: Path, e: dict) -> StoredArray:
+    """One array of a saved image: its ``.npy`` beside the manifest, integer words only."""
+    file = e["file"]
+    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+        msg = f"{path}: array file {file!r} is not a file name beside the manifest"
+        raise FormatError(msg)
+    words = np.load(src / file, allow_pickle=False)
+    if not isinstance(words, np.ndarray) or not np.issubdtype(words.dtype, np.integer):
+        what = words.dtype if isinstance(words, np.ndarray) else type(words).__name__
+        msg = f"{path}: {file} holds {what}, not integer words"
+        raise FormatError(msg)
+    if words.size and np.issubdtype(words.dtype, np.signedinteger) and int(words.min()) < 0:
+        msg = f"{path}: {file} holds negative words; stored words are unsigned bit patterns"
+        raise FormatError(msg)
+    return StoredArray(layer=e["layer"], name=e["name"], var=e["var"], shape=tuple(e["shape"]), axes=tuple(e["axes"]),
+                       format=StorageFormat.parse(e["format"]), scale=Scale.from_json(e["scale"]), words=words)
