@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from hwflow.errors import HwflowError, SpecError
+from hwflow.metrics import MetricSpec
 
 STUDIES = ("layer", "bit", "layer-bit")
 
@@ -44,6 +45,8 @@ class ModelSpec:
     """The user's own hls4ml configuration of this model (an HLSConfig or hls4ml project YAML file, relative
     to the spec): the design emulated. The spec's io, backend, strategy and reuse_factor apply where the
     file leaves them open; a value other than the default that the file contradicts is refused."""
+    metric: MetricSpec | None = None
+    """This model's metric (``metric:``, as at the top of the spec); None: the campaign's."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,10 @@ class CampaignSpec:
     sensitivity: SensitivitySpec | None = None
     hardening: dict | None = None
     """Settings of the hardening searches (``hwflow.harden.pipeline.HardenConfig`` fields), checked."""
+    metric: MetricSpec = MetricSpec()
+    """The task's metric every trial records (``hwflow.metrics``): ``top1`` (default), ``topN`` / ``topk`` with
+    ``k``, ``mse`` / ``mae`` (``target: data`` or ``input``), ``auc`` (``normal:`` classes when the labels are
+    classes); a model may override it."""
     data_root: str | None = None
     """Directory of Fashion-MNIST files when not installed system-wide."""
     models_dir: str = "models"
@@ -113,9 +120,17 @@ class CampaignSpec:
         data.pop("source")
         if data["hardening"] is None:  # specs without it compare equal to those stored before it existed
             data.pop("hardening")
+        data["metric"] = self.metric.to_json()  # likewise the default metric
+        if self.metric == MetricSpec():
+            data.pop("metric")
         for key, default in HLS_DEFAULTS.items():  # likewise the HLS options added after io
             if data[key] == default:
                 data.pop(key)
+        for model, spec_model in zip(data["models"], self.models, strict=True):  # likewise a model's metric
+            if spec_model.metric is None:
+                model.pop("metric", None)
+            else:
+                model["metric"] = spec_model.metric.to_json()
         for model in data["models"]:  # likewise a model's hls_config; its digest: another file is another design
             if model.get("hls_config") is None:
                 model.pop("hls_config", None)
@@ -124,6 +139,14 @@ class CampaignSpec:
 
                 model["hls_config"] = load_hls_config(self.resolve(model["hls_config"])).record()
         return data
+
+    def metric_for(self, model: str) -> MetricSpec:
+        """The metric of model ``model`` (its name in the spec, or a ``<model>/<variant>`` label)."""
+        name = model.split("/", 1)[0]
+        for m in self.models:
+            if m.name == name and m.metric is not None:
+                return m.metric
+        return self.metric
 
     def resolve(self, path: str) -> Path:
         """A path from the spec, relative to the spec file's folder."""
@@ -196,6 +219,7 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     faults = tuple(_fault(f, f"faults[{i}]", r, rates, trials) for i, f in enumerate(r.items("faults")))
     sensitivity = _sensitivity(r.mapping("sensitivity", None), r)
     hardening = _hardening(r.mapping("hardening", None), r)
+    metric = _metric(r) or MetricSpec()
     r.finish()
     names = [m.name for m in spec.models]
     if len(set(names)) != len(names):
@@ -204,7 +228,7 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     from dataclasses import replace
 
     dataset = dataset or models_dataset(spec)
-    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, hardening=hardening)
+    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, hardening=hardening, metric=metric)
 
 
 def _dataset(r: _Reader) -> str | None:
@@ -295,9 +319,47 @@ def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
         train_seed=r.integer("train_seed", 0, minimum=0),
         variants=variants,
         hls_config=_hls_config(r),
+        metric=_metric(r),
     )
     r.finish()
     return spec
+
+
+def _metric(r: _Reader) -> MetricSpec | None:
+    """A ``metric:`` field: a name (``top1``, ``top5``, ``mse``, ``mae``, ``auc``) or a mapping with ``name`` and
+    ``k`` (topk), ``target`` (``data`` / ``input``: mse, mae) or ``normal`` (auc: the normal classes)."""
+    from hwflow.metrics import TARGETS, MetricError, get
+
+    value = r._get("metric", None)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, dict):
+        r.fail("metric", f"give a metric name (top1, top5, mse, mae, auc) or a mapping with 'name', got {value!r}")
+    m = r.child(value, "metric")
+    name = m.string("name")
+    k = m.integer("k", None, minimum=1)
+    try:
+        metric = get(name, k)
+    except MetricError as err:
+        m.fail("name" if k is None else "k", str(err))
+    target = m.choice("target", TARGETS, "data")
+    if "target" in value and metric.needs == "labels":
+        m.fail("target", f"metric {metric.name} scores against the labels; target applies to mse and mae")
+    if metric.name == "auc" and target != "data":
+        m.fail("target", "auc always scores the reconstruction of the input; leave target out")
+    normal = None
+    if "normal" in value:
+        if metric.name != "auc":
+            m.fail("normal", f"normal applies to auc only, not to {metric.name}")
+        items = value["normal"] if isinstance(value["normal"], list) else [value["normal"]]
+        if not items or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in items):
+            m.fail("normal", f"must be a list of class labels (integers >= 0), got {value['normal']!r}")
+        normal = tuple(sorted(set(items)))
+        m.seen.add("normal")
+    m.finish()
+    return MetricSpec(metric.name, target, normal)
 
 
 def _hls_config(r: _Reader) -> str | None:

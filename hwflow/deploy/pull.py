@@ -32,7 +32,7 @@ _STUDIES = ("sweep", "layer", "bit", "layer-bit")
 _TABLES = {
     "meta": ("key", "value"),
     "campaigns": ("name", "spec", "created"),
-    "baselines": ("campaign", "variant", "board", "samples", "correct"),
+    "baselines": tuple(Baseline.__dataclass_fields__),
     "trials": tuple(TrialRow.__dataclass_fields__),
 }
 
@@ -77,8 +77,11 @@ def pull(source: str | Path, into: str | Path) -> PullResult:
                     elif action == "replace":  # a stored campaign without trials (see register_campaign)
                         dst.conn.execute("UPDATE campaigns SET spec=? WHERE name=?", (text, name))
                         dst.conn.execute("DELETE FROM baselines WHERE campaign=?", (name,))
-                dst.conn.executemany("INSERT OR REPLACE INTO baselines VALUES (?, ?, ?, ?, ?)",
-                                     [(b.campaign, b.variant, b.board, b.samples, b.correct) for b in src.baselines])
+                columns = _TABLES["baselines"]
+                dst.conn.executemany(
+                    f"INSERT OR REPLACE INTO baselines ({', '.join(columns)}) "
+                    f"VALUES ({', '.join('?' for _ in columns)})",
+                    [tuple(getattr(b, c) for c in columns) for b in src.baselines])
                 before = dst.conn.total_changes
                 columns = _TABLES["trials"]
                 dst.conn.executemany(
@@ -105,7 +108,8 @@ def read_source(path: Path) -> _Source:
         _check_schema(conn, path)
         specs = {name: _spec(path, name, text) for name, text in
                  conn.execute("SELECT name, spec FROM campaigns ORDER BY created, name")}
-        baselines = [Baseline(*r) for r in conn.execute("SELECT * FROM baselines ORDER BY campaign, variant, board")]
+        baselines = [Baseline(*r) for r in conn.execute(
+            f"SELECT {', '.join(_TABLES['baselines'])} FROM baselines ORDER BY campaign, variant, board")]
         rows = [TrialRow(*r) for r in conn.execute(
             f"SELECT {', '.join(_TABLES['trials'])} FROM trials ORDER BY campaign, variant, study, fault_model, "
             "target_layer, target_bit, rate, trial, board")]

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from hwflow.errors import HwflowError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: the task's metric (name and value) on every trial and baseline, the direction on baselines; a schema-1
+file is migrated when opened (its rows are top-1 accuracies: ``metric_value = correct / samples``)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -33,6 +35,9 @@ CREATE TABLE IF NOT EXISTS baselines (
     board TEXT NOT NULL,            -- where it ran: emulator, csim, or a board name
     samples INTEGER NOT NULL,
     correct INTEGER NOT NULL,       -- fault-free correct predictions
+    metric TEXT NOT NULL DEFAULT 'top1',  -- the campaign's metric for this variant (hwflow.metrics)
+    metric_value REAL,              -- its fault-free value (NULL: undefined, e.g. an AUC without both classes)
+    higher_is_better INTEGER NOT NULL DEFAULT 1,  -- the metric's direction: 1 higher is better, 0 lower
     PRIMARY KEY (campaign, variant, board)
 );
 CREATE TABLE IF NOT EXISTS trials (
@@ -52,9 +57,28 @@ CREATE TABLE IF NOT EXISTS trials (
     mismatches INTEGER NOT NULL,    -- samples whose output differs from the fault-free run
     board TEXT NOT NULL,
     seconds REAL NOT NULL,
+    metric TEXT NOT NULL DEFAULT 'top1',  -- the metric of this trial (the campaign's, or the model's own)
+    metric_value REAL,              -- its value under the trial's faults (NULL: undefined)
     PRIMARY KEY (campaign, variant, study, fault_model, target_layer, target_bit, rate, trial, board)
 );
 """
+
+_MIGRATE_1_TO_2 = """
+ALTER TABLE baselines ADD COLUMN metric TEXT NOT NULL DEFAULT 'top1';
+ALTER TABLE baselines ADD COLUMN metric_value REAL;
+ALTER TABLE baselines ADD COLUMN higher_is_better INTEGER NOT NULL DEFAULT 1;
+UPDATE baselines SET metric_value = CAST(correct AS REAL) / samples WHERE samples > 0;
+ALTER TABLE trials ADD COLUMN metric TEXT NOT NULL DEFAULT 'top1';
+ALTER TABLE trials ADD COLUMN metric_value REAL;
+UPDATE trials SET metric_value = CAST(correct AS REAL) / samples WHERE samples > 0;
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
+def _top1_default(row) -> None:
+    """Rows made without a metric are top-1 rows: their value is the accuracy (frozen: set once here)."""
+    if row.metric_value is None and row.metric == "top1" and row.samples:
+        object.__setattr__(row, "metric_value", row.correct / row.samples)
 
 
 class ResultsError(HwflowError):
@@ -92,6 +116,18 @@ class TrialRow:
     mismatches: int
     board: str = "emulator"
     seconds: float = 0.0
+    metric: str = "top1"
+    """The metric this trial was scored with (``hwflow.metrics.get(metric)`` gives its direction)."""
+    metric_value: float | None = None
+    """Its value; None: undefined (a top-1 row made without one gets ``correct / samples``)."""
+
+    def __post_init__(self) -> None:
+        _top1_default(self)
+
+    @property
+    def value(self) -> float:
+        """The metric's value, NaN when undefined."""
+        return float(self.metric_value) if self.metric_value is not None else float("nan")
 
     @property
     def key(self) -> TrialKey:
@@ -110,12 +146,24 @@ class Baseline:
     board: str
     samples: int
     correct: int
+    metric: str = "top1"
+    metric_value: float | None = None
+    higher_is_better: bool = True
+
+    def __post_init__(self) -> None:
+        _top1_default(self)
+        object.__setattr__(self, "higher_is_better", bool(self.higher_is_better))
+
+    @property
+    def value(self) -> float:
+        return float(self.metric_value) if self.metric_value is not None else float("nan")
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.samples if self.samples else float("nan")
 
 
+_BASELINE_COLUMNS = tuple(Baseline.__dataclass_fields__)
 _TRIAL_COLUMNS = tuple(TrialRow.__dataclass_fields__)
 
 
@@ -135,6 +183,10 @@ class ResultsDB:
             if row is None:
                 with self.conn:
                     self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif row[0] == "1":
+                with self.conn:
+                    for statement in _MIGRATE_1_TO_2.strip().split(";\n"):
+                        self.conn.execute(statement.rstrip(";"))
             elif int(row[0]) != SCHEMA_VERSION:
                 msg = f"{self.path}: results schema {row[0]}, this hwflow writes schema {SCHEMA_VERSION}"
                 raise ResultsError(msg)
@@ -197,15 +249,24 @@ class ResultsDB:
 
     def put_baseline(self, baseline: Baseline) -> None:
         with self.conn:
-            self.conn.execute("INSERT OR REPLACE INTO baselines VALUES (?, ?, ?, ?, ?)",
-                              (baseline.campaign, baseline.variant, baseline.board, baseline.samples,
-                               baseline.correct))
+            self.conn.execute(f"INSERT OR REPLACE INTO baselines ({', '.join(_BASELINE_COLUMNS)}) "
+                              f"VALUES ({', '.join('?' for _ in _BASELINE_COLUMNS)})",
+                              tuple(getattr(baseline, c) for c in _BASELINE_COLUMNS))
 
     def baselines(self, campaign: str | None = None) -> list[Baseline]:
-        sql, args = "SELECT * FROM baselines", ()
+        sql, args = f"SELECT {', '.join(_BASELINE_COLUMNS)} FROM baselines", ()
         if campaign is not None:
             sql, args = sql + " WHERE campaign=?", (campaign,)
         return [Baseline(*r) for r in self.conn.execute(sql + " ORDER BY campaign, variant, board", args)]
+
+    def metric(self, campaign: str, variant: str | None = None) -> tuple[str, bool]:
+        """The metric ``campaign`` (one variant, or its first) was scored with: ``(name, higher_is_better)``,
+        from the fault-free runs; ``("top1", True)`` for a campaign without one."""
+        sql, args = "SELECT metric, higher_is_better FROM baselines WHERE campaign=?", [campaign]
+        if variant is not None:
+            sql, args = sql + " AND variant=?", [*args, variant]
+        row = self.conn.execute(sql + " ORDER BY variant, board LIMIT 1", args).fetchone()
+        return (str(row[0]), bool(row[1])) if row is not None else ("top1", True)
 
     def add_trials(self, rows: Iterable[TrialRow]) -> int:
         """Insert trials in one transaction (all or none); a trial already present is kept, not doubled."""
