@@ -125,6 +125,16 @@ class ZooSpec:
     """Default Adam learning rate."""
     description: str
     """One line for listings."""
+    task: str = "classify"
+    """``classify`` (logits, trained with cross-entropy on the labels) or ``autoencode`` (reconstructs its
+    input, trained with MSE on the ``normal`` classes only; :mod:`hwflow.zoo.autoencoder`)."""
+    normal: tuple[int, ...] = ()
+    """Autoencoders: the classes that are normal (trained on); the others are the anomalies."""
+
+    @property
+    def metric(self) -> str:
+        """The metric a campaign scores this model with unless its spec names one."""
+        return "auc" if self.task == "autoencode" else "top1"
 
 
 ZOO: dict[str, ZooSpec] = {}
@@ -161,6 +171,21 @@ def _cnn_digits(f: LayerFactory) -> list:
     ]  # fmt: skip
 
 
+AD08_HIDDEN = 32
+"""Width of ad08's hidden layers: MLPerf Tiny's 128 for 640 inputs, scaled to the digits' 64 inputs."""
+AD08_BOTTLENECK = 8
+
+
+def _ad08(f: LayerFactory) -> list:
+    # MLPerf Tiny's anomaly-detection autoencoder (AD08 on PYNQ-Z2): four dense/BN/ReLU blocks, a
+    # bottleneck of 8, four more, and a linear dense layer back to the input's size.
+    layers = [f.flatten()]
+    widths = [AD08_HIDDEN] * 4 + [AD08_BOTTLENECK] + [AD08_HIDDEN] * 4
+    for i, width in enumerate(widths, 1):
+        layers += [f.dense(f"fc{i}", width), f.bn(f"bn{i}"), f.relu(f"relu{i}")]
+    return [*layers, f.dense("out", 64)]
+
+
 def _cnn_fmnist(f: LayerFactory) -> list:
     # The CNN of hls4ml's tutorial, sized to fit a small FPGA.
     return [
@@ -178,6 +203,9 @@ register(ZooSpec("mlp-digits", "digits", (8, 8, 1), _mlp_digits, epochs=30, batc
                  learning_rate=3e-3, description="one hidden layer of 32 on the 8x8 digits"))
 register(ZooSpec("cnn-digits", "digits", (8, 8, 1), _cnn_digits, epochs=30, batch_size=32,
                  learning_rate=3e-3, description="two small convolutions on the 8x8 digits"))
+register(ZooSpec("ad08", "digits", (8, 8, 1), _ad08, epochs=60, batch_size=32, learning_rate=3e-3,
+                 description="MLPerf Tiny's anomaly-detection autoencoder on the digits (0-4 normal)",
+                 task="autoencode", normal=(0, 1, 2, 3, 4)))
 register(ZooSpec("cnn-fmnist", "fashion-mnist", (28, 28, 1), _cnn_fmnist, epochs=5, batch_size=128,
                  learning_rate=3e-3, description="hls4ml-tutorial-sized CNN on Fashion-MNIST"))
 

@@ -140,9 +140,9 @@ class TrainResult:
     sidecar: Path
     """The JSON sidecar next to it."""
     test_accuracy: float
-    """Accuracy on the data set's test split."""
+    """Accuracy on the data set's test split (an autoencoder's: its reconstruction-error ROC AUC)."""
     val_accuracy: float
-    """Accuracy on the validation split."""
+    """Accuracy on the validation split (likewise)."""
     seconds: float
     """Wall time of training (0 when reused)."""
     reused: bool = False
@@ -216,12 +216,18 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     tf.config.experimental.enable_op_determinism()
     model = build_model(config.model, config.weight_bits, config.act_bits, config.weight_integer, config.seed)
     _check_fits(config, data, model)
+    zoo = get_spec(config.model)
+    autoencoder = zoo.task == "autoencode"  # hwflow.zoo.autoencoder: MSE on the normal classes, scored by AUC
+    if autoencoder and config.method != "standard":
+        msg = (f"zoo model {config.model} is an autoencoder: it trains with method standard only "
+               f"(not {config.method}); harden it with scale or clipact")
+        raise ModelError(msg)
     steps = config.epochs * -(-len(data.y_train) // config.batch_size)
     # Cosine decay to zero: the last epochs fine-tune at small steps, which quantized weights need
     # to settle on their grid; it costs nothing and is as deterministic as a constant rate.
     schedule = tf.keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
     optimizer = tf.keras.optimizers.Adam(learning_rate=schedule)
-    if config.method == "standard":
+    if config.method == "standard" and not autoencoder:
         model.compile(
             optimizer=optimizer,
             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -234,7 +240,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         config.weight_bits, config.weight_integer, config.act_bits, config.epochs, config.seed, config.method,
     )  # fmt: skip
     start = time.perf_counter()
-    if config.method == "standard":
+    if autoencoder:
+        from hwflow.zoo.autoencoder import fit_autoencoder
+
+        fit_autoencoder(model, optimizer, data, zoo.normal, config.epochs, config.batch_size,
+                        [_EpochBar(config.epochs, progress)])
+    elif config.method == "standard":
         model.fit(
             data.x_train,
             data.y_train,
@@ -252,9 +263,16 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             batch_size=config.batch_size, verbose=0,
         )  # fmt: skip
     seconds = time.perf_counter() - start
-    test_acc = accuracy(model, data.x_test, data.y_test)
-    val_acc = accuracy(model, data.x_val, data.y_val)
-    sharp = sharpness(model, data.x_test, data.y_test)
+    if autoencoder:  # "accuracy" is the reconstruction-error ROC AUC; sharpness is a cross-entropy measure
+        from hwflow.zoo.autoencoder import reconstruction_auc
+
+        test_acc = reconstruction_auc(model, data.x_test, data.y_test, zoo.normal)
+        val_acc = reconstruction_auc(model, data.x_val, data.y_val, zoo.normal)
+        sharp = None
+    else:
+        test_acc = accuracy(model, data.x_test, data.y_test)
+        val_acc = accuracy(model, data.x_val, data.y_val)
+        sharp = sharpness(model, data.x_test, data.y_test)
     sparse = activation_sparsity(model, data.x_test)
 
     try:
@@ -272,8 +290,9 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         "train_seconds": round(seconds, 2),
         "input_shape": list(data.input_shape),
         "n_classes": data.n_classes,
-        "sharpness": sharp.loss_rise,
-        "sharpness_measure": sharp.to_json(),
+        "sharpness": sharp.loss_rise if sharp is not None else None,
+        "sharpness_measure": sharp.to_json() if sharp is not None else None,
+        "metric": zoo.metric,
         "activation_sparsity": sparse.overall,
         "activation_sparsity_layers": sparse.layers,
         "hardening": hardening_record(config.method, config.rho, config.asam, config.sparsity),
@@ -284,12 +303,13 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         msg = f"cannot write the sidecar of {config.out}: {err}"
         raise ModelError(msg) from err
     log.info(
-        "test accuracy %.4f, val accuracy %.4f, sharpness %.4f, activation sparsity %.3f, %.1f s; saved %s",
-        test_acc, val_acc, sharp.loss_rise, sparse.overall, seconds, config.out,
+        "test %s %.4f, val %s %.4f, sharpness %s, activation sparsity %.3f, %.1f s; saved %s",
+        zoo.metric, test_acc, zoo.metric, val_acc, f"{sharp.loss_rise:.4f}" if sharp is not None else "n/a",
+        sparse.overall, seconds, config.out,
     )  # fmt: skip
     return TrainResult(
         model, config.out, side, test_acc, val_acc, seconds, reused=False, metadata=metadata,
-        sharpness=sharp.loss_rise, activation_sparsity=sparse.overall,
+        sharpness=sharp.loss_rise if sharp is not None else None, activation_sparsity=sparse.overall,
     )  # fmt: skip
 
 
