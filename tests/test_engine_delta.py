@@ -156,6 +156,22 @@ def test_evaluate_many_equals_one_at_a_time(nets, digits):
     assert evaluator.evaluate_many(maps, threads=2) == single
 
 
+def test_samples_in_chunks_when_the_codes_would_not_fit(nets, digits):
+    from hwflow.campaign.delta.golden import bytes_per_sample
+
+    program, image = nets["cnn-digits"]
+    x, y = digits.x_test[:100], digits.y_test[:100]
+    whole = TrialEvaluator(program, image, x, y)
+    chunked = TrialEvaluator(program, image, x, y, memory=30 * bytes_per_sample(program))
+    assert len(chunked._ranges) == 4
+    assert chunked.golden_correct == whole.golden_correct
+    rng = np.random.default_rng(4)
+    maps = [fault_model_from_spec({"model": "bitflip"}, r).sample(image, rng) for r in (1e-3, 1e-2) * 4]
+    assert chunked.evaluate_many(maps) == whole.evaluate_many(maps)
+    for m in maps[:3]:
+        np.testing.assert_array_equal(chunked.output_codes(m), whole.output_codes(m))
+
+
 def _diff_block(clean: np.ndarray, faulty: np.ndarray) -> list[Block]:
     """The traced difference of one layer as the engine carries it (one block, or none)."""
     differs = clean != faulty

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwflow.campaign.delta import Golden, Step, rule_for
+from hwflow.campaign.delta.golden import bytes_per_sample
 from hwflow.campaign.delta.hoist import chains, pool_blocks, pool_casts
 from hwflow.campaign.delta.state import Delta, apply, trim
 from hwflow.emulator import Emulator, Kind, Program
@@ -31,6 +32,7 @@ from hwflow.image import WeightImage
 log = logging.getLogger(__name__)
 
 MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
+MEMORY = 3 << 30  # bytes of fault-free codes kept at once (issue 11: at most 4 GiB in all)
 
 
 @dataclass(frozen=True)
@@ -55,12 +57,24 @@ def _logical_positions(arr) -> np.ndarray:
 class TrialEvaluator:
     """Holds the fault-free run of one variant on the evaluation samples, and evaluates fault maps."""
 
-    def __init__(self, program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, chunk: int = 256):
+    def __init__(self, program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, chunk: int = 256,
+                 memory: int = MEMORY):
+        """``memory``: bytes the fault-free codes may take. When the evaluation samples need more, they
+        are split into chunks that fit; each trial batch then walks the chunks, recomputing each
+        chunk's fault-free pass once per batch (``evaluate_many`` amortizes it over the batch)."""
         self.program = program
         self.image = image
+        self.x = x
         self.y = np.asarray(y)
         self.emulator = Emulator(program, image, chunk=chunk)
-        self.store = Golden(program, image, self.emulator, x)
+        per_sample = max(1, bytes_per_sample(program))
+        step = max(1, int(memory // per_sample))
+        self._ranges = [(lo, min(lo + step, len(x))) for lo in range(0, len(x), step)] or [(0, 0)]
+        if len(self._ranges) > 1:
+            log.info("%d samples need %.0f MiB of fault-free codes: %d chunks of %d samples", len(x),
+                     per_sample * len(x) / 2**20, len(self._ranges), step)
+        self._stores: dict[int, Golden] = {}
+        outputs = [self._store(i).output for i in range(len(self._ranges))]
         names = program.names
         self._index = {name: i for i, name in enumerate(names)}
         self._logical = {a.key: _logical_positions(a) for a in image if a.layer in self._index}
@@ -70,8 +84,20 @@ class TrialEvaluator:
         # Trim at the kept layers except accumulator outputs (rarely sparser than what follows them).
         self._trim = {layer.name: self.store.has(layer.name) and layer.kind not in MAC_KINDS
                       for layer in program.layers}
-        self.golden = self.store.output.astype(np.int64)
+        self.golden = np.concatenate(outputs).astype(np.int64)
         self.golden_correct = int(np.sum(np.argmax(self.golden.reshape(len(self.y), -1), axis=1) == self.y))
+
+    @property
+    def store(self) -> Golden:
+        """The fault-free codes of the chunk in memory (all samples when they fit)."""
+        return next(iter(self._stores.values()))
+
+    def _store(self, i: int) -> Golden:
+        if i not in self._stores:
+            self._stores.clear()  # one chunk in memory at a time
+            lo, hi = self._ranges[i]
+            self._stores[i] = Golden(self.program, self.image, self.emulator, self.x[lo:hi])
+        return self._stores[i]
 
     @property
     def samples(self) -> int:
@@ -79,35 +105,51 @@ class TrialEvaluator:
 
     def evaluate(self, faultmap) -> Outcome:
         """Result of running the network with ``faultmap`` applied to its weight memory."""
-        n = len(faultmap)
-        if n == 0:
-            return Outcome(self.golden_correct, 0, 0, 0)
-        effective = int(faultmap.effective(self.image))
-        if effective == 0:
-            return Outcome(self.golden_correct, 0, n, 0)
-        return self._outcome(self._propagate(faultmap), n, effective)
+        return self.evaluate_many([faultmap])[0]
 
     def evaluate_many(self, faultmaps: Sequence, threads: int = 1) -> list[Outcome]:
         """``[evaluate(m) for m in faultmaps]``, identical results; the runner hands a task's trials over
         together. ``threads > 1`` evaluates trials side by side on one fault-free run (numpy releases the
         GIL in its kernels; BLAS is limited to one thread meanwhile, so the cores are not oversubscribed)."""
-        if threads <= 1 or len(faultmaps) <= 1:
-            return [self.evaluate(m) for m in faultmaps]
-        from concurrent.futures import ThreadPoolExecutor
+        counts = [(len(m), int(m.effective(self.image)) if len(m) else 0) for m in faultmaps]
+        live = [i for i, (n, effective) in enumerate(counts) if effective]
+        parts = {i: [] for i in live}
+        for c in range(len(self._ranges)):
+            if not live:
+                break
+            store = self._store(c)
+            lo, hi = self._ranges[c]
 
-        from threadpoolctl import threadpool_limits
+            def one(i, store=store, lo=lo, hi=hi):
+                return self._partial(self._propagate(faultmaps[i], store), store, lo, hi)
 
-        with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
-            return list(pool.map(self.evaluate, faultmaps))
+            if threads <= 1 or len(live) <= 1:
+                results = [one(i) for i in live]
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+                    results = list(pool.map(one, live))
+            for i, r in zip(live, results, strict=True):
+                parts[i].append(r)
+        out = []
+        for i, (n, effective) in enumerate(counts):
+            correct = self.golden_correct + sum(d for d, _ in parts.get(i, []))
+            mismatches = sum(m for _, m in parts.get(i, []))
+            out.append(Outcome(correct, mismatches, n, effective))
+        return out
 
     def layer_step(self, name: str, inputs: Delta, faultmap) -> Step:
         """What layer ``name``'s rule is given in a trial of ``faultmap`` whose input differs by ``inputs``
         (for tests and diagnostics: ``rule_for(layer).delta(step)``)."""
-        return self._step(self.program.layer(name), inputs, self._changes(faultmap).get(name, {}))
+        return self._step(self.program.layer(name), inputs, self._changes(faultmap).get(name, {}), self._store(0))
 
     def output_codes(self, faultmap) -> np.ndarray:
         """The faulty network's output codes for every sample (int64), by delta propagation."""
-        return apply(self._propagate(faultmap), self.store.output)
+        return np.concatenate([apply(self._propagate(faultmap, self._store(c)), self._store(c).output)
+                               for c in range(len(self._ranges))])
 
     def full_evaluate(self, faultmap, x: np.ndarray) -> Outcome:
         """The reference: emulate the whole faulty network on every sample."""
@@ -130,7 +172,7 @@ class TrialEvaluator:
                 changed.setdefault(layer, {})[name] = (np.sort(self._logical[key][where]), new)
         return changed
 
-    def _propagate(self, faultmap) -> Delta:
+    def _propagate(self, faultmap, store: Golden) -> Delta:
         """The blocks by which the output differs from the fault-free output."""
         changed = self._changes(faultmap)
         if not changed:
@@ -152,33 +194,33 @@ class TrialEvaluator:
                 continue
             end = self._chains.get(i)
             if end is not None and not mine and all(layers[k].name not in changed for k in range(i, end)):
-                hoisted = self._hoisted(i, end, inputs)
+                hoisted = self._hoisted(i, end, inputs, store)
                 if hoisted is not None:
                     deltas[layers[end].name] = hoisted
                     deltas.pop(layer.inputs[0], None)
                     i = end + 1
                     continue
-            out = rule_for(layer).delta(self._step(layer, inputs, mine))
+            out = rule_for(layer).delta(self._step(layer, inputs, mine, store))
             if self._trim.get(layer.name):
-                out = trim(out, self.store[layer.name])
+                out = trim(out, store[layer.name])
             deltas[layer.name] = out
             deltas.pop(layer.inputs[0], None)
             i += 1
         return deltas[layers[-1].name]
 
-    def _step(self, layer, inputs: Delta, mine: dict) -> Step:
+    def _step(self, layer, inputs: Delta, mine: dict, store: Golden) -> Step:
         weights = {name: self._clean[(layer.name, name)] for name in layer.arrays if (layer.name, name) in self._clean}
         for name, (_, arr) in mine.items():
             weights[name] = Weights.of(arr)
-        return Step(layer, self._types[layer.inputs[0]], inputs, self.store, self.emulator, weights,
+        return Step(layer, self._types[layer.inputs[0]], inputs, store, self.emulator, weights,
                     {name: self._clean[(layer.name, name)] for name in weights},
                     {name: idx for name, (idx, _) in mine.items()})
 
-    def _hoisted(self, start: int, end: int, inputs: Delta) -> Delta | None:
+    def _hoisted(self, start: int, end: int, inputs: Delta, store: Golden) -> Delta | None:
         """Layers ``start..end`` (monotone per-channel layers, then a max pool) with the pool first;
         ``None`` when some layer of the chain is not monotone."""
         layers = self.program.layers
-        steps = [self._step(layers[k], [], {}) for k in range(start, end)]
+        steps = [self._step(layers[k], [], {}, store) for k in range(start, end)]
         signs = 1
         for step in steps:
             sign = getattr(rule_for(step.layer), "monotone", lambda _: None)(step)
@@ -190,23 +232,21 @@ class TrialEvaluator:
             step.inputs = blocks
             blocks = rule_for(step.layer).delta(step)
         blocks = pool_casts(blocks, layers[end], self._types[layers[end - 1].name])
-        return trim(blocks, self.store[layers[end].name]) if self.store.has(layers[end].name) else blocks
+        return trim(blocks, store[layers[end].name]) if store.has(layers[end].name) else blocks
 
-    def _outcome(self, delta: Delta, faults: int, effective: int) -> Outcome:
-        if not delta:
-            return Outcome(self.golden_correct, 0, faults, effective)
-        correct = self.golden_correct
-        mismatches = 0
-        flat_golden = self.golden.reshape(self.samples, -1)
+    def _partial(self, delta: Delta, store: Golden, lo: int, hi: int) -> tuple[int, int]:
+        """(change of the correct count, mismatching samples) of one chunk's samples ``lo..hi``."""
+        gained = mismatches = 0
+        flat_golden = self.golden[lo:hi].reshape(hi - lo, -1)
         for b in delta:
-            part = self.golden[b.samples]
+            part = self.golden[lo:hi][b.samples]
             part[..., b.channels] = b.values
             out = part.reshape(len(b.samples), -1)
-            y = self.y[b.samples]
-            correct += int(np.sum(np.argmax(out, axis=1) == y)) - int(
+            y = self.y[lo:hi][b.samples]
+            gained += int(np.sum(np.argmax(out, axis=1) == y)) - int(
                 np.sum(np.argmax(flat_golden[b.samples], axis=1) == y))
             mismatches += int(np.sum(np.any(out != flat_golden[b.samples], axis=1)))
-        return Outcome(correct, mismatches, faults, effective)
+        return gained, mismatches
 
     def _outcome_codes(self, out: np.ndarray, faults: int, effective: int) -> Outcome:
         flat = out.reshape(len(out), -1)

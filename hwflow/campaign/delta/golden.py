@@ -47,40 +47,54 @@ def columns_key(name: str) -> str:
     return f"{name}#cols"
 
 
+def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set[str], set[str], set[str]]:
+    """What the golden pass keeps: ``key -> (shape of one sample, dtype)``, and the kept layers, the
+    layers whose accumulator and whose transposed im2col are kept."""
+    layers = program.layers
+    needed = {layers[0].name, layers[-1].name}
+    accumulators, columns = set(), set()
+    for layer in layers[1:]:
+        rule = rule_for(layer)
+        if rule.needs_input(layer):
+            needed.add(layer.inputs[0])
+        if getattr(rule, "needs_accumulator", lambda _: False)(layer):
+            accumulators.add(layer.name)
+        if getattr(rule, "needs_columns", lambda _: False)(layer):
+            columns.add(layer.name)
+    keep = [layer for layer in layers if layer.name in needed or layer.result.width <= KEEP_WIDTH]
+    shapes = {layer.name: (tuple(layer.output_shape), compact_dtype(layer.result)) for layer in keep}
+    for name in accumulators:
+        layer = program.layer(name)
+        shapes[accumulator_key(name)] = (tuple(layer.output_shape), compact_dtype(layer.accum))
+    for name in columns:
+        layer = program.layer(name)
+        src = program.layer(layer.inputs[0])
+        k = rule_for(layer).columns(layer, np.zeros((1,) + tuple(src.output_shape), dtype=np.int8)).shape[0]
+        shapes[columns_key(name)] = ((k,) + tuple(layer.output_shape[:-1]), compact_dtype(src.result))
+    return shapes, {layer.name for layer in keep}, accumulators, columns
+
+
+def bytes_per_sample(program: Program) -> int:
+    """Memory the golden pass keeps per evaluation sample."""
+    return sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in plan(program)[0].values())
+
+
 class Golden:
-    """Fault-free codes of the kept layers for every evaluation sample: ``golden[name]``."""
+    """Fault-free codes of the kept layers for every evaluation sample: ``golden[name]`` (the sample
+    axis first, except the transposed im2col ``name#cols``: ``(k, samples, *out)``)."""
 
     def __init__(self, program: Program, image: WeightImage, emulator: Emulator, x: np.ndarray):
         self.program = program
         layers = program.layers
-        needed = {layers[0].name, layers[-1].name}
-        self.accumulators, self.columns = set(), set()
-        for layer in layers[1:]:
-            rule = rule_for(layer)
-            if rule.needs_input(layer):
-                needed.add(layer.inputs[0])
-            if getattr(rule, "needs_accumulator", lambda _: False)(layer):
-                self.accumulators.add(layer.name)
-            if getattr(rule, "needs_columns", lambda _: False)(layer):
-                self.columns.add(layer.name)
-        keep = [layer for layer in layers if layer.name in needed or layer.result.width <= KEEP_WIDTH]
-        self.kept = {layer.name for layer in keep}
+        shapes, self.kept, self.accumulators, self.columns = plan(program)
         n = len(x)
         self.samples = n
-        self.codes: dict[str, np.ndarray] = {
-            layer.name: np.empty((n,) + tuple(layer.output_shape), dtype=compact_dtype(layer.result)) for layer in keep
-        }
+        self.codes: dict[str, np.ndarray] = {}
+        for key, (shape, dtype) in shapes.items():
+            full = (shape[0], n) + shape[1:] if key.endswith("#cols") else (n,) + shape
+            self.codes[key] = np.empty(full, dtype=dtype)
         weights = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in program.names}
-        for name in self.accumulators:
-            layer = program.layer(name)
-            self.codes[accumulator_key(name)] = np.empty((n,) + tuple(layer.output_shape),
-                                                         dtype=compact_dtype(layer.accum))
-        for name in self.columns:
-            layer = program.layer(name)
-            k = rule_for(layer).columns(layer, np.zeros((1,) + tuple(program.layer(layer.inputs[0]).output_shape),
-                                                        dtype=np.int8)).shape[0]
-            self.codes[columns_key(name)] = np.empty((k, n) + tuple(layer.output_shape[:-1]),
-                                                     dtype=compact_dtype(program.layer(layer.inputs[0]).result))
+
         self._bound = {}
         for lo in range(0, n, PASS_CHUNK):
             sl = slice(lo, min(lo + PASS_CHUNK, n))
@@ -106,7 +120,8 @@ class Golden:
                     self.codes[layer.name][sl] = out
         for name in self.accumulators | {layer.name for layer in layers[1:] if layer.accum is not None}:
             key = accumulator_key(name) if name in self.accumulators else name
-            self.codes[key] = _float32_if_exact(self.codes.get(key))
+            if key in self.codes:
+                self.codes[key] = _float32_if_exact(self.codes[key])
         self.output = self.codes[layers[-1].name]
 
     def __getitem__(self, name: str) -> np.ndarray:
