@@ -6,3 +6,11 @@ The package follows the flow: ``data`` and ``zoo`` (quantize/train) -> ``convert
 """
 
 __version__ = "0.1.0"
+
+
+def from_hls_model(graph, *args, **kwargs):
+    """A user's own, already configured and converted hls4ml ``ModelGraph`` as hwflow's design
+    (see ``hwflow.convert.from_hls_model``); imported lazily, so ``import hwflow`` stays light."""
+    from hwflow.convert import from_hls_model as convert_graph
+
+    return convert_graph(graph, *args, **kwargs)

@@ -90,7 +90,7 @@ def test_missing_spec_file_and_missing_model(tmp_path, model_file):
 
 
 def test_examples_parse():
-    paths = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
+    paths = sorted((Path(__file__).parent.parent / "examples").glob("campaign-*.yaml"))  # not the hls4ml config
     assert paths
     for path in paths:
         spec = load_spec(path)

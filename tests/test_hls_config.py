@@ -338,15 +338,22 @@ def test_build_records_the_configuration_and_refuses_another_part(tmp_path):
     board = load_board("pynq-z2")
     model = zoo_model("mlp-digits", 8, 8)
     config = yaml.safe_load(yaml.safe_dump(MLP_CONFIG))
-    config["Model"].update(Strategy="Resource", ReuseFactor=16)  # hwflow's resource estimate takes the Model's
+    config["Model"].update(Strategy="Resource", ReuseFactor=8)
+    config["LayerName"]["fc1"].update(ReuseFactor=16)  # the estimate takes each layer's own (fc1 at 4 does not fit)
     config["LayerName"]["out"].update(Strategy="Latency", ReuseFactor=1)
     path = write(tmp_path, {"Part": board.part, "HLSConfig": config}, "build.yml")
     build = generate(model, board, tmp_path / "build", BuildOptions(resolve_options(load_hls_config(path))))
     assert build.program.source["hls_config"] == load_hls_config(path).digest
     assert build.image.get("fc1", "weight").axes == (1, 0)  # fc1 is Resource in the file, out is not
     assert build.image.get("out", "weight").axes == (0, 1)
-    assert build.program.layer("fc1").attrs["reuse_factor"] == 4  # the file's, not the Model's
+    assert build.program.layer("fc1").attrs["reuse_factor"] == 16  # the file's, not the Model's
     assert build.program.layer("out").attrs["strategy"] == "latency"
+    from hwflow.hardware.resources import estimate
+
+    usage = {item.what.split(" (")[0]: item.what for item in estimate(build.program, build.image,
+                                                                      resolve_options(load_hls_config(path))).items}
+    assert usage["fc1 multipliers"].startswith("fc1 multipliers (128 of")  # 2048 weights / reuse 16
+    assert usage["out multipliers"].startswith("out multipliers (320 of")  # 320 weights / reuse 1
     write(tmp_path, MLP_CONFIG)
     spec = load_spec(write(tmp_path, campaign_yaml("hls.yml"), "spec.yml"))
     with pytest.raises(DeployError, match="made with hls4ml configuration build.yml .* is hls.yml"):
@@ -397,9 +404,10 @@ def test_harden_checks_and_records_the_configuration(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "h.h5"), "--hls-config", bad]) == 2
     assert "LayerName.fc9: the model has no layer 'fc9'" in capsys.readouterr().err
     narrow = write(tmp_path, MLP_CONFIG)  # its Model default makes the batch-norm scale fixed<14,5>
-    assert main([*args, "--out", str(tmp_path / "h.h5"), "--hls-config", narrow]) == 2
-    assert "The hardening searches run on hwflow's own types" in capsys.readouterr().err
-    assert not (tmp_path / "h.h5").exists()
+    # The searches score on the configured design itself, so its plan fits that design's types.
+    assert main([*args, "--out", str(tmp_path / "n.h5"), "--hls-config", narrow]) == 0
+    side = json.loads((tmp_path / "n.json").read_text())
+    assert side["hardening"]["hls_config"] == load_hls_config(narrow).record()
     config = yaml.safe_load(yaml.safe_dump(MLP_CONFIG))
     del config["Model"]["Precision"]
     good = write(tmp_path, config, "good.yml")
@@ -425,10 +433,11 @@ def test_a_layer_type_shadowed_by_a_layer_name_is_reported(mlp, tmp_path):
     assert program_from_hls(graph).layer("bn1").result != parse_type("fixed<12,4>")  # hls4ml's precedence
 
 
-def test_campaign_scaled_variant_that_does_not_fit_the_configuration(tmp_path):
+def test_campaign_scaled_variant_is_searched_on_the_configured_design(tmp_path):
+    import json
+
     from hwflow.campaign import load_spec
     from hwflow.campaign.variants import build_variants
-    from hwflow.errors import HardenError
 
     zoo_model("mlp-digits", 8, 8).save(tmp_path / "m.h5")
     write(tmp_path, MLP_CONFIG)  # its Model default stores the batch-norm scale as fixed<14,5>
@@ -436,5 +445,25 @@ def test_campaign_scaled_variant_that_does_not_fit_the_configuration(tmp_path):
         "name: own\nseed: 1\ndataset: digits\nsamples: 20\nmodels:\n  - path: m.h5\n    hls_config: hls.yml\n"
         "    variants: [baseline, scale]\nfaults:\n  - model: bitflip\n    rates: [0.001]\n    trials: 2\n"),
         "spec.yml"))
-    with pytest.raises(HardenError, match=r"models: m/scale: .*Hardening searches run on hwflow's own types"):
-        build_variants(spec)
+    variants = {v.label: v for v in build_variants(spec)}  # the scale rule planned on fixed<14,5>, not on 8 bits
+    assert set(variants) == {"m/baseline", "m/scale"}
+    digest = load_hls_config(tmp_path / "hls.yml").digest
+    assert all(v.program.source["hls_config"] == digest for v in variants.values())
+    assert any(a.scale.shift or a.scale.constant for a in variants["m/scale"].image)
+    side = json.loads(next(tmp_path.rglob("m--scale.json")).read_text())
+    assert side["hardening"]["hls_config"]["digest"] == digest
+
+
+def test_the_shipped_example_configures_a_zoo_model(tmp_path):
+    """examples/hls-config.yml (the README's worked example) reads, and converts cnn-digits as it says."""
+    from pathlib import Path
+
+    import hwflow
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "hls-config.yml"
+    user = load_hls_config(example)
+    options = resolve_options(user)
+    graph = convert(zoo_model("cnn-digits", 8, 8), options, tmp_path / "hls")
+    assert graph.hwflow_config is not None
+    design = hwflow.from_hls_model(graph, check=False)  # the top-level name the issue promises
+    assert design.options.user_config is not None

@@ -69,8 +69,12 @@ def load_keras_model(spec: CampaignSpec, model: ModelSpec, progress: bool = Fals
     return trained_model(spec, model, progress=progress)[1].model
 
 
-def hardened_model(spec: CampaignSpec, model: ModelSpec, recipe: Recipe, progress: bool = False) -> Hardened:
-    """The entry's model hardened per ``recipe``; searched once, then reused from ``models_dir``."""
+def hardened_model(spec: CampaignSpec, model: ModelSpec, recipe: Recipe, progress: bool = False,
+                   options: HlsOptions | None = None) -> Hardened:
+    """The entry's model hardened per ``recipe``; searched once, then reused from ``models_dir``.
+
+    ``options``: the design the searches score on (the model's own hls4ml configuration, when it has
+    one); a cached result is reused only when it was searched on the same configuration."""
     path, base = trained_model(spec, model, recipe.training, progress)
     if recipe.clip_mode is None and recipe.scale is None and recipe.storage == "fixed":
         return base
@@ -79,15 +83,18 @@ def hardened_model(spec: CampaignSpec, model: ModelSpec, recipe: Recipe, progres
     config = HardenConfig(**(spec.hardening or {}))
     tail = Recipe(clip_mode=recipe.clip_mode, scale=recipe.scale, storage=recipe.storage).name
     cached = spec.resolve(spec.models_dir) / f"{path.stem}--{tail}.h5"
+    user = options.user_config.record() if options is not None and options.user_config is not None else None
     side = read_sidecar(cached) if cached.is_file() else None
     if side and side.get("hardened_from") == path.name and (side.get("hardening") or {}).get("config") == \
-            config.to_json() and side.get("source_mtime") == path.stat().st_mtime:
+            config.to_json() and side.get("source_mtime") == path.stat().st_mtime and \
+            (side.get("hardening") or {}).get("hls_config") == user:
         log.info("reusing %s (hardened with the same settings)", cached)
         return load_hardened(cached)
     from hwflow.data import load_dataset
 
     data = load_dataset(spec.dataset, root=spec.data_root)
-    hardened = harden(base.model, recipe, data, config, progress=progress, base_record=base.record)
+    hardened = harden(base.model, recipe, data, config, progress=progress, base_record=base.record,
+                      options=options)
     save_hardened(hardened, cached, {"hardened_from": path.name, "source_mtime": path.stat().st_mtime,
                                      "variant": recipe.name})
     return hardened
@@ -135,7 +142,8 @@ def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
     for model in spec.models:
         options = model_options(spec, model)
         for name in model.variants:
-            hardened = hardened_model(spec, model, Recipe.parse(name), progress)
+            hardened = hardened_model(spec, model, Recipe.parse(name), progress,
+                                      options if model.hls_config is not None else None)
             with tempfile.TemporaryDirectory(prefix="hwflow-campaign-") as tmp:
                 try:
                     hls_model, program, image = convert_hardened(hardened, options, Path(tmp) / "model",
@@ -143,9 +151,8 @@ def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
                 except HardenError as err:
                     if model.hls_config is None:
                         raise
-                    msg = (f"{spec.source}: models: {model.name}/{name}: {err}. Hardening searches run on hwflow's "
-                           f"own types, and {model.hls_config} stores this array in another type: scale with a "
-                           "configuration that keeps the weight, bias and batch-norm types")
+                    msg = (f"{spec.source}: models: {model.name}/{name}: {err} (the design of {model.hls_config}): "
+                           "scale with a configuration that keeps the weight, bias and batch-norm types")
                     raise HardenError(msg) from None
             if hls_model.hwflow_config is not None:
                 log.info("%s/%s: %s", model.name, name, hls_model.hwflow_config.summary())

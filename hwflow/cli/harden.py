@@ -109,7 +109,8 @@ def run(args) -> int:
         config = replace(config, clip_rounds=args.rounds)
     if args.val_samples:
         config = replace(config, val_samples=args.val_samples)
-    hardened = harden(base.model, recipe, data, config, progress=not args.quiet, base_record=base.record)
+    hardened = harden(base.model, recipe, data, config, progress=not args.quiet, base_record=base.record,
+                      options=options)
     if options is not None and hardened.storage is not None:
         _check_plan(hardened, options)  # before anything is written
     metadata = {k: v for k, v in side.items() if k != "hardening"}
@@ -154,9 +155,9 @@ def _check_plan(hardened, options) -> None:
         try:
             convert(hardened.model, options, Path(tmp) / "model", storage=hardened.storage)
         except HardenError as err:
-            msg = (f"{err}. The hardening searches run on hwflow's own types (only the io type of --hls-config "
-                   f"reaches them), and {options.user_config.name} stores this array in another type: harden with "
-                   "a configuration that keeps the weight, bias and batch-norm types, or scale without --hls-config")
+            msg = (f"{err} (the storage plan was searched on the design of {options.user_config.name}, which "
+                   "stores this array in another type than the plan's): harden with a configuration that keeps the "
+                   "weight, bias and batch-norm types")
             raise HardenError(msg) from None
 
 

@@ -70,36 +70,44 @@ def validation(data: Dataset, config: HardenConfig):
 
 
 def harden(model, recipe: Recipe, data: Dataset, config: HardenConfig | None = None, *,
-           progress: bool = False, base_record: dict | None = None) -> Hardened:
+           progress: bool = False, base_record: dict | None = None, options=None) -> Hardened:
     """Clip and/or scale ``model`` (already trained as ``recipe.training`` asks) per ``recipe``.
 
     ``base_record``: the model's existing ``"hardening"`` record (e.g. SAQ training), extended here.
+    ``options``: the HlsOptions of the design the model will be built as (a user's own hls4ml
+    configuration included); the searches score candidates on exactly that design's arithmetic.
+    Default: hwflow's own configuration with ``config.io``.
     """
     config = config or HardenConfig()
+    if options is None:
+        from hwflow.convert import HlsOptions
+
+        options = HlsOptions.make(config.io)
     record: dict[str, Any] = {"methods": list((base_record or {}).get("methods", []))}
     record.update({k: v for k, v in (base_record or {}).items() if k != "methods"})
     if recipe.training != "standard" and "training" not in record:
         record["training"] = {"method": recipe.training}
     if recipe.clip_mode:
-        model, record["clipact"] = _clip(model, recipe.clip_mode, data, config, progress)
+        model, record["clipact"] = _clip(model, recipe.clip_mode, data, config, options, progress)
         record["methods"].append("clipact")
     storage = None
     if recipe.scale or recipe.storage != "fixed":
-        storage, record["scale"] = _storage(model, recipe, data, config, progress)
+        storage, record["scale"] = _storage(model, recipe, data, config, options, progress)
         if recipe.scale:
             record["methods"].append("scale")
     record["config"] = config.to_json()
+    if options.user_config is not None:
+        record["hls_config"] = options.user_config.record()
     return Hardened(model, storage, record)
 
 
-def _clip(model, mode: str, data: Dataset, config: HardenConfig, progress: bool):
-    from hwflow.convert import HlsOptions
+def _clip(model, mode: str, data: Dataset, config: HardenConfig, options, progress: bool):
     from hwflow.harden.clipact import CLIP_RULES, apply_clipact, describe_thresholds
     from hwflow.harden.thresholds import ClipSearchConfig, search_thresholds
 
     search = ClipSearchConfig(mode=mode, rates=config.clip_rates, trials=config.clip_trials,
                               rounds=config.clip_rounds, val_samples=config.val_samples, seed=config.seed,
-                              options=HlsOptions.make(config.io))
+                              options=options)
     result = search_thresholds(model, data, search, progress=progress)
     clipped = result.model if result.model is not None else apply_clipact(model, result.thresholds, mode)
     log.info("FT-ClipAct (%s: %s): %s (score %.4f, unclipped %.4f)", mode, CLIP_RULES[mode],
@@ -111,12 +119,12 @@ def _clip(model, mode: str, data: Dataset, config: HardenConfig, progress: bool)
     return clipped, entry
 
 
-def _storage(model, recipe: Recipe, data: Dataset, config: HardenConfig, progress: bool):
-    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+def _storage(model, recipe: Recipe, data: Dataset, config: HardenConfig, options, progress: bool):
+    from hwflow.convert import convert, image_from_hls, program_from_hls
     from hwflow.harden.scale import plan_rule
 
     with tempfile.TemporaryDirectory(prefix="hwflow-harden-") as tmp:
-        hls_model = convert(model, HlsOptions.make(config.io), Path(tmp) / "plain")
+        hls_model = convert(model, options, Path(tmp) / "plain")
         program, image = program_from_hls(hls_model), image_from_hls(hls_model)
     if recipe.scale == "rule":
         plan = plan_rule(image, recipe.storage)

@@ -140,11 +140,13 @@ def estimate(program: Program, image, options, memories: list[dict] | None = Non
     """
     reuse = int(options.reuse_factor)
     stream = options.io_type.value == "io_stream"
-    resource = options.strategy.value == "Resource" and reuse > 1
     entries = _memory_entries(image, memories)
     items = [_memory(m) for m in entries]
     for layer in program.layers[1:]:
-        items.extend(_layer(program, image, layer, reuse, stream, resource))
+        # A user's hls4ml configuration sets reuse factor and strategy per layer (the Program records them).
+        layer_reuse = int(layer.attrs.get("reuse_factor", reuse))
+        layer_resource = str(layer.attrs.get("strategy", options.strategy.value)).lower().startswith("resource")
+        items.extend(_layer(program, image, layer, layer_reuse, stream, layer_resource and layer_reuse > 1))
     items.extend(_io(program, stream))
     items.extend(_infrastructure(len(entries)))
     return ResourceEstimate(tuple(items))
