@@ -108,6 +108,9 @@ class CampaignSpec:
     """The task's metric every trial records (``hwflow.metrics``): ``top1`` (default), ``topN`` / ``topk`` with
     ``k``, ``mse`` / ``mae`` (``target: data`` or ``input``), ``auc`` (``normal:`` classes when the labels are
     classes); a model may override it."""
+    require: tuple = ()
+    """Resilience requirements (``hwflow.gate.requirements.Requirement``) that ``hwflow gate`` judges; they
+    change no trial, so they are left out of the stored spec (``to_json``)."""
     data_root: str | None = None
     """Directory of Fashion-MNIST files when not installed system-wide."""
     models_dir: str = "models"
@@ -118,6 +121,7 @@ class CampaignSpec:
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("source")
+        data.pop("require")  # requirements judge trials, they do not change them
         if data["hardening"] is None:  # specs without it compare equal to those stored before it existed
             data.pop("hardening")
         data["metric"] = self.metric.to_json()  # likewise the default metric
@@ -219,7 +223,10 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     faults = tuple(_fault(f, f"faults[{i}]", r, rates, trials) for i, f in enumerate(r.items("faults")))
     sensitivity = _sensitivity(r.mapping("sensitivity", None), r)
     hardening = _hardening(r.mapping("hardening", None), r)
-    metric = _metric(r) or MetricSpec()
+    metric = _metric(r)
+    from hwflow.gate.requirements import parse_requirements
+
+    require = parse_requirements(r, spec.models, faults)
     r.finish()
     names = [m.name for m in spec.models]
     if len(set(names)) != len(names):
@@ -228,7 +235,25 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     from dataclasses import replace
 
     dataset = dataset or models_dataset(spec)
-    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, hardening=hardening, metric=metric)
+    models = tuple(_zoo_metric(m, metric) for m in spec.models)
+    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, hardening=hardening,
+                   metric=metric or MetricSpec(), models=models, require=require)
+
+
+def _zoo_metric(model: ModelSpec, campaign: MetricSpec | None) -> ModelSpec:
+    """A zoo autoencoder scores with its own metric (auc, its normal classes) unless the spec names one; an
+    auc without ``normal`` takes the zoo model's normal classes."""
+    from dataclasses import replace
+
+    from hwflow.zoo.models import ZOO
+
+    zoo = ZOO[model.zoo] if model.zoo is not None else None
+    if zoo is None or zoo.task != "autoencode":
+        return model
+    metric = model.metric or campaign or MetricSpec(zoo.metric)
+    if metric.name == "auc" and metric.normal is None:
+        metric = replace(metric, normal=zoo.normal)
+    return replace(model, metric=metric)
 
 
 def _dataset(r: _Reader) -> str | None:

@@ -1,0 +1,140 @@
+"""A cache folder for CI: trained zoo models and hls4ml conversions, under content keys.
+
+A CI job restores one folder (``.hwflow-cache`` by default, see ``hwflow gate --cache``) and goes
+straight to the trials: no training, no hardening search, no hls4ml, not even TensorFlow's import.
+
+- ``models/``: the trained (and hardened) zoo model files of the spec's ``models_dir``, copied back
+  into it when missing there. ``load_or_train`` then reuses them through its own sidecar check
+  (configuration and hwflow version), so a stale file is retrained, never trusted.
+- ``designs/<key>/``: each variant's Program and WeightImage as hls4ml converted them. The key is a
+  SHA-256 of what decides the design: the model file's bytes and its sidecar (for hardened variants
+  the hardened file's too), the model entry, the variant, the HLS options, the user's hls4ml
+  configuration (its record), the hardening settings, and the hwflow and hls4ml versions. A key whose
+  model file does not exist yet is a miss: the variant is built the ordinary way
+  (``build_variants``) and stored under the key its files then have.
+
+Fault-free passes are not cached here: the campaign engine computes its fault-free run per variant
+on each run (a single pass over the evaluation samples, small beside the trials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, replace
+from importlib import metadata
+from pathlib import Path
+
+import hwflow
+from hwflow.campaign.spec import CampaignSpec, ModelSpec
+
+log = logging.getLogger(__name__)
+
+KEY_VERSION = 1
+"""Bumped when the key's recipe or the stored layout changes (old entries then simply miss)."""
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def model_files(spec: CampaignSpec, model: ModelSpec, variant: str) -> list[Path]:
+    """The files a variant is made from (base model, sidecar, hardened model and its sidecar), as named by
+    ``hwflow.campaign.variants``; some may not exist yet."""
+    from hwflow.campaign.variants import _zoo_path
+    from hwflow.harden.recipe import Recipe
+    from hwflow.zoo.loading import sidecar_path
+
+    recipe = Recipe.parse(variant)
+    base = _zoo_path(spec, model, recipe.training) if model.zoo is not None else spec.resolve(model.path)
+    files = [base, sidecar_path(base)]
+    if recipe.clip_mode is not None or recipe.scale is not None or recipe.storage != "fixed":
+        tail = Recipe(clip_mode=recipe.clip_mode, scale=recipe.scale, storage=recipe.storage).name
+        hardened = spec.resolve(spec.models_dir) / f"{base.stem}--{tail}.h5"
+        files += [hardened, sidecar_path(hardened)]
+    return files
+
+
+def design_key(spec: CampaignSpec, model: ModelSpec, variant: str) -> str | None:
+    """The content key of a variant's conversion, or None while a model file it needs does not exist."""
+    from hwflow.campaign.variants import model_options
+
+    files = model_files(spec, model, variant)
+    if not files[0].is_file() or (len(files) > 2 and not files[2].is_file()):
+        return None
+    h = hashlib.sha256()
+    options = model_options(spec, model)
+    hls_config = None
+    if model.hls_config is not None:
+        from hwflow.convert.hls_config import load_hls_config
+
+        hls_config = load_hls_config(spec.resolve(model.hls_config)).record()
+    head = {"key": KEY_VERSION, "hwflow": hwflow.__version__, "hls4ml": _version("hls4ml"),
+            "model": {k: v for k, v in asdict(model).items() if k != "metric"}, "variant": variant,
+            "options": repr(options), "hls_config": hls_config, "hardening": spec.hardening,
+            "dataset": spec.dataset}
+    h.update(json.dumps(head, sort_keys=True, default=str).encode())
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes() if f.is_file() else b"-")
+    return h.hexdigest()[:32]
+
+
+def cached_variants(spec: CampaignSpec, cache_dir: str | Path, progress: bool = False) -> list:
+    """Every variant of ``spec``, from the cache where its key is there, else built and stored."""
+    from hwflow.campaign.variants import Variant, build_variants
+    from hwflow.emulator import Program
+    from hwflow.image import WeightImage
+
+    cache = Path(cache_dir)
+    models_dir = spec.resolve(spec.models_dir)
+    _copy_missing(cache / "models", models_dir)
+    out = []
+    for model in spec.models:
+        for name in model.variants:
+            label = f"{model.name}/{name}"
+            key = design_key(spec, model, name)
+            entry = cache / "designs" / key if key else None
+            if entry is not None and (entry / "done").is_file():
+                log.info("%s: conversion from the cache (%s)", label, entry)
+                out.append(Variant(label, Program.load(entry / "program.json"), WeightImage.load(entry / "image")))
+                continue
+            one = replace(spec, models=(replace(model, variants=(name,)),))
+            (variant,) = build_variants(one, progress=progress)
+            out.append(variant)
+            key = design_key(spec, model, name)
+            if key is not None:
+                _store(cache / "designs" / key, variant)
+    _copy_missing(models_dir, cache / "models", suffixes=(".h5", ".json"))
+    return out
+
+
+def _store(entry: Path, variant) -> None:
+    """Write an entry in a temporary folder and rename it: a killed job leaves no half entry."""
+    if (entry / "done").is_file():
+        return
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
+    variant.program.save(tmp / "program.json")
+    variant.image.save(tmp / "image")
+    (tmp / "done").write_text(json.dumps({"label": variant.label, "hwflow": hwflow.__version__}))
+    if entry.exists():
+        shutil.rmtree(entry)
+    tmp.rename(entry)
+    log.info("%s: conversion cached in %s", variant.label, entry)
+
+
+def _copy_missing(src: Path, dst: Path, suffixes: tuple[str, ...] | None = None) -> None:
+    """Copy the files of ``src`` that ``dst`` lacks (times kept: the hardened models' sidecars compare them)."""
+    if not src.is_dir():
+        return
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and (suffixes is None or f.suffix in suffixes) and not (dst / f.name).exists():
+            shutil.copy2(f, dst / f.name)

@@ -1,0 +1,51 @@
+"""The gate's verdicts as JUnit XML: one test case per requirement, the form every CI shows natively.
+
+The structure is the common JUnit schema (the one Jenkins, GitLab and GitHub's test reporters read):
+``<testsuites>`` holding one ``<testsuite>`` (the campaign) with ``tests``/``failures``/``errors``/
+``skipped`` counts and ``<properties>``, and one ``<testcase classname name time>`` per check, with a
+``<failure message type>`` child when it fails or is undecided, and ``<system-out>`` with the numbers.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from hwflow.gate.judge import HOLDS, UNDECIDED
+from hwflow.gate.run import GateResult
+
+
+def junit_tree(result: GateResult, seconds: float = 0.0) -> ET.ElementTree:
+    failures = sum(v.status != HOLDS for v in result.verdicts)
+    counts = {"tests": str(len(result.verdicts)), "failures": str(failures), "errors": "0", "skipped": "0",
+              "time": f"{seconds:.3f}"}
+    suites = ET.Element("testsuites", {"name": "hwflow gate", **counts})
+    suite = ET.SubElement(suites, "testsuite", {
+        "name": result.spec.name, **counts,
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()), "hostname": socket.gethostname()})
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("spec", result.spec.source), ("trials_per_point", result.trials_per_point),
+                        ("max_trials_per_point", result.max_trials), ("trials_used", result.used),
+                        ("trials_planned", result.planned), ("trials_saved", result.saved),
+                        ("batches", result.batches)):
+        ET.SubElement(props, "property", {"name": name, "value": str(value)})
+    for v in result.verdicts:
+        case = ET.SubElement(suite, "testcase", {"classname": f"hwflow.gate.{result.spec.name}",
+                                                 "name": v.check.name, "time": "0"})
+        if v.status != HOLDS:
+            kind = "Undecided" if v.status == UNDECIDED else "RequirementFailed"
+            failure = ET.SubElement(case, "failure", {"message": v.line, "type": kind})
+            failure.text = v.line
+        out = ET.SubElement(case, "system-out")
+        out.text = v.line
+    ET.indent(suites)
+    return ET.ElementTree(suites)
+
+
+def write_junit(result: GateResult, path: str | Path, seconds: float = 0.0) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    junit_tree(result, seconds).write(path, encoding="utf-8", xml_declaration=True)
+    return path
