@@ -23,6 +23,7 @@ from hwflow.fixed import FixedType, Rounding
 
 F32_EXACT = 2**24
 BLOCK_VALUES = 1 << 17  # GEMM output values per block of conv_pooled (512 KiB in float32)
+SPLIT_MAX_K = 64  # pool-window GEMMs this narrow run one product per pooling offset
 
 
 def max_code(t: FixedType) -> int:
@@ -135,6 +136,9 @@ def conv_pooled(x: np.ndarray, big: np.ndarray, size: tuple[int, ...], stride: t
     groups = int(np.prod(pool))
     m = big.shape[1] // groups
     out = np.empty((cols.shape[0], m), dtype=big.dtype)
+    if big.shape[0] <= SPLIT_MAX_K:
+        _pooled_split(cols, big, groups, m, out)
+        return out.reshape((x.shape[0],) + tuple(pooled_shape) + (m,))
     rows = max(256, BLOCK_VALUES // big.shape[1])
     y = np.empty((min(rows, cols.shape[0]), big.shape[1]), dtype=big.dtype)
     for start in range(0, cols.shape[0], rows):
@@ -143,6 +147,25 @@ def conv_pooled(x: np.ndarray, big: np.ndarray, size: tuple[int, ...], stride: t
         np.matmul(part, big, out=yb)
         _block_max(yb, groups, m, out[start : start + len(part)])
     return out.reshape((x.shape[0],) + tuple(pooled_shape) + (m,))
+
+
+def _pooled_split(cols: np.ndarray, big: np.ndarray, groups: int, m: int, out: np.ndarray) -> None:
+    """One GEMM per pooling offset into its own contiguous block, then maxima over whole blocks.
+
+    With a short inner dimension the GEMM is cheap and the maxima dominate; on column slices of
+    one wide product they run 16 values at a time, on separate products they run end to end.
+    """
+    parts = [np.ascontiguousarray(big[:, g * m : (g + 1) * m]) for g in range(groups)]
+    rows = max(256, BLOCK_VALUES // (groups * m))
+    scratch = np.empty((min(rows, cols.shape[0]), m), dtype=big.dtype)
+    for start in range(0, cols.shape[0], rows):
+        part = cols[start : start + rows]
+        acc = out[start : start + len(part)]
+        np.matmul(part, parts[0], out=acc)
+        tmp = scratch[: len(part)]
+        for w in parts[1:]:
+            np.matmul(part, w, out=tmp)
+            np.maximum(acc, tmp, out=acc)
 
 
 def _block_max(y: np.ndarray, groups: int, m: int, out: np.ndarray) -> None:
