@@ -14,7 +14,7 @@ import sys
 from hwflow.errors import HwflowError
 from hwflow.quiet import configure_logging, quiet_tensorflow
 
-COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment", "harden", "build")
+COMMANDS = ("train", "verify", "campaign", "report", "deploy", "pull", "experiment", "harden", "build", "gate")
 
 
 def build_parser() -> argparse.ArgumentParser:
