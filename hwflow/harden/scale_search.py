@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hwflow.campaign.engine import TrialEvaluator
+from hwflow.campaign.metric import data_targets, search_values
 from hwflow.emulator import Program
 from hwflow.errors import HardenError
 from hwflow.faults import BitFlip
@@ -36,6 +37,7 @@ from hwflow.faults.target import Target
 from hwflow.harden.scale import float_shift, max_fit_constant, max_fit_shift, plan_rule, selected_arrays
 from hwflow.image import Scale, StoragePlan, StoredArray, WeightImage
 from hwflow.image.plan import STORAGE_KINDS
+from hwflow.metrics import MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,9 @@ class ScaleSearchConfig:
     """Also scale batch-norm scale and bias."""
     samples: int | None = None
     """Use only the first this many validation samples (None: all)."""
+    metric: MetricSpec | None = None
+    """The campaign's metric (``hwflow.metrics``) the candidates are scored with; None: top-1 accuracy. For a
+    lower-is-better metric (MSE, MAE) the scores are its negated value, so the best is still the largest."""
 
     def __post_init__(self) -> None:
         rates = tuple(self.rates) if not isinstance(self.rates, (int, float)) else (self.rates,)
@@ -147,15 +152,16 @@ def _seed(master: int, array_index: int, rate_index: int, trial: int) -> np.rand
 
 
 def score(program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, config: ScaleSearchConfig,
-          target: Target, array_index: int) -> tuple[float, tuple[float, ...]]:
-    """Mean accuracy of ``image`` under bit flips in ``target`` (paired seeds per array and trial)."""
+          target: Target, array_index: int, targets: np.ndarray | None = None) -> tuple[float, tuple[float, ...]]:
+    """Mean metric (top-1 accuracy unless ``config.metric``; signed: higher is better) of ``image`` under bit
+    flips in ``target`` (paired seeds per array and trial); ``targets``: a regression metric's."""
     evaluator = TrialEvaluator(program, image, x, y)
     per_rate = []
     for r, rate in enumerate(config.rates):
         model = BitFlip(rate, config.mode, target)
-        correct = [evaluator.evaluate(model.sample(image, _seed(config.seed, array_index, r, t))).correct
-                   for t in range(config.trials)]
-        per_rate.append(float(np.mean(correct)) / len(y))
+        maps = [model.sample(image, _seed(config.seed, array_index, r, t)) for t in range(config.trials)]
+        values, _ = search_values(evaluator, config.metric, maps, x, y, targets)
+        per_rate.append(float(np.mean(values)))
     return float(np.mean(per_rate)), tuple(per_rate)
 
 
@@ -172,8 +178,10 @@ def search_scales(program: Program, image: WeightImage, data, y=None, config: Sc
         y, config = None, y
     config = config or ScaleSearchConfig()
     x, y = _validation(data, y)
+    targets = data_targets(data, "val")
     if config.samples is not None:
         x, y = x[: config.samples], y[: config.samples]
+        targets = targets[: config.samples] if targets is not None else None
     if len(x) == 0 or len(x) != len(y):
         msg = f"scale search: the validation split has {len(x)} inputs and {len(y)} labels"
         raise HardenError(msg)
@@ -187,7 +195,7 @@ def search_scales(program: Program, image: WeightImage, data, y=None, config: Sc
         results = []
         for cand in candidates(arr, config.constants, config.storage, config.float_steps):
             trial_plan = StoragePlan(config.storage, {**scales, arr.key: cand}, "search")
-            acc, per_rate = score(program, trial_plan.apply(image), x, y, config, target, index)
+            acc, per_rate = score(program, trial_plan.apply(image), x, y, config, target, index, targets)
             results.append(CandidateScore(cand, acc, per_rate))
         best = max(results, key=lambda c: c.accuracy)  # max keeps the first of equals: the rule's shift
         scales[arr.key] = best.scale
@@ -199,6 +207,7 @@ def search_scales(program: Program, image: WeightImage, data, y=None, config: Sc
         "storage": config.storage, "rates": list(config.rates), "trials": config.trials, "seed": config.seed,
         "mode": config.mode,
         "scope": config.scope, "constants": config.constants, "samples": len(x), "split": "validation",
+        **({"metric": config.metric.to_json()} if config.metric is not None and config.metric.name != "top1" else {}),
         "scores": {k: [[str(c.scale), _round(c.accuracy)] for c in v] for k, v in scores.items()},
     }
     return StoragePlan(config.storage, scales, "search", details), scores

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from hwflow.campaign.engine import TrialEvaluator
+from hwflow.campaign.metric import data_targets, search_values
 from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
 from hwflow.emulator import Kind, Program
 from hwflow.emulator.clip import check_mode, hardware_thresholds, threshold_code
@@ -47,6 +48,7 @@ from hwflow.harden.clipact import (
     sidecar_entry,
 )
 from hwflow.image import WeightImage
+from hwflow.metrics import MetricSpec
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -84,6 +86,10 @@ class ClipSearchConfig:
     """Layers to clip; None: every clippable layer (plain quantized ReLUs, existing ClipActivations)."""
     options: HlsOptions = field(default_factory=HlsOptions)
     """hls4ml options of the conversion the scores are computed on (use the deployment's)."""
+    metric: MetricSpec | None = None
+    """The campaign's metric (``hwflow.metrics``) the curve is made of; None: top-1 accuracy. For a
+    lower-is-better metric (MSE, MAE) scores and the fault-free value are its negated value, so the best
+    score is still the largest."""
 
     def __post_init__(self) -> None:
         check_mode(self.mode, "ClipSearchConfig.mode", HardenError)
@@ -206,8 +212,8 @@ class _Scorer:
     """Scores threshold settings of one converted program on fixed fault maps (memoized by hardware words)."""
 
     def __init__(self, program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray,
-                 config: ClipSearchConfig, maps: list[list[FaultMap]]):
-        self.program, self.image, self.x, self.y = program, image, x, y
+                 config: ClipSearchConfig, maps: list[list[FaultMap]], targets: np.ndarray | None = None):
+        self.program, self.image, self.x, self.y, self.targets = program, image, x, y, targets
         self.config, self.maps = config, maps
         self.types = {layer.name: program.layer(layer.inputs[0]).result
                       for layer in program.layers if layer.kind is Kind.CLIPACT}
@@ -221,17 +227,25 @@ class _Scorer:
         key = self.key(thresholds)
         if key not in self.memo:
             program = with_thresholds(self.program, thresholds, self.config.mode)
-            self.memo[key] = score_program(program, self.image, self.x, self.y, self.config.rates, self.maps)
+            self.memo[key] = score_program(program, self.image, self.x, self.y, self.config.rates, self.maps,
+                                           self.config.metric, self.targets)
         return self.memo[key]
 
 
 def score_program(program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray,
-                  rates: tuple[float, ...], maps: list[list[FaultMap]]) -> tuple[float, float]:
-    """(normalized AUC over ``rates``, fault-free accuracy) of ``program`` on ``maps`` (per rate)."""
+                  rates: tuple[float, ...], maps: list[list[FaultMap]], metric: MetricSpec | None = None,
+                  targets: np.ndarray | None = None) -> tuple[float, float]:
+    """(normalized AUC over ``rates``, fault-free value) of ``program`` on ``maps`` (per rate), in the units of
+    ``metric`` (None: top-1 accuracy; a lower-is-better metric negated)."""
     evaluator = TrialEvaluator(program, image, x, y)
-    n = evaluator.samples
-    acc = np.array([np.mean([evaluator.evaluate(m).correct / n for m in row]) for row in maps])
-    return auc(rates, acc), evaluator.golden_correct / n
+    clean = 0.0
+    acc = []
+    for row in maps:
+        values, clean = search_values(evaluator, metric, row, x, y, targets)
+        acc.append(np.mean(values))
+    if not maps:
+        _, clean = search_values(evaluator, metric, [], x, y, targets)
+    return auc(rates, np.array(acc)), clean
 
 
 def _convert(model: tf.keras.Model, options: HlsOptions, label: str) -> tuple[Program, WeightImage]:
@@ -273,9 +287,12 @@ def search_thresholds(model: tf.keras.Model, dataset: Dataset, config: ClipSearc
     base_program, base_image = _convert(model, config.options, "baseline")
     count = config.val_samples or len(dataset.x_val)
     x_val, y_val = dataset.x_val[:count], dataset.y_val[:count]
+    targets = data_targets(dataset, "val")
+    targets = targets[:count] if targets is not None else None
     maps = sample_faultmaps(config, image)
-    scorer = _Scorer(program, image, x_val, y_val, config, maps)
-    baseline_score, baseline_clean = score_program(base_program, base_image, x_val, y_val, config.rates, maps)
+    scorer = _Scorer(program, image, x_val, y_val, config, maps, targets)
+    baseline_score, baseline_clean = score_program(base_program, base_image, x_val, y_val, config.rates, maps,
+                                                   config.metric, targets)
 
     current = dict(profile)
     initial_score, _ = scorer(current)
