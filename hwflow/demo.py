@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="campaign spec to run")
     parser.add_argument("-v", "--verbose", action="store_true", help="show the logs besides the steps' results")
     args = parser.parse_args(argv)
-    quiet_tensorflow(args.verbose)  # before anything imports TensorFlow
+    quiet_tensorflow()  # before anything imports TensorFlow
     configure_logging(args.verbose)
 
     import numpy as np

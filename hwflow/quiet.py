@@ -25,17 +25,16 @@ _IGNORED_WARNINGS = (
 )
 
 
-def quiet_tensorflow(verbose: bool = False) -> None:
+def quiet_tensorflow() -> None:
     """Silence TensorFlow's and Keras's start-up noise; call before the first ``import tensorflow``.
 
-    A ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept. With ``verbose`` TensorFlow's C++ errors are
-    shown (level 2), otherwise nothing from its C++ side (level 3)."""
+    Also with ``-v``: those lines are spurious whatever one debugs (hwflow's own logs are what ``-v``
+    shows). A ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept, so TensorFlow's C++ log can still be had."""
     if "tensorflow" in sys.modules:
         logging.getLogger(__name__).debug("TensorFlow already imported; %s comes too late", TF_LOG_ENV)
-    os.environ.setdefault(TF_LOG_ENV, "2" if verbose else "3")
-    if not verbose:
-        for message, category in _IGNORED_WARNINGS:
-            warnings.filterwarnings("ignore", message=message, category=category)
+    os.environ.setdefault(TF_LOG_ENV, "3")
+    for message, category in _IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
 
 
 class TqdmHandler(logging.Handler):

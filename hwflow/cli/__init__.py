@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()  # imports no TensorFlow: the commands import it when they run
     args = parser.parse_args(argv)
-    quiet_tensorflow(args.verbose)
+    quiet_tensorflow()
     configure_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
