@@ -8,6 +8,7 @@ converts them (``ap_fixed`` from the float value).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,20 +135,21 @@ class Emulator:
         return _as_codes(outs, self._shape(upto))
 
     def _map(self, job, n: int) -> list[np.ndarray]:
-        """``job(start)`` for every chunk start, in order; on two threads with one BLAS thread each.
+        """``job(start)`` for every chunk start, in order; with one BLAS thread, on up to two threads.
 
-        numpy releases the GIL in its loops and in BLAS, so two chunks at once use both cores for the
-        elementwise passes too. Inside a campaign worker that already limits BLAS to one thread (one
-        process per core), ``threads=None`` runs on one thread.
+        The fused path's GEMMs are small: OpenBLAS's second thread costs more than it brings (and
+        spins on a loaded machine). numpy releases the GIL in its loops and in BLAS, so two chunks at
+        once use both cores for the elementwise passes too. Inside a campaign worker that already
+        limits BLAS to one thread (one process per core), ``threads=None`` runs on one thread.
         """
         starts = list(range(0, n, self.chunk))
-        threads = self.threads if self.threads is not None else _blas_threads()
-        if threads <= 1 or len(starts) < 2:
-            return [job(i) for i in starts]
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(min(threads, len(starts))) as pool:
-            return list(pool.map(job, starts))
+        blas = _blas()
+        threads = self.threads if self.threads is not None else _blas_threads(blas)
+        with blas.limit(limits=1, user_api="blas") if blas is not None else contextlib.nullcontext():
+            if threads <= 1 or len(starts) < 2:
+                return [job(i) for i in starts]
+            with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+                return list(pool.map(job, starts))
 
     def _last(self, upto: str | None) -> int:
         return len(self.program.layers) - 1 if upto is None else self.program.index(upto)
@@ -329,13 +331,26 @@ class Emulator:
         return cast(cast(m, x_type, acc), acc, layer.result)
 
 
-def _blas_threads() -> int:
+_CONTROLLER: list = []
+
+
+def _blas():
+    """threadpoolctl's controller of the loaded BLAS (made once: 0.4 ms; a limit then costs 6 us), or None."""
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+            _CONTROLLER.append(None)
+        else:
+            _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
+def _blas_threads(controller) -> int:
     """The BLAS thread count now in force, at most 2 (the emulator's chunk threads)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+    if controller is None:
         return 1
-    counts = [int(info.get("num_threads", 1)) for info in threadpool_info() if info.get("user_api") == "blas"]
+    counts = [lib.num_threads for lib in controller.lib_controllers if lib.user_api == "blas"]
     return max(1, min([2, *counts]))
 
 
