@@ -45,8 +45,7 @@ with tempfile.TemporaryDirectory() as _tmp:
     SOURCE = _database(Path(_tmp) / "board.sqlite", "pynq-z2", range(4))
     TARGET = _database(Path(_tmp) / "ws.sqlite", "emulator", range(3))
 
-COLUMNS = {"trials": tuple(TrialRow.__dataclass_fields__), "baselines": ("campaign", "variant", "board", "samples",
-                                                                        "correct"),
+COLUMNS = {"trials": tuple(TrialRow.__dataclass_fields__), "baselines": tuple(Baseline.__dataclass_fields__),
            "campaigns": ("name", "spec", "created"), "meta": ("key", "value")}
 VALUES = st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(), st.text(max_size=6), st.binary(max_size=4),
                    st.sampled_from([0, 1, 40, 41, -1, 0.5, 2.0, "sweep", "c", "{}", '{"seed": 5}', "2", 63, 64]))
@@ -108,6 +107,8 @@ def _pull_and_check(tmp: Path, source: Path, target_exists: bool = True) -> obje
 @example([(("set", "trials", 2), "seed", 12345)], True)
 @example([(("set", "trials", 1), "rate", "abc")], False)
 @example([(("sql", "DROP TABLE trials"), None, None)], True)
+@example([(("set", "trials", 1), "metric_value", None), (("set", "trials", 1), "samples", "abc")], True)
+@example([(("set", "baselines", 1), "metric_value", None), (("set", "baselines", 1), "samples", b"x")], True)
 def test_tampered_databases_are_merged_or_refused_untouched(tmp_path_factory, edits, target_exists):
     tmp = tmp_path_factory.mktemp("pull")
     source = tmp / "board.sqlite"

@@ -108,9 +108,9 @@ def read_source(path: Path) -> _Source:
         _check_schema(conn, path)
         specs = {name: _spec(path, name, text) for name, text in
                  conn.execute("SELECT name, spec FROM campaigns ORDER BY created, name")}
-        baselines = [Baseline(*r) for r in conn.execute(
+        baselines = [_typed(path, Baseline, "baselines", r) for r in conn.execute(
             f"SELECT {', '.join(_TABLES['baselines'])} FROM baselines ORDER BY campaign, variant, board")]
-        rows = [TrialRow(*r) for r in conn.execute(
+        rows = [_typed(path, TrialRow, "trials", r) for r in conn.execute(
             f"SELECT {', '.join(_TABLES['trials'])} FROM trials ORDER BY campaign, variant, study, fault_model, "
             "target_layer, target_bit, rate, trial, board")]
     except (sqlite3.Error, UnicodeDecodeError) as err:  # a truncated or damaged file fails here (or in the check)
@@ -141,6 +141,22 @@ def _check_schema(conn: sqlite3.Connection, path: Path) -> None:
         msg = (f"{path}: results schema {row[0] if row else 'missing'}, this hwflow reads schema {SCHEMA_VERSION}; "
                "run the board with the hwflow this workstation has")
         raise ResultsError(msg)
+
+
+_TEXT, _INT, _NUMBER = (str,), (int,), (int, float)
+_TYPES = {"campaign": _TEXT, "variant": _TEXT, "study": _TEXT, "fault_model": _TEXT, "target_layer": _TEXT,
+          "board": _TEXT, "metric": _TEXT, "target_bit": _INT, "trial": _INT, "seed": _INT, "faults": _INT,
+          "effective": _INT, "samples": _INT, "correct": _INT, "mismatches": _INT, "higher_is_better": _INT,
+          "rate": _NUMBER, "seconds": _NUMBER, "metric_value": (int, float, type(None))}
+
+
+def _typed(path: Path, cls, table: str, raw: tuple):
+    """A row as ``cls``, once every cell has its column's type (SQLite stores any value in any column)."""
+    for column, value in zip(_TABLES[table], raw, strict=True):
+        kinds = _TYPES.get(column, (str, int, float, type(None)))
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            _refuse(path, f"{table} row {raw[:3]!r}", f"{column} holds {value!r}, not a {kinds[0].__name__}")
+    return cls(*raw)
 
 
 def _spec(path: Path, name: object, text: object) -> dict:
