@@ -1,6 +1,6 @@
 """The repository stands alone: no file points outside it, and every "contract N" is defined.
 
-A user who clones hwflow has no design notes beside it; the numbered contracts that comments and
+A user who clones hwflow has nothing beside it; the numbered contracts that comments and
 docs cite live in docs/design.md (one ``<a id="contract-N">`` anchor and heading each), and the
 methods in docs/methods.md.
 """
