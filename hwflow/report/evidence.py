@@ -4,6 +4,9 @@
 variant (``model/variant``); one column per rate, each cell ``mean ± half-width`` in accuracy
 points (95 % Student-t over trials), plus the fault-free accuracy and the gain over the variant's
 baseline at each rate (the baseline is the ``baseline`` variant of the same model entry).
+
+Values are the campaign's metric (contract 6): top-k accuracies in percentage points, other metrics
+(ROC AUC, MSE, MAE) in their own units; a gain is a move in the metric's direction (for MSE, down).
 """
 
 from __future__ import annotations
@@ -17,13 +20,26 @@ from pathlib import Path
 from hwflow.report.stats import Summary
 
 
+def _percent(metric: str) -> bool:
+    """Accuracies are shown in percentage points; other metrics in their own units."""
+    return metric.startswith("top")
+
+
+def _number(value: float, metric: str) -> str:
+    return f"{100 * value:.1f}" if _percent(metric) else f"{value:.4g}"
+
+
 def _cell(s: Summary | None) -> str:
     if s is None:
         return "—"
-    mean = 100 * s.mean_accuracy
-    if math.isnan(s.half_width):
-        return f"{mean:.1f}"
-    return f"{mean:.1f} ± {100 * s.half_width:.1f}"
+    if math.isnan(s.value_half_width):
+        return _number(s.mean_value, s.metric)
+    return f"{_number(s.mean_value, s.metric)} ± {_number(s.value_half_width, s.metric)}"
+
+
+def _gain(s: Summary, b: Summary) -> float:
+    """How much better ``s`` is than ``b``, in the metric's direction."""
+    return (s.mean_value - b.mean_value) if s.higher_is_better else (b.mean_value - s.mean_value)
 
 
 def _rate(rate: float) -> str:
@@ -54,12 +70,13 @@ def evidence_rows(summaries: Iterable[Summary]) -> dict[str, tuple[list[float], 
         variants = list(dict.fromkeys(s.variant for s in items))
         rows = []
         for v in variants:
-            row = {"variant": v, "fault_free": next((s.fault_free_accuracy for s in items if s.variant == v), math.nan)}
+            mine = [s for s in items if s.variant == v]
+            row = {"variant": v, "fault_free": mine[0].fault_free_value, "metric": mine[0].metric}
             base = _baseline_of(v)
             for r in rates:
                 s, b = cells.get((v, r)), cells.get((base, r))
                 row[r] = s
-                row[("gain", r)] = (s.mean_accuracy - b.mean_accuracy) if (s and b and v != base) else math.nan
+                row[("gain", r)] = _gain(s, b) if (s and b and v != base) else math.nan
             rows.append(row)
         out[fault_model] = (rates, rows)
     return out
@@ -70,17 +87,20 @@ def evidence_markdown(summaries: Iterable[Summary]) -> str:
     parts = []
     for fault_model, (rates, rows) in evidence_rows(summaries).items():
         head = ["variant", "fault-free"] + [f"rate {_rate(r)}" for r in rates]
-        lines = [f"**{fault_model}** — accuracy % (mean ± 95 % CI half-width over trials; "
+        metrics = sorted({row["metric"] for row in rows})
+        what = "accuracy %" if metrics == ["top1"] else ", ".join(
+            f"{m} %" if _percent(m) else m for m in metrics)
+        lines = [f"**{fault_model}** — {what} (mean ± 95 % CI half-width over trials; "
                  "[gain in points over the model's baseline; float-stored variants: over the same float "
                  "storage unscaled])", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in rows:
-            cells = [row["variant"], f"{100 * row['fault_free']:.1f}"]
+            cells = [row["variant"], _number(row["fault_free"], row["metric"])]
             for r in rates:
                 text = _cell(row[r])
                 gain = row[("gain", r)]
                 if not math.isnan(gain):
-                    text += f" [{100 * gain:+.1f}]"
+                    text += f" [{100 * gain:+.1f}]" if _percent(row["metric"]) else f" [{gain:+.4g}]"
                 cells.append(text)
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))
@@ -98,13 +118,14 @@ def write_evidence(summaries: Iterable[Summary], out_dir: str | Path) -> tuple[P
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["fault_model", "variant", "rate", "n_trials", "mean_accuracy", "ci_low", "ci_high",
-                         "half_width", "fault_free_accuracy", "gain_over_baseline"])
+                         "half_width", "fault_free_accuracy", "gain_over_baseline", "metric", "higher_is_better"])
         for fault_model, (rates, rows) in evidence_rows(summaries).items():
             for row in rows:
                 for r in rates:
                     s = row[r]
                     if s is None:
                         continue
-                    writer.writerow([fault_model, row["variant"], r, s.n_trials, s.mean_accuracy, s.ci_low,
-                                     s.ci_high, s.half_width, s.fault_free_accuracy, row[("gain", r)]])
+                    writer.writerow([fault_model, row["variant"], r, s.n_trials, s.mean_value, s.value_low,
+                                     s.value_high, s.value_half_width, s.fault_free_value, row[("gain", r)],
+                                     s.metric, s.higher_is_better])
     return md, path

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from hwflow.report.load import ReportData
+from hwflow.report.plots import metric_units
 from hwflow.report.stats import HEADLINE_INTERVAL, SENSITIVITY_STUDIES, SWEEP, Discrepancy, Summary
 
 CSS = """
@@ -121,7 +122,11 @@ def _fault_free(data: ReportData, many: bool) -> str:
     headers = (["campaign"] if many else []) + ["variant", "board", "correct / samples", "accuracy"]
     rows = [([b.campaign] if many else []) + [b.variant, b.board, f"{b.correct} / {b.samples}", fmt(b.accuracy)]
             for b in data.baselines]
-    return "<h2>Fault-free accuracy</h2>\n" + _table(headers, rows, numeric=range(len(headers) - 2, len(headers)))
+    if any(b.metric != "top1" for b in data.baselines):  # the task's metric, named, with its direction
+        headers += ["metric", "fault-free value"]
+        for row, b in zip(rows, data.baselines, strict=True):
+            row += [f"{b.metric} ({'higher' if b.higher_is_better else 'lower'} is better)", fmt(b.value)]
+    return "<h2>Fault-free accuracy</h2>\n" + _table(headers, rows, numeric=range(2 + many, len(headers)))
 
 
 def _summary_rows(summaries: list[Summary], many: bool, target: bool = False):
@@ -152,14 +157,22 @@ def _sweep(data: ReportData, png: Path | None, many: bool) -> str:
     sweep = _sweep_rows(data)
     if not sweep:
         return "<h2>Accuracy against fault rate</h2><p>No 'sweep' trials in these results.</p>\n"
+    units = metric_units(sweep)
+    top1 = units == "top-1 accuracy"
+    what = "Accuracy" if top1 else units
     headers = (["campaign"] if many else []) + ["variant", "board", "fault model", "rate", "trials",
-                                                  "mean accuracy ± 95% t", "drop vs fault-free"]
+                                                  f"mean {'accuracy' if top1 else units} ± 95% t",
+                                                  "drop vs fault-free" if top1 else "loss vs fault-free"]
     rows = [([s.campaign] if many else []) + [s.variant, s.board, s.fault_model, f"{s.rate:g}", s.n_trials,
-                                              f"{fmt(s.mean_accuracy)} ± {fmt(s.half_width)}", fmt(s.accuracy_drop)]
+                                              f"{fmt(s.mean_value)} ± {fmt(s.value_half_width)}", fmt(s.value_loss)]
             for s in sweep]
     first_num = headers.index("rate")
-    return ("<h2>Accuracy against fault rate</h2>\n" + _figure(png, "accuracy against fault rate")
-            + "<p>Dashed lines: fault-free accuracy (rate 0 cannot sit on a log axis). Shaded: 95% t interval "
+    note = "" if top1 else (f"<p>Values are the campaign's metric ({e(units)}); the loss is how much worse than "
+                            "fault-free each mean is in the metric's direction (positive: worse).</p>\n")
+    alt = f"{'accuracy' if top1 else units} against fault rate"
+    return (f"<h2>{e(what)} against fault rate</h2>\n" + note + _figure(png, alt)
+            + f"<p>Dashed lines: fault-free {'accuracy' if top1 else e(units)} (rate 0 cannot sit on a log axis). "
+              "Shaded: 95% t interval "
               "over trials. Every statistic of each row: <a href=\"#details\">details</a>.</p>\n"
             + _table(headers, rows, range(first_num, len(headers))))
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from hwflow.report.errors import ReportError
-from hwflow.report.stats import SWEEP, SensitivityTable, Summary
+from hwflow.report.stats import SWEEP, SensitivityTable, Summary, metric_direction
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINESTYLES = ("-", ":", "-.", (0, (5, 1)))
@@ -44,10 +44,26 @@ def _line_colours(keys: list) -> dict:
     return {k: tab20((2 * i + i // 10) % 20) for i, k in enumerate(keys)}
 
 
-def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title: str | None = None) -> Path:
-    """Mean accuracy against fault rate for the "sweep" study, one subplot per fault model.
+def metric_units(summaries: Sequence[Summary]) -> str:
+    """What the summaries' values are, for axes and headers: ``top-1 accuracy``, ``MSE``, ``ROC AUC`` (joined
+    with ' / ' when models of one report were scored differently)."""
+    from hwflow.metrics import MetricError, get
 
-    x: rate on a log axis; y: mean accuracy over trials; one line per variant (and per board and
+    def unit(name: str) -> str:
+        try:
+            return get(name).unit
+        except MetricError:
+            return name
+
+    units = sorted({unit(s.metric) for s in summaries}) or ["top-1 accuracy"]
+    return " / ".join(units)
+
+
+def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title: str | None = None) -> Path:
+    """Mean metric against fault rate for the "sweep" study, one subplot per fault model.
+
+    x: rate on a log axis; y: mean of the campaign's metric over trials, in its units (top-1 accuracy, MSE,
+    ROC AUC: ``Summary.metric``); one line per variant (and per board and
     campaign when there are several), with the 95% t interval as a shaded band (absent where a
     point has fewer than 2 trials). Rate 0 cannot sit on a log axis: each line's fault-free
     accuracy (its baseline; else its rate-0 trials) is drawn as a dashed horizontal line instead.
@@ -80,15 +96,15 @@ def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title:
             pos = [s for s in pts if s.rate > 0]
             if pos:
                 x = np.array([s.rate for s in pos])
-                low = np.array([s.ci_low for s in pos])
-                high = np.array([s.ci_high for s in pos])
+                low = np.array([s.value_low for s in pos])
+                high = np.array([s.value_high for s in pos])
                 ax.fill_between(x, low, high, color=colour, alpha=0.18, linewidth=0)
-                (h,) = ax.plot(x, [s.mean_accuracy for s in pos], color=colour, linestyle=ls, marker=marker,
+                (h,) = ax.plot(x, [s.mean_value for s in pos], color=colour, linestyle=ls, marker=marker,
                                markersize=4, label=label)
                 handles.setdefault(label, h)
-            ff = pts[0].fault_free_accuracy
+            ff = pts[0].fault_free_value
             if math.isnan(ff) and pts[0].rate == 0:
-                ff = pts[0].mean_accuracy
+                ff = pts[0].mean_value
             if not math.isnan(ff):
                 ax.axhline(ff, color=colour, linestyle="--", linewidth=1, alpha=0.8)
         ax.set_xscale("log")
@@ -98,14 +114,17 @@ def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title:
         ax.grid(True, which="minor", alpha=0.1)
     for ax in axes.flat[len(faults):]:
         ax.set_visible(False)
+    units = metric_units(sweep)
     for ax in axes[:, 0]:
-        ax.set_ylabel("mean accuracy (95% t interval)")
+        ax.set_ylabel(f"mean {units} (95% t interval)")
     lo, hi = axes[0, 0].get_ylim()
-    axes[0, 0].set_ylim(max(lo, -0.02), min(hi, 1.02))
+    if all(metric_direction(s.metric)[2] <= 1 for s in sweep):  # fractions: accuracy, AUC
+        axes[0, 0].set_ylim(max(lo, -0.02), min(hi, 1.02))
     legend = list(handles.values()) + [Line2D([], [], color="grey", linestyle="--", linewidth=1)]
-    fig.legend(legend, list(handles) + ["fault-free accuracy (rate 0)"], loc="outside lower center",
+    fig.legend(legend, list(handles) + [f"fault-free {units} (rate 0)"], loc="outside lower center",
                ncols=min(4, len(legend)), fontsize=9, frameon=False)
-    fig.suptitle(_plain(title or _campaigns_title("Accuracy vs fault rate", sweep)))
+    what = "Accuracy" if units == "top-1 accuracy" else units
+    fig.suptitle(_plain(title or _campaigns_title(f"{what[0].upper()}{what[1:]} vs fault rate", sweep)))
     return _save(fig, path)
 
 

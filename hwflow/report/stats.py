@@ -74,6 +74,24 @@ class Summary:
     mean_mismatch_rate: float  # mean over trials of mismatches / samples (outputs differing from fault-free)
     fault_free_accuracy: float  # from the Baseline of this campaign, variant and board; NaN if absent
     accuracy_drop: float  # fault_free_accuracy - mean_accuracy (positive: accuracy lost)
+    # The task's metric (contract 6), in its own units and direction; for top-1 these equal the accuracy fields.
+    metric: str = "top1"  # its name (hwflow.metrics), as the trials recorded it
+    higher_is_better: bool = True  # its direction: a "gain" is a move this way (for MSE: down)
+    mean_value: float = math.nan  # mean of the per-trial values (the headline estimate)
+    value_low: float = math.nan  # Student-t 95% interval over trials, clipped to the metric's range
+    value_high: float = math.nan
+    value_half_width: float = math.nan  # unclipped; NaN when n_trials < 2
+    fault_free_value: float = math.nan  # from the Baseline; NaN if absent
+    value_loss: float = math.nan  # how much worse than fault-free, in the metric's direction (positive: worse)
+
+    def __post_init__(self) -> None:
+        """A top-1 summary made without metric values (before metrics existed) takes them from its accuracy."""
+        if self.metric == "top1" and math.isnan(self.mean_value) and not math.isnan(self.mean_accuracy):
+            for value_field, accuracy_field in (("mean_value", "mean_accuracy"), ("value_low", "ci_low"),
+                                                ("value_high", "ci_high"), ("value_half_width", "half_width"),
+                                                ("fault_free_value", "fault_free_accuracy"),
+                                                ("value_loss", "accuracy_drop")):
+                object.__setattr__(self, value_field, getattr(self, accuracy_field))
 
     @property
     def group(self) -> tuple:
@@ -131,7 +149,9 @@ def summarize(rows: Iterable[TrialRow], baselines: Iterable[Baseline]) -> list[S
     groups: dict[tuple, list[TrialRow]] = defaultdict(list)
     for r in rows:
         groups[_group_key(r)].append(r)
+    baselines = list(baselines)
     fault_free = {(b.campaign, b.variant, b.board): b.accuracy for b in baselines}
+    fault_free_value = {(b.campaign, b.variant, b.board): b.value for b in baselines}
     out = []
     for key in sorted(groups):
         trials = groups[key]
@@ -142,7 +162,7 @@ def summarize(rows: Iterable[TrialRow], baselines: Iterable[Baseline]) -> list[S
         samples = sum(r.samples for r in trials)
         w_low, w_high = wilson_interval(correct, samples)
         ff = fault_free.get((campaign, variant, board), math.nan)
-        out.append(Summary(
+        out.append(_with_metric(trials, fault_free_value.get((campaign, variant, board), math.nan), Summary(
             *key,
             n_trials=len(trials),
             mean_accuracy=mean,
@@ -157,8 +177,38 @@ def summarize(rows: Iterable[TrialRow], baselines: Iterable[Baseline]) -> list[S
             mean_mismatch_rate=float(np.mean([_ratio(r.mismatches, r.samples) for r in trials])),
             fault_free_accuracy=ff,
             accuracy_drop=ff - mean,
-        ))
+        )))
     return out
+
+
+def metric_direction(name: str) -> tuple[bool, float, float]:
+    """(higher_is_better, lower bound, upper bound) of a recorded metric name; an unknown name (a newer hwflow's)
+    is taken as higher-is-better and unbounded."""
+    from hwflow.metrics import MetricError, get
+
+    try:
+        m = get(name)
+    except MetricError:
+        return True, -math.inf, math.inf
+    return m.higher_is_better, m.lower, m.upper
+
+
+def _with_metric(trials: list[TrialRow], fault_free: float, summary: Summary) -> Summary:
+    """``summary`` with the metric fields of its trials (their recorded metric; a group holds one)."""
+    from dataclasses import replace
+
+    names = sorted({r.metric for r in trials})
+    if len(names) > 1:
+        msg = f"trials of {summary.variant} at rate {summary.rate:g} were scored with different metrics ({names})"
+        raise ReportError(msg)
+    higher, lo, hi = metric_direction(names[0])
+    values = [r.value for r in trials if not math.isnan(r.value)]
+    mean, low, high, half = t_interval(values)
+    loss = (fault_free - mean) if higher else (mean - fault_free)
+    return replace(summary, metric=names[0], higher_is_better=higher, mean_value=mean,
+                   value_low=max(lo, low) if not math.isnan(low) else low,
+                   value_high=min(hi, high) if not math.isnan(high) else high, value_half_width=half,
+                   fault_free_value=fault_free, value_loss=loss)
 
 
 # --- sensitivity ----------------------------------------------------------------------------------
