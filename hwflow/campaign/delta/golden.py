@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from hwflow.campaign.delta.registry import rule_for
-from hwflow.emulator import Emulator, Program
+from hwflow.campaign.delta.state import ChannelMajor
+from hwflow.emulator import Emulator, Kind, Program
 from hwflow.emulator.run import Weights
 from hwflow.fixed import FixedType
 from hwflow.image import WeightImage
@@ -29,9 +30,11 @@ def compact_dtype(t: FixedType) -> type:
     return np.int64
 
 
-def _float32_if_exact(codes: np.ndarray | None) -> np.ndarray | None:
+def _float32_if_exact(codes):
     """Accumulator codes as float32 (the same four bytes) when every one is below 2**24: the delta
     rules add to them in float32, and a stored float32 copy saves a conversion per trial."""
+    if isinstance(codes, ChannelMajor):
+        return ChannelMajor(_float32_if_exact(codes.array))
     if codes is None or codes.dtype.itemsize != 4 or not np.issubdtype(codes.dtype, np.integer):
         return codes
     if codes.size and max(-int(codes.min()), int(codes.max())) >= 2**24:
@@ -90,9 +93,16 @@ class Golden:
         n = len(x)
         self.samples = n
         self.codes: dict[str, np.ndarray] = {}
+        # Convolution accumulators (not the network output) are kept channel first (``ChannelMajor``).
+        self._channel_major = {key for key in shapes if key.split("#")[0] in self.conv_layers(program)
+                               and not key.endswith("#cols") and key != layers[-1].name}
         for key, (shape, dtype) in shapes.items():
-            full = (shape[0], n) + shape[1:] if key.endswith("#cols") else (n,) + shape
-            self.codes[key] = np.empty(full, dtype=dtype)
+            if key.endswith("#cols"):
+                self.codes[key] = np.empty((shape[0], n) + shape[1:], dtype=dtype)
+            elif key in self._channel_major:
+                self.codes[key] = ChannelMajor(np.empty((shape[-1], n) + shape[:-1], dtype=dtype))
+            else:
+                self.codes[key] = np.empty((n,) + shape, dtype=dtype)
         weights = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in program.names}
 
         self._bound = {}
@@ -103,26 +113,37 @@ class Golden:
                 self._bound[layers[0].name] = max(self._bound.get(layers[0].name, 0), int(np.abs(codes).max()))
             outputs = {layers[0].name: codes}
             if layers[0].name in self.kept:
-                self.codes[layers[0].name][sl] = codes
+                self._write(layers[0].name, sl, codes)
             for layer in layers[1:]:
                 src = outputs[layer.inputs[0]]
                 if layer.name in self.accumulators:
                     rule = rule_for(layer)
                     arrays = {nm: weights[(layer.name, nm)] for nm in layer.arrays if (layer.name, nm) in weights}
                     x_type = program.layer(layer.inputs[0]).result
-                    self.codes[accumulator_key(layer.name)][sl] = rule.accumulate(layer, src, x_type, arrays)
+                    self._write(accumulator_key(layer.name), sl, rule.accumulate(layer, src, x_type, arrays))
                 if layer.name in self.columns:
                     self.codes[columns_key(layer.name)][:, sl] = rule_for(layer).columns(
                         layer, src.astype(self.codes[columns_key(layer.name)].dtype))
                 out = emulator.run_codes(src, start=layer.inputs[0], upto=layer.name)
                 outputs[layer.name] = out
                 if layer.name in self.kept:
-                    self.codes[layer.name][sl] = out
+                    self._write(layer.name, sl, out)
         for name in self.accumulators | {layer.name for layer in layers[1:] if layer.accum is not None}:
             key = accumulator_key(name) if name in self.accumulators else name
             if key in self.codes:
                 self.codes[key] = _float32_if_exact(self.codes[key])
         self.output = self.codes[layers[-1].name]
+
+    @staticmethod
+    def conv_layers(program: Program) -> set[str]:
+        return {layer.name for layer in program.layers if layer.kind in (Kind.CONV1D, Kind.CONV2D)}
+
+    def _write(self, key: str, rows: slice, values: np.ndarray) -> None:
+        target = self.codes[key]
+        if isinstance(target, ChannelMajor):
+            target.write(rows, values)
+        else:
+            target[rows] = values
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.codes[name]

@@ -49,17 +49,33 @@ def chains(program: Program) -> dict[int, int]:
 
 
 def pool_blocks(delta: Delta, pool: LayerSpec, signs) -> Delta:
-    """Each block pooled per channel: the maximum where ``signs`` is +1, the minimum where -1."""
+    """Each block pooled per channel: the maximum where ``signs`` is +1, the minimum where -1.
+
+    A block laid out channel first in memory (a convolution's accumulator, see ``ChannelMajor``) is
+    pooled in that layout, each channel's planes contiguous, and comes back as a channels-last view."""
     size, stride, _ = pool_geometry(pool)
     out = []
     for b in delta:
-        sgn = np.broadcast_to(np.asarray(signs), (int(pool.output_shape[-1]),))[b.channels] if np.ndim(signs) \
-            else None
-        if sgn is None or (sgn > 0).all():
-            pooled = ops.max_pool(np.asarray(b.values), size, stride)
+        sgn = None
+        if np.ndim(signs):
+            sgn = np.broadcast_to(np.asarray(signs), (int(pool.output_shape[-1]),))[b.channels]
+            if (sgn > 0).all():
+                sgn = None
+        values = np.asarray(b.values)
+        first = np.moveaxis(values, -1, 0)
+        if values.ndim > 2 and first.flags.c_contiguous:
+            planes = first if sgn is None else first * sgn.reshape((-1,) + (1,) * (first.ndim - 1))
+            flat = planes.reshape((-1,) + planes.shape[2:] + (1,))
+            pooled = ops.max_pool(flat, size, stride)
+            pooled = pooled.reshape(planes.shape[:2] + pooled.shape[1:-1])
+            if sgn is not None:
+                pooled = pooled * sgn.reshape((-1,) + (1,) * (pooled.ndim - 1))
+            out.append(Block(b.samples, b.channels, np.moveaxis(pooled, 0, -1)))
+            continue
+        if sgn is None:
+            pooled = ops.max_pool(values, size, stride)
         else:
-            flipped = np.asarray(b.values, dtype=np.float64) * sgn
-            pooled = ops.max_pool(flipped, size, stride) * sgn
+            pooled = ops.max_pool(np.asarray(values, dtype=np.float64) * sgn, size, stride) * sgn
         out.append(Block(b.samples, b.channels, pooled))
     return out
 

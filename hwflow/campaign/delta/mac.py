@@ -23,7 +23,7 @@ import numpy as np
 
 from hwflow.campaign.delta.golden import accumulator_key, columns_key
 from hwflow.campaign.delta.registry import Step, register_rule
-from hwflow.campaign.delta.state import Block, Delta, fill, rest_of, take
+from hwflow.campaign.delta.state import Block, ChannelMajor, Delta, fill, rest_of, take
 from hwflow.emulator import Kind, LayerSpec, ops
 from hwflow.emulator.run import Weights
 from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize, value_range
@@ -91,6 +91,15 @@ def _gemm_into_t(c: np.ndarray, xt: np.ndarray, b: np.ndarray) -> None:
         c += rows_t.T
     else:
         c[:, cols] += rows_t.T
+
+
+def _slab(array: np.ndarray, channels: np.ndarray | None, samples: np.ndarray, dtype) -> np.ndarray:
+    """A private copy of channel-first codes ``array[channels][:, samples]`` in ``dtype``."""
+    out = array if channels is None else np.take(array, channels, axis=0)
+    if len(samples) != array.shape[1]:
+        out = np.take(out, samples, axis=1)
+        return out.astype(dtype, copy=False)
+    return out.astype(dtype, copy=channels is None)
 
 
 def _max_code(t: FixedType, extra: int = 0) -> int:
@@ -225,24 +234,75 @@ class Mac:
         acc_bound = min((xb * wb * k) << up, 1 << acc_t.width) + max(abs(b_lo), abs(b_hi))
         rows, dw, db, cw = self._changed_weights(step)
         db_bound = 2 * max(abs(b_lo), abs(b_hi))
+        conv = isinstance(acc_g, ChannelMajor)  # convolutions accumulate channel first (see ChannelMajor)
         out = []
         for blk in step.inputs:
             k_sub = k // cin * len(blk.channels)
             bound = acc_bound + ((dxb * wb * k_sub + xb * dwb * len(rows)) << up) + db_bound
-            total = take(acc_g, blk.samples, None).astype(_dtype(bound))
             dx = blk.values - take(g_in, blk.samples, blk.channels).astype(np.float64)
-            self._add_input_term(step, total, dx, blk.channels, up)
-            if len(rows):
-                self._add_weight_term(step, total, blk.samples, rows, dw, up)
-            out.append(Block(blk.samples, np.arange(m, dtype=np.int64), self._finish(step, total, db, no_wrap)))
+            if conv:
+                total = _slab(acc_g.array, None, blk.samples, _dtype(bound))
+                self._conv_input_term(step, total, dx, blk.channels, up)
+                if len(rows):
+                    self._conv_weight_term(step, total, blk.samples, rows, dw, up)
+            else:
+                total = take(acc_g, blk.samples, None).astype(_dtype(bound))
+                self._add_input_term(step, total, dx, blk.channels, up)
+                if len(rows):
+                    self._add_weight_term(step, total, blk.samples, rows, dw, up)
+            values = self._finish(step, total, db, no_wrap, conv)
+            out.append(Block(blk.samples, np.arange(m, dtype=np.int64), values))
         rest = rest_of(step.inputs, step.samples)
         if len(cw) and len(rest):
             bound = acc_bound + ((xb * dwb * len(rows)) << up) + db_bound
-            total = take(acc_g, rest, cw).astype(_dtype(bound))
-            if len(rows):
-                self._add_weight_term(step, total, rest, rows, dw[:, cw], up)
-            out.append(Block(rest, cw, self._finish(step, total, db[cw], no_wrap)))
+            if conv:
+                total = _slab(acc_g.array, cw, rest, _dtype(bound))
+                if len(rows):
+                    self._conv_weight_term(step, total, rest, rows, dw[:, cw], up)
+            else:
+                total = take(acc_g, rest, cw).astype(_dtype(bound))
+                if len(rows):
+                    self._add_weight_term(step, total, rest, rows, dw[:, cw], up)
+            out.append(Block(rest, cw, self._finish(step, total, db[cw], no_wrap, conv)))
         return out
+
+    def _conv_input_term(self, step: Step, total: np.ndarray, dx: np.ndarray, channels: np.ndarray,
+                         up: int) -> None:
+        """``total += (W'·Δa) << up``, channel first: ``total`` (m, S, *out), ``dx`` (S, *spatial, |C|).
+
+        The im2col of ``dx`` is built transposed (one row per kernel position and input channel, strided
+        views of the padded input), so the product is ``W'ᵀ (m, k) @ cols (k, R)``, BLAS's fast
+        orientation for few output channels, written straight into the channel-first accumulator."""
+        layer = step.layer
+        m = n_out(layer)
+        size, stride, before, after = geometry(layer)
+        wsub = np.take(step.weights["weight"].codes, channels, axis=-2)  # (*size, |C|, m)
+        k = wsub.size // m
+        wt = (wsub.reshape(k, m).T * (2**up)).astype(total.dtype)
+        out = total.shape[2:]
+        offsets = list(np.ndindex(*size))
+        for sl in _chunks(len(dx), k * int(np.prod(out))):
+            padded = ops.pad(dx[sl].astype(total.dtype, copy=False), before, after)
+            rows = [padded[(slice(None),) + tuple(slice(o, o + n * st, st) for o, n, st in
+                                                  zip(off, out, stride, strict=True)) + (c,)]
+                    for off in offsets for c in range(len(channels))]
+            cols = np.stack(rows).reshape(k, -1)
+            view = total[:, sl]
+            np.add(view, np.matmul(wt, cols).reshape(view.shape), out=view)
+
+    def _conv_weight_term(self, step: Step, total: np.ndarray, samples: np.ndarray, rows: np.ndarray,
+                          dw: np.ndarray, up: int) -> None:
+        """``total += (ΔW·a) << up``, channel first: each changed word adds its (stored, transposed)
+        im2col row times its change to one contiguous output channel."""
+        cols = step.golden[columns_key(step.layer.name)]  # (k, N, *out)
+        subset = len(samples) != cols.shape[1]
+        tmp = np.empty(total.shape[1:], dtype=total.dtype)
+        for i, r in enumerate(rows):
+            x = np.take(cols[r], samples, axis=0) if subset else cols[r]
+            x = x.astype(total.dtype)
+            for j in np.flatnonzero(dw[i]):
+                np.multiply(x, dw[i, j] * 2**up, out=tmp)
+                total[j] += tmp
 
     def _add_input_term(self, step: Step, total: np.ndarray, dx: np.ndarray, channels: np.ndarray, up: int) -> None:
         """``total += (W'·Δa) << up`` for input differences ``dx`` (S, *spatial, len(channels))."""
@@ -276,10 +336,14 @@ class Mac:
             picked = np.take(picked, samples, axis=1)
         _gemm_into_t(c, picked.reshape(len(rows), -1), dwm)
 
-    def _finish(self, step: Step, total: np.ndarray, db: np.ndarray, no_wrap: bool) -> np.ndarray:
-        """The bias change, one wrap where the types allow an overflow, and the cast to the result."""
+    def _finish(self, step: Step, total: np.ndarray, db: np.ndarray, no_wrap: bool,
+                channel_first: bool = False) -> np.ndarray:
+        """The bias change, one wrap where the types allow an overflow, and the cast to the result; a
+        channel-first accumulator comes back as a channels-last view."""
         layer = step.layer
         acc_t = layer.accum
+        if channel_first:
+            total = np.moveaxis(total, 0, -1)
         if db.any():
             total += db.astype(total.dtype)
         if not no_wrap:

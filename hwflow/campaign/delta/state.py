@@ -34,9 +34,47 @@ class Block:
 Delta = list[Block]  # disjoint sample sets; an empty list: the trial equals the fault-free run here
 
 
+class ChannelMajor:
+    """Fault-free codes stored channel first, ``array[c, n, *spatial]``, seen as ``(n, *spatial, c)``.
+
+    Accumulators of convolutions are read a few channels at a time (a faulty weight word changes one
+    output channel): channel first, that read is one contiguous slab instead of every cache line of
+    the whole tensor."""
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+
+    def __len__(self) -> int:
+        return self.array.shape[1]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape[1:] + self.array.shape[:1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.array.nbytes
+
+    def write(self, rows: slice, values: np.ndarray) -> None:
+        self.array[:, rows] = np.moveaxis(values, -1, 0)
+
+    def take(self, samples: np.ndarray | None, channels: np.ndarray | None) -> np.ndarray:
+        sub = self.array if channels is None or len(channels) == len(self.array) else np.take(
+            self.array, channels, axis=0)
+        if samples is not None and len(samples) != sub.shape[1]:
+            sub = np.take(sub, samples, axis=1)
+        return np.ascontiguousarray(np.moveaxis(sub, 0, -1))
+
+
 def take(codes: np.ndarray, samples: np.ndarray | None, channels: np.ndarray | None) -> np.ndarray:
     """``codes[samples][..., channels]`` (``None``: all), gathering along the more selective axis first
     so the intermediate copy stays small."""
+    if isinstance(codes, ChannelMajor):
+        return codes.take(samples, channels)
     some_s = samples is not None and len(samples) != len(codes)
     some_c = channels is not None and len(channels) != codes.shape[-1]
     if some_s and some_c and len(channels) * len(codes) < len(samples) * codes.shape[-1]:
@@ -66,7 +104,7 @@ def with_channels(block: Block, channels: np.ndarray, golden: np.ndarray) -> Blo
     union = np.union1d(block.channels, channels)
     if len(union) == len(block.channels):
         return block
-    values = take(golden, block.samples, union).astype(np.result_type(block.values, golden), copy=True)
+    values = take(golden, block.samples, union).astype(np.result_type(block.values.dtype, golden.dtype))
     pos = np.searchsorted(union, block.channels)
     values[..., pos] = block.values
     return Block(block.samples, union, values)
@@ -87,7 +125,7 @@ def spread_channels(delta: Delta, channels: np.ndarray, golden: np.ndarray) -> D
 
 def fill(block: Block, golden: np.ndarray) -> np.ndarray:
     """All channels of ``block``'s samples: the fault-free codes with the block's written in."""
-    full = take(golden, block.samples, None).astype(np.result_type(block.values, golden), copy=True)
+    full = take(golden, block.samples, None).astype(np.result_type(block.values.dtype, golden.dtype))
     full[..., block.channels] = block.values
     return full
 
