@@ -14,15 +14,12 @@ def test_coverage_holds_at_every_look_by_simulation():
     """The running sequence must miss the true mean at *any* of 300 trial counts in at most alpha of the runs."""
     rng = np.random.default_rng(2026)
     alpha, runs, n = 0.1, 200, 300
+    clipped_mean = float(np.clip(np.random.default_rng(7).normal(0.97, 0.03, 2_000_000), 0, 1).mean())
     for draw, mean in ((lambda: rng.beta(2, 5, n), 2 / 7), (lambda: rng.binomial(1, 0.9, n).astype(float), 0.9),
-                       (lambda: np.clip(rng.normal(0.95, 0.03, n), 0, 1), None)):
+                       (lambda: np.clip(rng.normal(0.97, 0.03, n), 0, 1), clipped_mean)):
         missed = 0
         for _ in range(runs):
-            x = draw()
-            mu = mean if mean is not None else None
-            if mu is None:  # clipped normal: its true mean, by a large seeded sample
-                mu = float(np.clip(np.random.default_rng(7).normal(0.95, 0.03, 2_000_000), 0, 1).mean())
-            d = sequence.decide(x, mu, alpha)
+            d = sequence.decide(draw(), mean, alpha)
             missed += d.above_at is not None or d.below_at is not None
         assert missed / runs <= alpha
 
@@ -48,8 +45,12 @@ def test_clear_pass_and_fail_stop_early():
     x = np.clip(rng.normal(0.93, 0.04, 200), 0, 1)
     holds = sequence.decide(x, 0.80, 0.05)
     fails = sequence.decide(x, 0.99, 0.05)
-    assert holds.below_at is None and holds.above_at is not None and holds.above_at <= 40
-    assert fails.above_at is None and fails.below_at is not None and fails.below_at <= 40
+    assert holds.below_at is None
+    assert holds.above_at is not None
+    assert holds.above_at <= 40
+    assert fails.above_at is None
+    assert fails.below_at is not None
+    assert fails.below_at <= 40
     close = sequence.decide(x, float(x.mean()), 0.05)  # at the mean itself: never certain
     assert close == sequence.Decision(None, None)
 
@@ -59,7 +60,8 @@ def test_interval_contains_mean_and_shrinks():
     x = rng.beta(8, 2, 400)
     lo20, hi20 = sequence.interval(x[:20], 0.05)
     lo, hi = sequence.interval(x, 0.05)
-    assert lo20 <= x[:20].mean() <= hi20 and lo <= x.mean() <= hi
+    assert lo20 <= x[:20].mean() <= hi20
+    assert lo <= x.mean() <= hi
     assert hi - lo < hi20 - lo20
     assert sequence.interval(np.array([]), 0.05) == (0.0, 1.0)
 
@@ -86,7 +88,8 @@ def test_verdicts_min_max_mean_and_undecided():
     x = np.clip(rng.normal(0.9, 0.05, 100), 0, 1)
     assert judge(_check(bound=0.7), x, None, 0.05, 100, final=False).status == HOLDS
     v = judge(_check(bound=0.97), x, None, 0.05, 100, final=False)
-    assert (v.status, v.certain) == (FAILS, True) and v.decided_at <= 20
+    assert (v.status, v.certain) == (FAILS, True)
+    assert v.decided_at <= 20
     assert judge(_check(bound=0.95, kind="max"), x, None, 0.05, 100, final=False).status == HOLDS
     assert judge(_check(bound=0.7, kind="max"), x, None, 0.05, 100, final=False).status == FAILS
     near = float(x.mean()) - 0.002
@@ -112,4 +115,5 @@ def test_gain_is_paired_and_follows_the_metric_direction():
 def test_union_bound_splits_the_error():
     checks = [_check(), _check(), _check(confidence=0.99)]
     alphas = alpha_each(checks)
-    assert alphas[0] == pytest.approx(0.05 / 3) and alphas[2] == pytest.approx(0.01 / 3)
+    assert alphas[0] == pytest.approx(0.05 / 3)
+    assert alphas[2] == pytest.approx(0.01 / 3)

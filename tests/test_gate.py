@@ -1,0 +1,223 @@
+"""hwflow gate end to end: requirements in the spec, sequential batches, reruns, exit codes, JUnit XML,
+the Markdown summary, the CI cache, and the example workflow against the README."""
+
+import base64
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hwflow.campaign import parse_spec
+from hwflow.cli import main
+from hwflow.errors import SpecError
+from hwflow.results import ResultsDB
+from tests.conftest import zoo_model
+
+ROOT = Path(__file__).resolve().parent.parent
+PASS = {"rate": 1e-3, "min": 0.01, "name": "keeps 1% at 1e-3"}  # an untrained model scores ~10%
+FAIL = {"rate": 1e-2, "min": 0.5, "name": "keeps 50% at 1e-2"}
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gate-model") / "mlp.h5"
+    zoo_model("mlp-digits", 8, 8, seed=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("gate-cache")
+
+
+def _spec(model_file, require, **over):
+    data = {"name": "g", "seed": 3, "dataset": "digits", "samples": 120,
+            "models": [{"path": str(model_file), "name": "mlp"}], "rates": [1e-3, 1e-2], "trials": 100,
+            "faults": [{"model": "bitflip"}], "require": require}
+    data.update(over)
+    return data
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"rate": 1e-3}, "require\\[0\\]: give exactly one bound"),
+        ({"rate": 1e-3, "min": 0.5, "max": 0.9}, "require\\[0\\]: give exactly one bound"),
+        ({"rate": 5e-3, "min": 0.5}, "require\\[0\\].rate: 0.005 is not a rate of this fault model"),
+        ({"min": 0.5}, "require\\[0\\].rate: missing"),
+        ({"rate": 1e-3, "min": 95}, "require\\[0\\].min: 95 is outside .* 95% is 0.95"),
+        ({"rate": 1e-3, "min": 0.5, "variant": "scale"}, "require\\[0\\].variant: no variant 'scale'"),
+        ({"rate": 1e-3, "min": 0.5, "fault": "stuck-at"}, "require\\[0\\].fault: no fault model 'stuck-at'"),
+        ({"rate": 1e-3, "min": 0.5, "on": "median"}, "require\\[0\\].on: must be one of interval, mean"),
+        ({"rate": 1e-3, "min": 0.5, "confidence": 1.5}, "require\\[0\\].confidence: must be between 0 and 1"),
+        ({"rate": 1e-3, "min": 0.5, "metric": "f1"}, "require\\[0\\].metric: unknown metric"),
+        ({"rate": 1e-3, "max": 0.5, "metric": "mse"}, "require\\[0\\].range: mse has no upper bound"),
+        ({"rate": 1e-3, "min": 0.5, "gain_over": "baseline"}, "require\\[0\\].gain_over: .* compared with itself"),
+        ({"rate": 1e-3, "min": 0.5, "tolerance": 1}, "require\\[0\\].tolerance: unknown field"),
+    ],
+)
+def test_requirement_errors_name_the_field(model_file, entry, message):
+    with pytest.raises(SpecError, match=message):
+        parse_spec(_spec(model_file, [entry]), "spec.yaml")
+
+
+def test_requirements_resolve_names_and_leave_the_stored_spec_alone(model_file):
+    spec = parse_spec(_spec(model_file, [{"variant": "baseline", "fault": "bit-flip", "rate": "1e-3", "max": 0.99,
+                                          "on": "mean", "metric": "accuracy"}]), "spec.yaml")
+    (req,) = spec.require
+    assert (req.variant, req.fault_model, req.rate, req.kind, req.on) == ("mlp/baseline", "bitflip", 1e-3, "max",
+                                                                          "mean")
+    entry = yaml.safe_load("{rate: 1.0e-3, min: 0.5, on: mean}")
+    assert True in entry  # YAML 1.1 reads the key 'on' as true
+    yaml_on = parse_spec(_spec(model_file, [entry]), "spec.yaml")
+    assert yaml_on.require[0].on == "mean"
+    assert "require" not in spec.to_json()
+    assert spec.to_json() == parse_spec(_spec(model_file, None), "spec.yaml").to_json()
+
+
+def _gate(tmp_path, spec_path, db, cache, *extra):
+    return main(["gate", str(spec_path), "--db", str(db), "--batch", "10", "--cache", str(cache), "--quiet", *extra])
+
+
+def test_gate_stops_early_reruns_alike_and_exits_by_verdict(model_file, cache, tmp_path, capsys):
+    both = _write(tmp_path, _spec(model_file, [PASS, FAIL]))
+    db = tmp_path / "r.sqlite"
+    junit, summary = tmp_path / "out" / "gate.xml", tmp_path / "out" / "summary.md"
+    assert _gate(tmp_path, both, db, cache, "--junit", str(junit), "--summary", str(summary)) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("HOLDS")
+    assert "keeps 1% at 1e-3" in lines[0]
+    assert lines[1].startswith("FAILS")
+    assert "keeps 50% at 1e-2" in lines[1]
+    m = re.search(r"stopped at (\d+) of 100 trials per point .*: (\d+) of 200 planned trials used, (\d+) saved", out)
+    assert m is not None
+    assert int(m[1]) < 100
+    assert int(m[3]) == 200 - int(m[2]) > 0
+    with ResultsDB(db) as r:
+        rows = sorted((t.rate, t.trial, t.seed, t.correct) for t in r.trials("g"))
+    assert len(rows) == 2 * int(m[1])
+
+    # A rerun on the same database runs nothing and says the same; a fresh database gives the same rows.
+    assert _gate(tmp_path, both, db, cache) == 1
+    again = capsys.readouterr().out
+    assert again.splitlines()[:2] == lines[:2]
+    assert "0 run now" in again
+    fresh = tmp_path / "fresh.sqlite"
+    assert _gate(tmp_path, both, fresh, cache) == 1
+    assert capsys.readouterr().out.splitlines()[:2] == lines[:2]
+    with ResultsDB(fresh) as r:
+        assert sorted((t.rate, t.trial, t.seed, t.correct) for t in r.trials("g")) == rows
+
+    # The stopped campaign resumes as an ordinary one: hwflow campaign grows it to the spec's trials.
+    assert main(["campaign", str(both), "--db", str(db), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    with ResultsDB(db) as r:
+        assert r.trial_count("g") == 200
+    assert _gate(tmp_path, both, db, cache) == 1  # judged on the same first trials: the same verdicts
+    assert capsys.readouterr().out.splitlines()[:2] == lines[:2]
+
+    passing = _write(tmp_path, _spec(model_file, [PASS]))
+    assert _gate(tmp_path, passing, tmp_path / "p.sqlite", cache) == 0
+    assert capsys.readouterr().out.startswith("HOLDS")
+
+    _check_junit(junit)
+    _check_summary(summary)
+
+
+def test_bad_input_exits_2(model_file, cache, tmp_path, capsys):
+    none = _write(tmp_path, _spec(model_file, None))
+    assert _gate(tmp_path, none, tmp_path / "x.sqlite", cache) == 2
+    assert "no 'require:' list" in capsys.readouterr().err
+    bad = _write(tmp_path, _spec(model_file, [{"rate": 1e-3}]))
+    assert _gate(tmp_path, bad, tmp_path / "x.sqlite", cache) == 2
+    assert "require[0]: give exactly one bound" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["gate", str(bad)])  # --db missing: argparse's usage error
+    assert exc.value.code == 2
+
+
+def _check_junit(path):
+    """The JUnit schema's structure (as Jenkins/GitLab read it): element names, required attributes, counts."""
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    suites = list(root)
+    assert [s.tag for s in suites] == ["testsuite"]
+    suite = suites[0]
+    for attr in ("name", "tests", "failures", "errors", "skipped", "time", "timestamp", "hostname"):
+        assert attr in suite.attrib, attr
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp"))
+    float(suite.get("time"))
+    cases = [c for c in suite if c.tag == "testcase"]
+    assert [c.tag for c in suite] == ["properties"] + ["testcase"] * len(cases)
+    assert all(p.tag == "property" and set(p.attrib) == {"name", "value"} for p in suite.find("properties"))
+    assert int(suite.get("tests")) == len(cases) == 2
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert int(suite.get("failures")) == len(failed) == 1
+    assert suite.get("errors") == "0"
+    assert root.get("tests") == suite.get("tests")
+    assert root.get("failures") == suite.get("failures")
+    for case in cases:
+        assert {"classname", "name", "time"} <= set(case.attrib)
+        assert {child.tag for child in case} <= {"failure", "error", "skipped", "system-out", "system-err"}
+    fail = failed[0].find("failure")
+    assert fail.get("type") == "RequirementFailed"
+    assert "keeps 50% at 1e-2" in fail.get("message")
+    assert failed[0].get("name") == "keeps 50% at 1e-2"
+
+
+def _check_summary(path):
+    import markdown
+
+    text = path.read_text()
+    html = markdown.markdown(text, extensions=["tables"])
+    root = ET.fromstring(f"<div>{html}</div>")
+    table = root.find("table")
+    head = [th.text for th in table.find("thead").iter("th")]
+    assert head[0] == "Requirement"
+    assert head[-1] == "Verdict"
+    body = [[td.text for td in tr.iter("td")] for tr in table.find("tbody").iter("tr")]
+    assert [r[0] for r in body] == ["keeps 1% at 1e-3", "keeps 50% at 1e-2"]
+    assert body[0][-1].endswith("holds")
+    assert body[1][-1].endswith("fails")
+    img = root.find(".//img")
+    src = img.get("src")
+    assert src.startswith("data:image/png;base64,")
+    assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cache_skips_conversion(model_file, tmp_path, monkeypatch):
+    from hwflow.campaign import variants as variants_module
+    from hwflow.campaign.runner import evaluation_data
+    from hwflow.emulator import Emulator
+    from hwflow.gate.cache import cached_variants
+
+    spec = parse_spec(_spec(model_file, [PASS]), "spec.yaml")
+    cache = tmp_path / "cache"
+    (first,) = cached_variants(spec, cache)
+    assert len(list((cache / "designs").iterdir())) == 1
+
+    def no_build(*args, **kwargs):
+        msg = "converted again despite the cache"
+        raise AssertionError(msg)
+
+    monkeypatch.setattr(variants_module, "build_variants", no_build)
+    (second,) = cached_variants(spec, cache)
+    x, _ = evaluation_data(spec)
+    assert second.label == first.label
+    assert second.image.equal_words(first.image)
+    assert (Emulator(second.program, second.image).predict_classes(x)
+            == Emulator(first.program, first.image).predict_classes(x)).all()
+    other = tmp_path / "other.h5"  # other model bytes: another key
+    zoo_model("mlp-digits", 8, 8, seed=2).save(other)
+    monkeypatch.undo()
+    cached_variants(parse_spec(_spec(other, [PASS]), "spec.yaml"), cache)
+    assert len(list((cache / "designs").iterdir())) == 2
