@@ -145,3 +145,27 @@ def test_demo_prints_what_the_readme_shows(tmp_path):
     assert mismatches(done.stdout.splitlines(), readme_demo_block()) == []
     assert _noise(done.stderr) == [], done.stderr[-3000:]
     assert not NOISE.search(done.stdout)
+
+
+def test_a_log_line_is_printed_above_a_progress_bar_not_into_it(capsys):
+    from tqdm import tqdm
+
+    from hwflow.quiet import TqdmHandler, configure_logging
+
+    root = logging.getLogger()
+    before = (root.level, logging.getLogger("hwflow").level)
+    try:
+        configure_logging(True)
+        bar = tqdm(total=3, desc="search", file=sys.stderr, ascii=True)
+        bar.update(1)
+        logging.getLogger("hwflow.harden.thresholds").info("round 0: best threshold 3.2")
+        bar.update(1)
+        bar.close()
+    finally:
+        for h in [h for h in root.handlers if isinstance(h, TqdmHandler)]:
+            root.removeHandler(h)
+        root.setLevel(before[0])
+        logging.getLogger("hwflow").setLevel(before[1])
+    parts = [p.strip() for line in capsys.readouterr().err.splitlines() for p in line.split("\r")]
+    assert "INFO hwflow.harden.thresholds: round 0: best threshold 3.2" in parts  # a line of its own
+    assert any(p.startswith("search:") and "2/3" in p for p in parts)  # the bar goes on below it
