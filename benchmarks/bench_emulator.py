@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     emulator.logits(x[:64])  # warm-up (BLAS threads, allocations)
     plain = Emulator(csim.program, csim.image, fused=False)
     reference, t_plain = timed(plain.run, x)
-    codes, t_emu = best_of(5, emulator.run, x)
+    codes, t_emu = best_of(7, emulator.run, x)
     emu = csim.program.output.result.to_float(codes)
     same = bool(np.array_equal(codes, reference))
     ref, t_csim = timed(csim.csim_logits, x)
