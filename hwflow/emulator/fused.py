@@ -260,7 +260,7 @@ class FusedRunner:
             c, t = c_in, x_type
             state = step.start_codes(x_type, c)
         for layer in group.chain:
-            _apply(self.emulator, state, layer, t, c)
+            _apply(self.emulator, state, layer, t)
             t = layer.result
         if group.pool is not None:
             acc = group.pool.accum or t
@@ -323,7 +323,7 @@ class FusedRunner:
         return ops.max_pool(s, size, stride)
 
 
-def _apply(emulator, state, layer: LayerSpec, x_type: FixedType, channels: int) -> None:
+def _apply(emulator, state, layer: LayerSpec, x_type: FixedType) -> None:
     """Fold one per-channel layer into ``state`` (raises step.NotCollapsible where it cannot)."""
     if layer.kind is Kind.BATCHNORM:
         s = emulator._weights[(layer.name, "scale")]
@@ -345,4 +345,3 @@ def _apply(emulator, state, layer: LayerSpec, x_type: FixedType, channels: int) 
         step.clip_saturate(state, x_type, layer.attrs["threshold"], layer.result)
     else:
         raise step.NotCollapsible
-    del channels
