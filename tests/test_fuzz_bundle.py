@@ -8,8 +8,10 @@ Bundle or with one of the host's errors, never another exception, and reads noth
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hwflow_host.campaign import CampaignPlan
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from hwflow.deploy import unpack
 from hwflow.errors import HwflowError
 from hwflow.image import Scale, StorageFormat, StoredArray, WeightImage
 from tests.fake_pynq import layout_manifest
@@ -122,3 +125,73 @@ def test_mutated_bundles_are_loaded_or_refused(tmp_path_factory, mutations):
     assert out.x.shape[0] == len(out.y) == out.plan.samples
     for name in ("manifest", "plan", "x", "y"):
         (root / out.info[name]).resolve().relative_to(root.resolve())  # nothing read from outside
+
+
+# --- the archive hwflow deploy writes, unpacked on the workstation (hwflow.deploy.unpack) -------------
+
+def _archive(extra: list[tarfile.TarInfo] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(_TEMPLATE, arcname="bundle")
+        for info in extra or []:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+    return buf.getvalue()
+
+
+ARCHIVE = _archive()
+
+
+def _member(kind: str, name: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    if kind == "symlink":
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc"
+    elif kind == "hardlink":
+        info.type, info.linkname = tarfile.LNKTYPE, "/etc/hostname"
+    elif kind == "device":
+        info.type = tarfile.CHRTYPE
+    elif kind == "fifo":
+        info.type = tarfile.FIFOTYPE
+    else:
+        info.size = 1
+    return info
+
+
+def _unpacked(tmp: Path, raw: bytes):
+    archive = tmp / "bundle.tar.gz"
+    archive.write_bytes(raw)
+    out = answers(lambda: unpack(archive, tmp / "board"))
+    if not isinstance(out, HwflowError):
+        for path in (tmp / "board").rglob("*"):
+            assert not path.is_symlink(), f"{path} is a link"
+            path.resolve().relative_to((tmp / "board").resolve())
+    return out
+
+
+@fuzz_settings(100)
+@given(st.one_of(st.tuples(st.just("truncate"), st.integers(0, len(ARCHIVE) - 1)),
+                 st.tuples(st.just("flip"), st.lists(st.tuples(st.integers(0, len(ARCHIVE) - 1), st.integers(1, 255)),
+                                                     min_size=1, max_size=4))))
+@example(("truncate", len(ARCHIVE) // 2))  # EOFError from the gzip stream before the fix
+def test_damaged_archives_are_unpacked_or_refused(tmp_path_factory, damage):
+    kind, arg = damage
+    raw = bytearray(ARCHIVE)
+    if kind == "truncate":
+        raw = raw[:arg]
+    else:
+        for pos, mask in arg:
+            raw[pos] ^= mask
+    _unpacked(tmp_path_factory.mktemp("unpack"), bytes(raw))
+
+
+@fuzz_settings(60)
+@given(st.lists(st.tuples(st.sampled_from(["symlink", "hardlink", "device", "fifo", "file"]),
+                          st.sampled_from(["bundle/link", "bundle/data/x.npy", "/abs", "bundle/../up", "other/file",
+                                           "bundle/build/evil"])), min_size=1, max_size=3))
+@example([("symlink", "bundle/link"), ("file", "bundle/link/passwd")])  # a link out, then a write through it
+@example([("hardlink", "bundle/data/x.npy")])
+def test_archives_with_links_or_odd_paths_are_refused(tmp_path_factory, members):
+    tmp = tmp_path_factory.mktemp("unpack")
+    out = _unpacked(tmp, _archive([_member(kind, name) for kind, name in members]))
+    if any(kind != "file" for kind, _ in members) or any(not n.startswith("bundle/") or ".." in n
+                                                          for _, n in members):
+        assert isinstance(out, HwflowError), members

@@ -17,6 +17,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,8 +198,11 @@ def unpack(archive: str | Path, into: str | Path) -> Path:
                 if m.name.startswith("/") or ".." in Path(m.name).parts:
                     msg = f"{archive}: unsafe path {m.name} in the archive"
                     raise DeployError(msg)
+                if not (m.isfile() or m.isdir()):  # a link could point outside the folder; a bundle has none
+                    msg = f"{archive}: {m.name} is a link or a device, not a file: not a bundle hwflow deploy wrote"
+                    raise DeployError(msg)
             tar.extractall(into)
-    except (OSError, tarfile.TarError) as err:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as err:  # EOFError, zlib.error: a cut or damaged file
         msg = f"{archive}: not a readable bundle ({err})"
         raise DeployError(msg) from None
     if len(names) != 1:
