@@ -70,14 +70,16 @@ def main(argv: list[str] | None = None) -> int:
               f"results in {db}", flush=True)
         result = run_host_campaign(board, bundle.image, plan, bundle.x, bundle.y, db, name,
                                    max_trials=args.max_trials, addresses=bundle.addresses(),
-                                   on_trial=_progress(plan, name))
+                                   on_trial=_progress(plan, name),
+                                   output_frac=bundle.manifest.output_type.frac)
     except HwflowError as err:
         print(f"hwflow_host: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hwflow_host: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    print(f"{plan.campaign} on {name}: fault-free {result.baseline_correct}/{plan.samples} correct; "
+    value = "" if result.metric == "top1" else f" ({result.metric} {result.baseline_value:.4g})"
+    print(f"{plan.campaign} on {name}: fault-free {result.baseline_correct}/{plan.samples} correct{value}; "
           f"{result.planned} trials, {result.skipped} already done, {result.ran} run in {result.seconds:.1f} s; "
           f"results in {db}", flush=True)
     return 0

@@ -32,6 +32,7 @@ import numpy as np
 
 from hwflow.faults import FaultMap, fault_model_from_spec
 from hwflow.image import WeightImage
+from hwflow.metrics import MetricError, MetricSpec, Scorer, metric_of_spec, output_values, reference
 from hwflow.results import Baseline, ResultsDB, TrialKey, TrialRow
 from hwflow_host.board import Board, CampaignError, HardFaultError, check_address, read_words, write_words
 
@@ -126,6 +127,8 @@ class HostResult:
     ran: int
     baseline_correct: int
     seconds: float
+    metric: str = "top1"
+    baseline_value: float = float("nan")  # the fault-free value of the metric
 
 
 class StuckBits:
@@ -178,11 +181,33 @@ def _hard_fault_message(image: WeightImage, addrs, expected, got, when: str) -> 
             "Check the board (power, reset, another board) before resuming.")
 
 
+def host_scorer(plan: CampaignPlan, golden_out: np.ndarray, x: np.ndarray, y: np.ndarray,
+                output_frac: int | None) -> tuple[MetricSpec, Scorer]:
+    """The campaign's metric for the plan's variant (from the plan's spec), bound to the board's fault-free
+    outputs: the same ``hwflow.metrics`` code the workstation's engine scores with."""
+    spec = metric_of_spec(plan.spec, plan.variant)
+    if output_frac is None and spec.name != "top1":
+        msg = (f"metric {spec.name} scores output values: pass the output type's fractional bits (output_frac, "
+               "from the bundle's manifest)")
+        raise CampaignError(msg)
+    try:
+        ref = reference(spec, x, y)
+        return spec, Scorer(spec.metric, ref, output_values(golden_out, output_frac or 0))
+    except MetricError as err:
+        msg = (f"metric {spec.name} cannot score this bundle's outputs ({err}); the host has the inputs and labels "
+               "only: a metric against a data set's targets runs on the workstation")
+        raise CampaignError(msg) from None
+
+
 def run_host_campaign(board: Board, image: WeightImage, plan: CampaignPlan, x: np.ndarray, y: np.ndarray,
                       db_path: str | Path, board_name: str | None = None, *, max_trials: int | None = None,
                       addresses: np.ndarray | None = None,
-                      on_trial: Callable[[int, int, TrialRow], None] | None = None) -> HostResult:
+                      on_trial: Callable[[int, int, TrialRow], None] | None = None,
+                      output_frac: int | None = None) -> HostResult:
     """Run (or resume) ``plan`` on ``board``, committing one row per trial to ``db_path``.
+
+    ``output_frac``: fractional bits of the output type (the manifest's), to score a metric on output values;
+    top-1 needs none (the arg-max of the codes).
 
     ``addresses``: the image words the scrub rewrites (default: every word of the image).
     ``max_trials``: stop after this many new trials (the rest resume on the next call).
@@ -206,14 +231,17 @@ def run_host_campaign(board: Board, image: WeightImage, plan: CampaignPlan, x: n
         scrub(board, image, addrs)  # first: whatever a reboot or a power loss left in the memories
         golden_out = np.asarray(board.run(x), dtype=np.int64).reshape(len(y), -1)
         golden_correct = int(np.sum(np.argmax(golden_out, axis=1) == y))
-        _check_baseline(db, Baseline(plan.campaign, plan.variant, name, len(y), golden_correct))
+        spec, scorer = host_scorer(plan, golden_out, x, y, output_frac)
+        _check_baseline(db, Baseline(plan.campaign, plan.variant, name, len(y), golden_correct, scorer.metric.name,
+                                     scorer.golden_value, scorer.metric.higher_is_better))
         for n, trial in enumerate(todo, 1):
-            row = run_trial(board, image, trial, x, y, golden_out, widths, addrs, plan.campaign, name)
+            row = run_trial(board, image, trial, x, y, golden_out, widths, addrs, plan.campaign, name,
+                            (scorer, output_frac or 0))
             db.add_trials([row])
             if on_trial is not None:
                 on_trial(n, len(todo), row)
     return HostResult(len(plan.trials), len(plan.trials) - len(pending), len(todo), golden_correct,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, scorer.metric.name, scorer.golden_value)
 
 
 def _check_baseline(db: ResultsDB, baseline: Baseline) -> None:
@@ -231,8 +259,10 @@ def _check_baseline(db: ResultsDB, baseline: Baseline) -> None:
 
 def run_trial(board: Board, image: WeightImage, trial: HostTrial, x: np.ndarray, y: np.ndarray,
               golden_out: np.ndarray, widths: np.ndarray, scrub_addrs: np.ndarray, campaign: str,
-              board_name: str) -> TrialRow:
-    """Sample, apply, run, scrub: one trial's row (not yet committed)."""
+              board_name: str, metric: tuple[Scorer, int] | None = None) -> TrialRow:
+    """Sample, apply, run, scrub: one trial's row (not yet committed). ``metric``: the campaign's scorer and
+    the output's fractional bits (None: top-1 from the counts); samples whose outputs did not change keep
+    their fault-free terms."""
     start = time.perf_counter()
     faultmap = trial.sample(image)
     if trial.digest is not None and faultmap.digest() != trial.digest:
@@ -255,8 +285,13 @@ def run_trial(board: Board, image: WeightImage, trial: HostTrial, x: np.ndarray,
     out = np.asarray(board.run(x), dtype=np.int64).reshape(len(y), -1)
     scrub(board, image, scrub_addrs)
     correct = int(np.sum(np.argmax(out, axis=1) == y))
-    mismatches = int(np.sum(np.any(out != golden_out, axis=1)))
+    changed = np.flatnonzero(np.any(out != golden_out, axis=1))
+    mismatches = int(changed.size)
+    name, value = "top1", correct / len(y)
+    if metric is not None:
+        scorer, frac = metric
+        name, value = scorer.metric.name, scorer.value(changed, output_values(out[changed], frac))
     k = trial.key
     return TrialRow(campaign, k.variant, k.study, k.fault_model, k.target_layer, k.target_bit, k.rate, k.trial,
                     trial.seed, len(faultmap), effective, len(y), correct, mismatches, board_name,
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, name, value)

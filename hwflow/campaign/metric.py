@@ -47,7 +47,7 @@ def changed_rows(delta, golden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         part = np.asarray(golden)[idx].astype(np.int64)
         part[..., np.asarray(b.channels, dtype=np.int64)] = b.values
         samples.append(idx)
-        parts.append(part.reshape(len(part), -1))
+        parts.append(part.reshape(part.shape[0], -1) if part.shape[0] else part.reshape(0, golden[0].size))
     samples_all = np.concatenate(samples)
     order = np.argsort(samples_all, kind="stable")
     return samples_all[order], np.concatenate(parts)[order]
@@ -60,7 +60,8 @@ class TrialMetric:
                  targets: np.ndarray | None = None):
         self.spec = spec
         self.frac = int(frac)
-        self.golden_codes = np.asarray(golden_codes, dtype=np.int64).reshape(len(golden_codes), -1)
+        golden_codes = np.asarray(golden_codes, dtype=np.int64)
+        self.golden_codes = golden_codes.reshape(golden_codes.shape[0], int(np.prod(golden_codes.shape[1:])))
         self.scorer = Scorer(spec.metric, reference(spec, x, y, targets), output_values(self.golden_codes, frac))
 
     @property
@@ -78,8 +79,7 @@ class TrialMetric:
     def changed(self, samples: np.ndarray, codes: np.ndarray) -> float:
         """The value when ``samples`` (distinct indices) have output ``codes`` (one row each), the rest their
         fault-free outputs."""
-        codes = np.asarray(codes)
-        return self.scorer.value(samples, output_values(codes.reshape(len(codes), -1), self.frac))
+        return self.scorer.value(samples, output_values(codes, self.frac))
 
     def of_blocks(self, delta, golden: np.ndarray, offset: int = 0) -> float:
         """The value of a trial whose output differs from ``golden`` (the fault-free output codes of samples

@@ -90,6 +90,16 @@ class MetricSpec:
                    tuple(int(v) for v in normal) if normal is not None else None)
 
 
+def metric_of_spec(spec: dict, variant: str) -> MetricSpec:
+    """The metric of ``variant`` (``<model>/<variant>``) in a campaign spec's JSON (``CampaignSpec.to_json()``):
+    the model's own, else the campaign's, else top-1. The board's host reads it from its plan this way."""
+    model = variant.split("/", 1)[0]
+    for m in spec.get("models") or []:
+        if isinstance(m, dict) and m.get("name") == model and m.get("metric") is not None:
+            return MetricSpec.from_json(m["metric"])
+    return MetricSpec.from_json(spec.get("metric"))
+
+
 def reference(spec: MetricSpec, x: np.ndarray, labels: np.ndarray, targets: np.ndarray | None = None) -> Reference:
     """What ``spec``'s metric scores against, from the evaluation inputs, labels and (optional) data targets."""
     metric = spec.metric
@@ -116,10 +126,10 @@ def scorer(spec: MetricSpec, golden: np.ndarray, x: np.ndarray, labels: np.ndarr
 def output_values(codes: np.ndarray, frac: int) -> np.ndarray:
     """Output values of integer output codes with ``frac`` fractional bits (exact in float64), one row per sample."""
     codes = np.asarray(codes)
-    return np.ldexp(codes.reshape(len(codes), -1).astype(np.float64), -int(frac))
+    return np.ldexp(codes.reshape(codes.shape[0], int(np.prod(codes.shape[1:]))).astype(np.float64), -int(frac))
 
 
 __all__ = [
     "DEFAULT", "MAE", "MSE", "NAMES", "Metric", "MetricError", "MetricSpec", "Reference", "ReconstructionAUC",
-    "Scorer", "TopK", "get", "output_values", "reference", "roc_auc", "scorer",
+    "Scorer", "TopK", "get", "metric_of_spec", "output_values", "reference", "roc_auc", "scorer",
 ]

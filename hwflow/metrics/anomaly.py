@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwflow.metrics.base import Metric, MetricError, Reference, check_targets, squared_error
+from hwflow.metrics.base import Metric, MetricError, Reference, check_targets, rows, squared_error
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -41,7 +41,7 @@ class ReconstructionAUC(Metric):
     needs = "both"
 
     def terms(self, outputs: np.ndarray, ref: Reference) -> np.ndarray:
-        targets = ref.targets.reshape(len(outputs), -1)
+        targets = rows(ref.targets)
         return squared_error(outputs, targets) / targets.shape[1]
 
     def reduce(self, terms: np.ndarray, ref: Reference) -> float:

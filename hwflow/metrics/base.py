@@ -97,7 +97,7 @@ class Metric:
 def rows(outputs: np.ndarray) -> np.ndarray:
     """Outputs as float64 rows, one per sample."""
     out = np.asarray(outputs, dtype=np.float64)
-    return out.reshape(len(out), -1)
+    return out.reshape(out.shape[0], int(np.prod(out.shape[1:])))
 
 
 def squared_error(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:

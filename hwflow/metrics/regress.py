@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hwflow.metrics.base import Metric, Reference, absolute_error, check_targets, squared_error
+from hwflow.metrics.base import Metric, Reference, absolute_error, check_targets, rows, squared_error
 
 
 class _Regression(Metric):
@@ -32,7 +32,7 @@ class MSE(_Regression):
     unit = "MSE"
 
     def terms(self, outputs: np.ndarray, ref: Reference) -> np.ndarray:
-        return squared_error(outputs, ref.targets.reshape(len(outputs), -1))
+        return squared_error(outputs, rows(ref.targets))
 
 
 class MAE(_Regression):
@@ -42,4 +42,4 @@ class MAE(_Regression):
     unit = "MAE"
 
     def terms(self, outputs: np.ndarray, ref: Reference) -> np.ndarray:
-        return absolute_error(outputs, ref.targets.reshape(len(outputs), -1))
+        return absolute_error(outputs, rows(ref.targets))
