@@ -84,17 +84,20 @@ def hardened_model(spec: CampaignSpec, model: ModelSpec, recipe: Recipe, progres
     tail = Recipe(clip_mode=recipe.clip_mode, scale=recipe.scale, storage=recipe.storage).name
     cached = spec.resolve(spec.models_dir) / f"{path.stem}--{tail}.h5"
     user = options.user_config.record() if options is not None and options.user_config is not None else None
+    metric = spec.metric_for(model.name)
+    metric_record = metric.to_json() if metric.name != "top1" else None  # the searches score with it
     side = read_sidecar(cached) if cached.is_file() else None
     if side and side.get("hardened_from") == path.name and (side.get("hardening") or {}).get("config") == \
             config.to_json() and side.get("source_mtime") == path.stat().st_mtime and \
-            (side.get("hardening") or {}).get("hls_config") == user:
+            (side.get("hardening") or {}).get("hls_config") == user and \
+            (side.get("hardening") or {}).get("metric") == metric_record:
         log.info("reusing %s (hardened with the same settings)", cached)
         return load_hardened(cached)
     from hwflow.data import load_dataset
 
     data = load_dataset(spec.dataset, root=spec.data_root)
     hardened = harden(base.model, recipe, data, config, progress=progress, base_record=base.record,
-                      options=options)
+                      options=options, metric=metric)
     save_hardened(hardened, cached, {"hardened_from": path.name, "source_mtime": path.stat().st_mtime,
                                      "variant": recipe.name})
     return hardened

@@ -70,13 +70,14 @@ def validation(data: Dataset, config: HardenConfig):
 
 
 def harden(model, recipe: Recipe, data: Dataset, config: HardenConfig | None = None, *,
-           progress: bool = False, base_record: dict | None = None, options=None) -> Hardened:
+           progress: bool = False, base_record: dict | None = None, options=None, metric=None) -> Hardened:
     """Clip and/or scale ``model`` (already trained as ``recipe.training`` asks) per ``recipe``.
 
     ``base_record``: the model's existing ``"hardening"`` record (e.g. SAQ training), extended here.
     ``options``: the HlsOptions of the design the model will be built as (a user's own hls4ml
     configuration included); the searches score candidates on exactly that design's arithmetic.
     Default: hwflow's own configuration with ``config.io``.
+    ``metric``: the campaign's ``hwflow.metrics.MetricSpec`` the searches score with (None: top-1 accuracy).
     """
     config = config or HardenConfig()
     if options is None:
@@ -88,26 +89,28 @@ def harden(model, recipe: Recipe, data: Dataset, config: HardenConfig | None = N
     if recipe.training != "standard" and "training" not in record:
         record["training"] = {"method": recipe.training}
     if recipe.clip_mode:
-        model, record["clipact"] = _clip(model, recipe.clip_mode, data, config, options, progress)
+        model, record["clipact"] = _clip(model, recipe.clip_mode, data, config, options, progress, metric)
         record["methods"].append("clipact")
     storage = None
     if recipe.scale or recipe.storage != "fixed":
-        storage, record["scale"] = _storage(model, recipe, data, config, options, progress)
+        storage, record["scale"] = _storage(model, recipe, data, config, options, progress, metric)
         if recipe.scale:
             record["methods"].append("scale")
     record["config"] = config.to_json()
+    if metric is not None and metric.name != "top1":  # recorded: a cached model searched on another is not reused
+        record["metric"] = metric.to_json()
     if options.user_config is not None:
         record["hls_config"] = options.user_config.record()
     return Hardened(model, storage, record)
 
 
-def _clip(model, mode: str, data: Dataset, config: HardenConfig, options, progress: bool):
+def _clip(model, mode: str, data: Dataset, config: HardenConfig, options, progress: bool, metric=None):
     from hwflow.harden.clipact import CLIP_RULES, apply_clipact, describe_thresholds
     from hwflow.harden.thresholds import ClipSearchConfig, search_thresholds
 
     search = ClipSearchConfig(mode=mode, rates=config.clip_rates, trials=config.clip_trials,
                               rounds=config.clip_rounds, val_samples=config.val_samples, seed=config.seed,
-                              options=options)
+                              options=options, metric=metric)
     result = search_thresholds(model, data, search, progress=progress)
     clipped = result.model if result.model is not None else apply_clipact(model, result.thresholds, mode)
     log.info("FT-ClipAct (%s: %s): %s (score %.4f, unclipped %.4f)", mode, CLIP_RULES[mode],
@@ -119,7 +122,7 @@ def _clip(model, mode: str, data: Dataset, config: HardenConfig, options, progre
     return clipped, entry
 
 
-def _storage(model, recipe: Recipe, data: Dataset, config: HardenConfig, options, progress: bool):
+def _storage(model, recipe: Recipe, data: Dataset, config: HardenConfig, options, progress: bool, metric=None):
     from hwflow.convert import convert, image_from_hls, program_from_hls
     from hwflow.harden.scale import plan_rule
 
@@ -129,12 +132,15 @@ def _storage(model, recipe: Recipe, data: Dataset, config: HardenConfig, options
     if recipe.scale == "rule":
         plan = plan_rule(image, recipe.storage)
     elif recipe.scale == "search":
+        from hwflow.campaign.metric import data_targets
         from hwflow.harden.scale_search import ScaleSearchConfig, search_scales
 
         x, y = validation(data, config)
+        targets = data_targets(data, "val")
         search = ScaleSearchConfig(storage=recipe.storage, rates=config.scale_rates, trials=config.scale_trials,
-                                   seed=config.seed)
-        plan, _ = search_scales(program, image, x, y, search, progress=progress)
+                                   seed=config.seed, metric=metric)
+        plan, _ = search_scales(program, image, x, y, search, progress=progress,
+                                targets=targets[: len(x)] if targets is not None else None)
     else:
         plan = StoragePlan(recipe.storage)
     return plan, plan.to_json()

@@ -166,19 +166,21 @@ def score(program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, co
 
 
 def search_scales(program: Program, image: WeightImage, data, y=None, config: ScaleSearchConfig | None = None,
-                  progress: bool = False) -> tuple[StoragePlan, dict[str, list[CandidateScore]]]:
+                  progress: bool = False, targets: np.ndarray | None = None,
+                  ) -> tuple[StoragePlan, dict[str, list[CandidateScore]]]:
     """Search per array for the scale with the best accuracy under faults (see the module docstring).
 
     Validation data, either ``search_scales(program, image, dataset, config=...)`` (a Dataset: only
     ``x_val`` / ``y_val`` are read; an ``(x_val, y_val)`` pair also works) or
     ``search_scales(program, image, x_val, y_val, config)``. Returns the plan (mode ``search``; its
     details record the configuration and every score) and the scores per array key, in candidate order.
+    ``targets``: a regression metric's validation targets (default: a ``.npz`` Dataset's ``targets_val``).
     """
     if isinstance(y, ScaleSearchConfig):  # search_scales(program, image, dataset, config)
         y, config = None, y
     config = config or ScaleSearchConfig()
     x, y = _validation(data, y)
-    targets = data_targets(data, "val")
+    targets = targets if targets is not None else data_targets(data, "val")
     if config.samples is not None:
         x, y = x[: config.samples], y[: config.samples]
         targets = targets[: config.samples] if targets is not None else None
