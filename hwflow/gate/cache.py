@@ -93,8 +93,9 @@ def cached_variants(spec: CampaignSpec, cache_dir: str | Path, progress: bool = 
     from hwflow.image import WeightImage
 
     cache = Path(cache_dir)
-    models_dir = spec.resolve(spec.models_dir)
-    _copy_missing(cache / "models", models_dir)
+    # zoo models only: a model file of the user's own is theirs to keep, never restored by name
+    files = [f for m in spec.models if m.zoo is not None for name in m.variants for f in model_files(spec, m, name)]
+    _copy_missing(files, cache / "models")
     out = []
     for model in spec.models:
         for name in model.variants:
@@ -111,7 +112,7 @@ def cached_variants(spec: CampaignSpec, cache_dir: str | Path, progress: bool = 
             key = design_key(spec, model, name)
             if key is not None:
                 _store(cache / "designs" / key, variant)
-    _copy_missing(models_dir, cache / "models", suffixes=(".h5", ".json"))
+    _copy_missing(files, cache / "models", back=True)
     return out
 
 
@@ -130,11 +131,11 @@ def _store(entry: Path, variant) -> None:
     log.info("%s: conversion cached in %s", variant.label, entry)
 
 
-def _copy_missing(src: Path, dst: Path, suffixes: tuple[str, ...] | None = None) -> None:
-    """Copy the files of ``src`` that ``dst`` lacks (times kept: the hardened models' sidecars compare them)."""
-    if not src.is_dir():
-        return
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in sorted(src.iterdir()):
-        if f.is_file() and (suffixes is None or f.suffix in suffixes) and not (dst / f.name).exists():
-            shutil.copy2(f, dst / f.name)
+def _copy_missing(files: list[Path], cache: Path, back: bool = False) -> None:
+    """Restore the spec's model files from ``cache`` where the models folder lacks them, or (``back``) keep a
+    copy in ``cache`` of those it lacks. Times are kept: a hardened model's sidecar compares its source's."""
+    for f in files:
+        src, dst = (f, cache / f.name) if back else (cache / f.name, f)
+        if src.is_file() and not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
