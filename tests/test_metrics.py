@@ -199,3 +199,67 @@ def test_metric_name_value_and_direction_round_trip(tmp_path):
         rows = {r.variant: r for r in db.trials("c")}
         assert rows["reg/baseline"].value == 0.02
         assert np.isnan(rows["ad/baseline"].value)
+
+
+@pytest.mark.parametrize(("metric", "problem"), [
+    ({"name": "auc"}, "labels must be 0 .normal. or 1"),  # digit labels without normal classes
+    ({"name": "mse"}, "no targets"),  # the digits have no regression targets
+    ({"name": "mse", "target": "input"}, None),  # fine for the data; the model's outputs are checked later
+])
+def test_campaign_refuses_a_metric_that_does_not_fit_its_data_before_any_work(metric, problem):
+    from hwflow.campaign.variants import check_data
+
+    spec = parse_spec({**BASE, "metric": metric}, "spec.yaml")
+    if problem is None:
+        check_data(spec)
+        return
+    with pytest.raises(SpecError, match=f"spec.yaml: metric: metric .*{problem}"):
+        check_data(spec)
+
+
+def test_model_metric_refused_with_the_model_named():
+    from hwflow.campaign.variants import check_data
+
+    spec = parse_spec({**BASE, "models": [{"zoo": "mlp-digits", "metric": {"name": "auc", "normal": [0]}},
+                                          {"zoo": "cnn-digits", "name": "c", "metric": "mae"}]}, "spec.yaml")
+    with pytest.raises(SpecError, match="models: c: metric: metric mae"):
+        check_data(spec)
+
+
+def test_npz_targets_feed_mse(tmp_path):
+    from hwflow.campaign.metric import check_metrics, npz_targets
+
+    rng = np.random.default_rng(RNG_SEED)
+    path = tmp_path / "reg.npz"
+    x = rng.normal(size=(50, 4)).astype(np.float32)
+    np.savez(path, x_train=x, y_train=np.zeros(50, np.int64), x_test=x[:20], y_test=np.zeros(20, np.int64),
+             targets_test=x[:20, :2] * 2)
+    spec = parse_spec({**BASE, "dataset": str(path), "samples": 10, "metric": "mse"}, "spec.yaml")
+    t = npz_targets(spec.dataset, "test", spec.samples)
+    np.testing.assert_array_equal(t, (x[:10, :2] * 2).astype(np.float64))
+    check_metrics(spec, x[:10], np.zeros(10), {"mlp-digits": 2})
+    with pytest.raises(SpecError, match="3 outputs per sample but the targets have 2"):
+        check_metrics(spec, x[:10], np.zeros(10), {"mlp-digits": 3})
+
+
+def test_summary_direction_gain_means_better_for_mse():
+    from hwflow.report.evidence import evidence_rows
+    from hwflow.report.stats import summarize
+
+    def row(variant, trial, value):
+        return TrialRow("c", variant, "sweep", "bitflip", "", -1, 1e-3, trial, trial, 3, 3, 100, 0, 5,
+                        metric="mse", metric_value=value)
+
+    rows = [row("m/baseline", t, v) for t, v in enumerate((0.10, 0.14, 0.12))]
+    rows += [row("m/scale", t, v) for t, v in enumerate((0.05, 0.07, 0.06))]
+    bases = [Baseline("c", "m/baseline", "emulator", 100, 0, "mse", 0.04, False),
+             Baseline("c", "m/scale", "emulator", 100, 0, "mse", 0.04, False)]
+    by = {s.variant: s for s in summarize(rows, bases)}
+    assert by["m/baseline"].metric == "mse"
+    assert not by["m/baseline"].higher_is_better
+    assert by["m/baseline"].mean_value == pytest.approx(0.12)
+    assert by["m/baseline"].value_loss == pytest.approx(0.08)  # worse than fault-free: positive
+    assert by["m/baseline"].value_low < 0.12 < by["m/baseline"].value_high
+    (_, table), = evidence_rows(by.values()).values()
+    gain = {r["variant"]: r[("gain", 1e-3)] for r in table}
+    assert gain["m/scale"] == pytest.approx(0.06)  # lower MSE than the baseline: a positive gain

@@ -11,6 +11,7 @@ be built.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,7 @@ def check_data(spec: CampaignSpec) -> None:
     from hwflow.zoo.models import ZOO
 
     data = load_dataset(spec.dataset, root=spec.data_root)
+    outputs: dict[str, int] = {}
     for model in spec.models:
         label = f"{spec.source}: models: {model.name}"
         if model.zoo is not None:
@@ -135,7 +137,14 @@ def check_data(spec: CampaignSpec) -> None:
         if not path.is_file():
             msg = f"{label}: model file {path} not found"
             raise SpecError(msg)
-        check_fits(load_model(path), data, f"{label} ({path})")
+        keras_model = load_model(path)
+        check_fits(keras_model, data, f"{label} ({path})")
+        if not isinstance(keras_model.output_shape, list):
+            outputs[model.name] = int(math.prod(keras_model.output_shape[1:]))
+    from hwflow.campaign.metric import check_metrics
+
+    x, y = (data.x_test, data.y_test) if spec.split == "test" else (data.x_val, data.y_val)
+    check_metrics(spec, x[: spec.samples], y[: spec.samples], outputs)  # the metric fits the data and models
 
 
 def build_variants(spec: CampaignSpec, progress: bool = False) -> list[Variant]:
