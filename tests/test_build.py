@@ -57,7 +57,7 @@ def built(tmp_path_factory, pynq, model):
 # --- the manifest ------------------------------------------------------------------------------------
 
 
-def test_manifest_follows_contract_6(built, pynq):
+def test_manifest_follows_contract_8(built, pynq):
     data = json.loads((built.out_dir / "manifest.json").read_text())
     assert set(data) == CONTRACT_KEYS
     assert set(data["data"]) == DATA_KEYS
