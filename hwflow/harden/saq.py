@@ -242,16 +242,18 @@ def _trainer_class() -> type:
         """Trains ``inner`` (shared layers) with SAM/ASAM and/or an L1 activity penalty."""
 
         def __init__(self, inner: tf.keras.Model, sam: bool, rho: float, asam: bool, sparsity: float,
-                     eta: float = ASAM_ETA) -> None:  # fmt: skip
+                     eta: float = ASAM_ETA, loss: str = "crossentropy") -> None:  # fmt: skip
             super().__init__(name=f"{inner.name}_trainer")
             self.inner = inner
             self.sam, self.rho, self.asam, self.eta, self.sparsity = sam, float(rho), asam, float(eta), float(sparsity)
             self.perturbation = QuantizedPerturbation(inner)
             covered = {id(slot.variable) for slot in self.perturbation.slots}
             self._plain = [v for v in inner.trainable_variables if id(v) not in covered]
-            self._ce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            # "mse": an autoencoder reconstructing its input (hwflow.zoo.autoencoder); no accuracy then
+            self._ce = (tf.keras.losses.MeanSquaredError() if loss == "mse"
+                        else tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             self._loss_tracker = tf.keras.metrics.Mean(name="loss")
-            self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            self._accuracy = tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy") if loss != "mse" else None
             self._probe = None
             if self.sparsity > 0:
                 acts = activation_layers(inner)
@@ -262,7 +264,7 @@ def _trainer_class() -> type:
 
         @property
         def metrics(self) -> list:
-            return [self._loss_tracker, self._accuracy]
+            return [self._loss_tracker] + ([self._accuracy] if self._accuracy is not None else [])
 
         def call(self, x: Any, training: bool = False) -> Any:
             return self.inner(x, training=training)
@@ -277,7 +279,8 @@ def _trainer_class() -> type:
 
         def _report(self, y: Any, logits: Any, loss: Any) -> dict:
             self._loss_tracker.update_state(loss)
-            self._accuracy.update_state(y, logits)
+            if self._accuracy is not None:
+                self._accuracy.update_state(y, logits)
             return {m.name: m.result() for m in self.metrics}
 
         def train_step(self, data: Any) -> dict:
@@ -327,12 +330,13 @@ def _trainer_class() -> type:
 
 def make_trainer(
     model: tf.keras.Model, method: str, rho: float = DEFAULT_RHO, asam: bool = False,
-    sparsity: float = DEFAULT_SPARSITY, eta: float = ASAM_ETA,
+    sparsity: float = DEFAULT_SPARSITY, eta: float = ASAM_ETA, loss: str = "crossentropy",
 ) -> tf.keras.Model:  # fmt: skip
     """A Keras model that trains ``model``'s own layers with ``method`` (not ``"standard"``).
 
     Compile it with an optimizer only (it has its own loss and metrics: sparse categorical
-    cross-entropy from logits, plus the penalty, and accuracy) and call ``fit`` inside
+    cross-entropy from logits, plus the penalty, and accuracy; ``loss="mse"``: mean squared error against
+    ``y``, for autoencoders, no accuracy) and call ``fit`` inside
     ``with trainer.perturbation:``, or use :func:`fit`. Save ``model``, not the trainer.
     """
     check_options(method, rho, asam, sparsity)
@@ -340,16 +344,18 @@ def make_trainer(
         msg = "method 'standard' trains the model itself; make_trainer is for saq, sparse and sparse-saq"
         raise HardenError(msg)
     cls = _trainer_class()
-    return cls(model, uses_sam(method), rho, asam, sparsity if uses_sparsity(method) else 0.0, eta)
+    return cls(model, uses_sam(method), rho, asam, sparsity if uses_sparsity(method) else 0.0, eta, loss)
 
 
 def fit(
     model: tf.keras.Model, method: str, optimizer: Any, x: np.ndarray, y: np.ndarray, *,
     rho: float = DEFAULT_RHO, asam: bool = False, sparsity: float = DEFAULT_SPARSITY,
     validation_data: tuple | None = None, epochs: int = 1, batch_size: int = 32, verbose: int = 0,
+    loss: str = "crossentropy",
 ) -> Any:  # fmt: skip
-    """Train ``model`` in place with ``method`` (``saq``, ``sparse`` or ``sparse-saq``); Keras's History."""
-    trainer = make_trainer(model, method, rho, asam, sparsity)
+    """Train ``model`` in place with ``method`` (``saq``, ``sparse`` or ``sparse-saq``); Keras's History.
+    ``loss="mse"`` trains an autoencoder (``y``: the targets it reconstructs)."""
+    trainer = make_trainer(model, method, rho, asam, sparsity, loss=loss)
     trainer.compile(optimizer=optimizer)
     log.info(
         "training with %s (rho %s, asam %s, sparsity %s)", method,

@@ -40,15 +40,23 @@ def flat(x: np.ndarray) -> np.ndarray:
 
 
 def fit_autoencoder(model: tf.keras.Model, optimizer, data: Dataset, normal: tuple[int, ...], epochs: int,
-                    batch_size: int, callbacks: list) -> None:
+                    batch_size: int, callbacks: list, config=None) -> None:
     """Fit ``model`` to reconstruct the normal training samples (mean squared error), validated on the
-    normal validation samples."""
+    normal validation samples. ``config`` (a TrainConfig) with a method other than ``standard``: the same
+    loss through :mod:`hwflow.harden.saq`'s trainer (SAQ's sharpness-aware steps, the sparsity penalty)."""
     import tensorflow as tf
 
-    model.compile(optimizer=optimizer, loss=tf.keras.losses.MeanSquaredError())
     x = normal_only(data.x_train, data.y_train, normal)
     xv = normal_only(data.x_val, data.y_val, normal)
     log.info("autoencoder: %d normal training samples (classes %s)", len(x), list(normal))
+    if config is not None and config.method != "standard":
+        from hwflow.harden.saq import fit as saq_fit
+
+        saq_fit(model, config.method, optimizer, x, flat(x), rho=config.rho, asam=config.asam,
+                sparsity=config.sparsity, validation_data=(xv, flat(xv)), epochs=epochs, batch_size=batch_size,
+                verbose=0, loss="mse")
+        return
+    model.compile(optimizer=optimizer, loss=tf.keras.losses.MeanSquaredError())
     model.fit(x, flat(x), validation_data=(xv, flat(xv)), epochs=epochs, batch_size=batch_size, shuffle=True,
               verbose=0, callbacks=callbacks)
 

@@ -218,10 +218,6 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     _check_fits(config, data, model)
     zoo = get_spec(config.model)
     autoencoder = zoo.task == "autoencode"  # hwflow.zoo.autoencoder: MSE on the normal classes, scored by AUC
-    if autoencoder and config.method != "standard":
-        msg = (f"zoo model {config.model} is an autoencoder: it trains with method standard only "
-               f"(not {config.method}); harden it with scale or clipact")
-        raise ModelError(msg)
     steps = config.epochs * -(-len(data.y_train) // config.batch_size)
     # Cosine decay to zero: the last epochs fine-tune at small steps, which quantized weights need
     # to settle on their grid; it costs nothing and is as deterministic as a constant rate.
@@ -244,7 +240,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         from hwflow.zoo.autoencoder import fit_autoencoder
 
         fit_autoencoder(model, optimizer, data, zoo.normal, config.epochs, config.batch_size,
-                        [_EpochBar(config.epochs, progress)])
+                        [_EpochBar(config.epochs, progress)], config)
     elif config.method == "standard":
         model.fit(
             data.x_train,
