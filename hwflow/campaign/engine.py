@@ -23,7 +23,7 @@ import numpy as np
 
 from hwflow.campaign.delta import Golden, Step, rule_for
 from hwflow.campaign.delta.golden import bytes_per_sample
-from hwflow.campaign.delta.hoist import chains, pool_blocks, pool_casts
+from hwflow.campaign.delta.hoist import apply_step, chains, pool_blocks, pool_casts, step_function
 from hwflow.campaign.delta.state import Delta, apply, trim
 from hwflow.emulator import Emulator, Kind, Program
 from hwflow.emulator.run import Weights
@@ -81,6 +81,7 @@ class TrialEvaluator:
         self._clean = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in self._index}
         self._types = {layer.name: layer.result for layer in program.layers}
         self._chains = chains(program)
+        self._steps: dict[int, tuple | None] = {}  # chain start -> its folded step function (or None)
         # Trim at the kept layers except accumulator outputs (rarely sparser than what follows them).
         self._trim = {layer.name: self.store.has(layer.name) and layer.kind not in MAC_KINDS
                       for layer in program.layers}
@@ -217,9 +218,17 @@ class TrialEvaluator:
                     {name: idx for name, (idx, _) in mine.items()})
 
     def _hoisted(self, start: int, end: int, inputs: Delta, store: Golden) -> Delta | None:
-        """Layers ``start..end`` (monotone per-channel layers, then a max pool) with the pool first;
-        ``None`` when some layer of the chain is not monotone."""
+        """Layers ``start..end`` (monotone per-channel layers, then a max pool) with the pool first, and
+        the chain folded into one step function where it folds; ``None`` when some layer of the chain
+        is not monotone."""
         layers = self.program.layers
+        if start not in self._steps:
+            self._steps[start] = step_function(self.program, start, end, self._clean)
+        folded = self._steps[start]
+        if folded is not None:
+            signs = np.where(folded[0] < 0, -1, 1)
+            blocks = apply_step(pool_blocks(inputs, layers[end], signs), folded)
+            return trim(blocks, store[layers[end].name]) if store.has(layers[end].name) else blocks
         steps = [self._step(layers[k], [], {}, store) for k in range(start, end)]
         signs = 1
         for step in steps:

@@ -15,6 +15,9 @@ import numpy as np
 
 from hwflow.campaign.delta.state import Block, Delta
 from hwflow.emulator import Kind, LayerSpec, Program, ops
+from hwflow.emulator import step as steps
+from hwflow.emulator.clip import check_mode
+from hwflow.emulator.run import Weights
 from hwflow.fixed import FixedType, cast
 
 CHAIN_KINDS = (Kind.BATCHNORM, Kind.ACTIVATION, Kind.CLIPACT)
@@ -45,6 +48,59 @@ def chains(program: Program) -> dict[int, int]:
         if pool.attrs.get("pool_op") != "Max" or any(pool_geometry(pool)[2]):
             continue
         out[i] = j
+    return out
+
+
+def step_function(program: Program, start: int, end: int, weights: dict[tuple[str, str], Weights]):
+    """Layers ``start..end`` (the chain and the pool's two casts) as one exact per-channel step function
+    of the chain's input codes (``hwflow.emulator.step``, the emulator's fused form), bound to its
+    constants; ``None`` where the chain does not fold exactly (then the rules run one by one)."""
+    layers = program.layers
+    x_type = layers[start - 1].result
+    state = steps.start_codes(x_type, int(layers[start].output_shape[-1]))
+    t = x_type
+    try:
+        for layer in layers[start:end]:
+            if layer.kind is Kind.BATCHNORM:
+                s, b = weights[(layer.name, "scale")], weights[(layer.name, "bias")]
+                if not (s.is_fixed and b.is_fixed):
+                    return None
+                steps.batchnorm(state, s.codes, s.type, b.codes, b.type, layer.result)
+            elif layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") == "relu":
+                steps.relu(state, layer.result)
+            elif layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") == "linear":
+                steps.cast(state, layer.result)
+            elif layer.kind is Kind.CLIPACT and check_mode(layer.attrs.get("mode")) == "saturate":
+                steps.clip_saturate(state, t, layer.attrs["threshold"], layer.result)
+            else:
+                return None
+            t = layer.result
+        pool = layers[end]
+        acc = pool.accum or t
+        steps.cast(state, acc)
+        steps.cast(state, pool.result)
+        fn = steps.finish(state)
+    except steps.NotCollapsible:
+        return None
+    return None if fn is None else (fn.direction, fn.bind(None, True), fn.bind(None, False))
+
+
+def apply_step(delta: Delta, bound) -> Delta:
+    """A bound step function (``step_function``) on each pooled block, on its channels only."""
+    _, f32, f64 = bound
+    out = []
+    for b in delta:
+        values = np.asarray(b.values)
+        fn = f32 if values.dtype == np.float32 else f64
+        if len(b.channels) != len(fn.alpha):
+            fn = steps.BoundStep(fn.dtype, fn.alpha[b.channels], fn.beta[b.channels], fn.rounding,
+                                 tuple((f, c[b.channels]) for f, c in fn.clamps), fn.scale)
+        first = np.moveaxis(values, -1, 0)
+        if values.ndim > 1 and first.flags.c_contiguous:
+            y = fn.channels_first(first.reshape(len(first), -1)).reshape(first.shape)
+            out.append(Block(b.samples, b.channels, np.moveaxis(y, 0, -1)))
+        else:
+            out.append(Block(b.samples, b.channels, fn(values)))
     return out
 
 

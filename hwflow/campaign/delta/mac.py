@@ -241,8 +241,9 @@ class Mac:
             bound = acc_bound + ((dxb * wb * k_sub + xb * dwb * len(rows)) << up) + db_bound
             dx = blk.values - take(g_in, blk.samples, blk.channels).astype(np.float64)
             if conv:
-                total = _slab(acc_g.array, None, blk.samples, _dtype(bound))
-                self._conv_input_term(step, total, dx, blk.channels, up)
+                total = self._conv_input_term(step, dx, blk.channels, up, _dtype(bound))
+                gold = acc_g.array if len(blk.samples) == len(acc_g) else np.take(acc_g.array, blk.samples, axis=1)
+                total += gold
                 if len(rows):
                     self._conv_weight_term(step, total, blk.samples, rows, dw, up)
             else:
@@ -266,29 +267,31 @@ class Mac:
             out.append(Block(rest, cw, self._finish(step, total, db[cw], no_wrap, conv)))
         return out
 
-    def _conv_input_term(self, step: Step, total: np.ndarray, dx: np.ndarray, channels: np.ndarray,
-                         up: int) -> None:
-        """``total += (W'·Δa) << up``, channel first: ``total`` (m, S, *out), ``dx`` (S, *spatial, |C|).
+    def _conv_input_term(self, step: Step, dx: np.ndarray, channels: np.ndarray, up: int, dtype) -> np.ndarray:
+        """``(W'·Δa) << up``, channel first ``(m, S, *out)``, for input differences ``dx`` (S, *spatial, |C|).
 
-        The im2col of ``dx`` is built transposed (one row per kernel position and input channel, strided
-        views of the padded input), so the product is ``W'ᵀ (m, k) @ cols (k, R)``, BLAS's fast
-        orientation for few output channels, written straight into the channel-first accumulator."""
+        The im2col of ``dx`` is built transposed (kernel position and input channel first), so the
+        product is ``W'ᵀ (m, k) @ cols (k, R)``: BLAS's fast orientation for few output channels,
+        written straight into a fresh channel-first accumulator."""
         layer = step.layer
         m = n_out(layer)
-        size, stride, before, after = geometry(layer)
+        geo = geometry(layer)
+        size = geo[0]
         wsub = np.take(step.weights["weight"].codes, channels, axis=-2)  # (*size, |C|, m)
         k = wsub.size // m
-        wt = (wsub.reshape(k, m).T * (2**up)).astype(total.dtype)
-        out = total.shape[2:]
-        offsets = list(np.ndindex(*size))
+        wt = (wsub.reshape(k, m).T * (2**up)).astype(dtype)
+        out = tuple(layer.output_shape[:-1])
+        total = np.empty((m, len(dx)) + out, dtype=dtype)
+        nd = len(size)
+        order = tuple(range(1 + nd, 2 + 2 * nd)) + tuple(range(1 + nd))  # (*size, C, N, *out)
         for sl in _chunks(len(dx), k * int(np.prod(out))):
-            padded = ops.pad(dx[sl].astype(total.dtype, copy=False), before, after)
-            rows = [padded[(slice(None),) + tuple(slice(o, o + n * st, st) for o, n, st in
-                                                  zip(off, out, stride, strict=True)) + (c,)]
-                    for off in offsets for c in range(len(channels))]
-            cols = np.stack(rows).reshape(k, -1)
-            view = total[:, sl]
-            np.add(view, np.matmul(wt, cols).reshape(view.shape), out=view)
+            view, _ = _columns(dx[sl], geo, dtype)
+            cols = np.ascontiguousarray(view.transpose(order)).reshape(k, -1)
+            if sl.start == 0 and sl.stop == len(dx):
+                np.matmul(wt, cols, out=total.reshape(m, -1))
+            else:
+                total[:, sl] = np.matmul(wt, cols).reshape((m, sl.stop - sl.start) + out)
+        return total
 
     def _conv_weight_term(self, step: Step, total: np.ndarray, samples: np.ndarray, rows: np.ndarray,
                           dw: np.ndarray, up: int) -> None:
