@@ -37,13 +37,15 @@ def run(args) -> int:
             user = load_hls_config(spec.resolve(model.hls_config))
             print(f"  {model.name}: hls4ml configuration {model.hls_config} ({user.digest})")
     with ResultsDB(args.db) as db:
-        for b in db.baselines(spec.name):
-            print(f"  {b.variant}: fault-free accuracy {b.accuracy:.4f}")
+        for b in db.baselines(spec.name):  # in the campaign's metric (top-1 accuracy unless the spec names one)
+            name = "accuracy" if b.metric == "top1" else b.metric
+            print(f"  {b.variant}: fault-free {name} {b.value:.4f}")
         groups = defaultdict(list)
         for row in db.trials(spec.name):
             if row.study == "sweep":
-                groups[(row.variant, row.fault_model, row.rate)].append(row.accuracy)
-        for (variant, fault, rate), accs in sorted(groups.items()):
-            print(f"  {variant:24s} {fault:28s} rate {rate:<8g} accuracy {sum(accs) / len(accs):.4f} "
-                  f"({len(accs)} trials)")
+                groups[(row.variant, row.fault_model, row.rate, row.metric)].append(row.value)
+        for (variant, fault, rate, metric), values in sorted(groups.items()):
+            name = "accuracy" if metric == "top1" else metric
+            print(f"  {variant:24s} {fault:28s} rate {rate:<8g} {name} {sum(values) / len(values):.4f} "
+                  f"({len(values)} trials)")
     return 0
