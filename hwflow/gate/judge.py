@@ -56,7 +56,7 @@ class Verdict:
     trials: int
     """Trials judged (the first ``trials`` of the sequence)."""
     planned: int
-    """Trials the spec plans at this point."""
+    """Trials the whole spec plans for this point (the gate may stop before)."""
     decided_at: int | None
     """Trial count at which the sequence first became certain (None if it never did)."""
     mean: float

@@ -147,7 +147,7 @@ def run_gate(spec: CampaignSpec, db_path: str | Path, config: GateConfig = GateC
         limit = {f_label: f.trials for f_label, f in _fault_labels(current)}
         rows = [r for r in all_rows if r.study == "sweep" and r.trial < limit.get(r.fault_model, 0)]
         final = step == len(steps)
-        verdicts = _judge_all(checks, alphas, rows, current, final)
+        verdicts = _judge_all(checks, alphas, rows, current, spec, final)
         log.info("batch %d: %d trials per point: %s", step, n, ", ".join(v.status for v in verdicts))
         if all(v.certain for v in verdicts):
             break
@@ -194,9 +194,12 @@ def _ensure(current: CampaignSpec, db_path, variants, config: GateConfig) -> int
     return result.ran
 
 
-def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: CampaignSpec, final: bool):
+def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: CampaignSpec, spec: CampaignSpec,
+               final: bool):
+    """Every check on the first trials ``current`` plans (``spec``: the whole campaign, for the planned counts)."""
     by_metric = {}
     counts = dict((label, f.trials) for label, f in _fault_labels(current))
+    planned_all = dict((label, f.trials) for label, f in _fault_labels(spec))
     verdicts = []
     for i, check in enumerate(checks):
         name = check.metric.name
@@ -205,15 +208,15 @@ def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: Cam
         values = by_metric[name]
         req = check.requirement
         key = (check.variant, req.fault_model, float(req.rate))
-        planned = counts[req.fault_model]
+        n = counts[req.fault_model]
         mine = values.get(key)
         theirs = values.get((check.other, req.fault_model, float(req.rate))) if check.other else None
         if mine is None or (check.other and theirs is None):
             msg = (f"{check.name}: no trials of {check.other if mine is not None else check.variant} at "
                    f"{req.fault_model} rate {req.rate:g} in the results: the campaign did not run them")
             raise GateError(msg)
-        mine = mine[:planned]
-        theirs = theirs[:planned] if theirs is not None else None
-        short = len(mine) < planned or (theirs is not None and len(theirs) < planned)
-        verdicts.append(judge(check, mine, theirs, alphas[i], planned, final and not short))
+        mine = mine[:n]
+        theirs = theirs[:n] if theirs is not None else None
+        short = len(mine) < n or (theirs is not None and len(theirs) < n)
+        verdicts.append(judge(check, mine, theirs, alphas[i], planned_all[req.fault_model], final and not short))
     return verdicts
