@@ -119,6 +119,16 @@ def test_engine_equals_full_emulation(nets, digits, name):
     assert hurt > 5  # the maps really changed outputs
 
 
+def test_hoisted_chains_without_the_step_function(nets, digits, monkeypatch):
+    """Pooling before the rules one by one (each rule says it is monotone), where the chain does not fold."""
+    import hwflow.campaign.engine as engine
+
+    monkeypatch.setattr(engine, "step_function", lambda *a: None)
+    for name in ("negative-bn", "clip-saturate"):
+        program, image = nets[name]
+        _check_many(program, image, digits.x_test[:100], digits.y_test[:100], seed=5, trials=28)
+
+
 @pytest.mark.parametrize(("label", "kw"), [("saturating", {"overflow": Overflow.SAT}),
                                            ("narrow-wrapping", {"width": 14}),
                                            ("truncating", {"frac_cut": 4})])
