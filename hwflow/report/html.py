@@ -198,7 +198,11 @@ def _sensitivity(data: ReportData, pngs: dict[str, Path]) -> str:
         out.append(f"<h3>Study “{e(study)}”</h3>\n" + _figure(pngs.get(study), f"{study} sensitivity heatmap"))
         for t in tables:
             out.append(f"<p><b>{e(t.name)}</b> — rows: {e(t.row_title)}, columns: {e(t.col_title)}</p>\n")
-            rows = [[label] + [fmt(v * 100, 1) for v in t.drop[i]] for i, label in enumerate(t.row_labels)]
+            scale = 100 if t.metric.startswith("top") else 1  # accuracies in points, other metrics as they are
+            if scale == 1:
+                out.append(f"<p>Loss of {e(t.metric)} against fault-free, in its units (positive: worse).</p>\n")
+            rows = [[label] + [fmt(v * scale, 1 if scale == 100 else 4) for v in t.drop[i]]
+                    for i, label in enumerate(t.row_labels)]
             out.append(_table([f"{t.row_title} \\ {t.col_title}", *t.col_labels], rows,
                               numeric=range(1, len(t.col_labels) + 1)))
     return "".join(out)

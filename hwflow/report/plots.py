@@ -139,7 +139,8 @@ def plot_sensitivity_heatmap(tables: SensitivityTable | Sequence[SensitivityTabl
     if not tables:
         msg = "no sensitivity table to plot"
         raise ReportError(msg)
-    drops = [t.drop * 100 for t in tables]
+    percent = all(t.metric.startswith("top") for t in tables)  # accuracies in points; other metrics as they are
+    drops = [t.drop * 100 if percent else t.drop for t in tables]
     finite = np.concatenate([d[np.isfinite(d)] for d in drops])
     vmax = float(np.abs(finite).max()) if finite.size else 0.0
     norm = Normalize(-(vmax or 1.0), vmax or 1.0)
@@ -167,12 +168,14 @@ def plot_sensitivity_heatmap(tables: SensitivityTable | Sequence[SensitivityTabl
             size = 8 if drop.shape[1] <= 16 else 6
             for (i, j), v in np.ndenumerate(drop):
                 if np.isfinite(v):
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=size,
+                    ax.text(j, i, f"{v:.1f}" if percent else f"{v:.2g}", ha="center", va="center", fontsize=size,
                             color="white" if abs(v) > 0.6 * (vmax or 1.0) else "black")
         if not finite.size:
             ax.text(0.5, 0.5, "no fault-free baseline: accuracy drop unknown", transform=ax.transAxes,
                     ha="center", va="center")
-    fig.colorbar(image, ax=list(axes), label="accuracy drop (percentage points)", shrink=0.9)
+    label = ("accuracy drop (percentage points)" if percent else
+             f"{' / '.join(sorted({t.metric for t in tables}))} loss vs fault-free (positive: worse)")
+    fig.colorbar(image, ax=list(axes), label=label, shrink=0.9)
     t0 = tables[0]
     fig.suptitle(_plain(title or f"{t0.study} sensitivity — campaign {t0.campaign} — {t0.fault_model}"))
     return _save(fig, path)

@@ -238,6 +238,8 @@ class SensitivityTable:
     drop: np.ndarray
     accuracy: np.ndarray  # mean faulty accuracy per cell (NaN where no trials)
     n_trials: np.ndarray  # trials per cell (0 where none)
+    metric: str = "top1"  # the metric of ``accuracy`` and ``drop`` (for others than top-k: its value and its loss
+    # in the metric's direction, fault-free minus faulty for AUC, faulty minus fault-free for MSE)
 
     def __iter__(self):
         """Unpacks as ``row_labels, col_labels, drop``."""
@@ -310,13 +312,14 @@ def _table(study, campaign, variant, fault_model, board, cells: list[Summary], s
     ri, ci = {r: i for i, r in enumerate(rows)}, {c: j for j, c in enumerate(cols)}
     for s in cells:
         i, j = ri[row_of(s)], ci[col_of(s)]
-        drop[i, j], acc[i, j], n[i, j] = s.accuracy_drop, s.mean_accuracy, s.n_trials
+        drop[i, j], acc[i, j], n[i, j] = s.value_loss, s.mean_value, s.n_trials  # the campaign's metric
 
     def label(v):
         return _rate_label(v) if isinstance(v, float) else str(v)
 
     return SensitivityTable(study, campaign, variant, fault_model, board, row_title, col_title,
-                            [label(r) for r in rows], [label(c) for c in cols], drop, acc, n)
+                            [label(r) for r in rows], [label(c) for c in cols], drop, acc, n,
+                            cells[0].metric if cells else "top1")
 
 
 def sensitivity_table(summaries: Iterable[Summary], study: str, *, campaign: str | None = None,
