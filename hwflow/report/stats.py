@@ -371,7 +371,16 @@ class Discrepancy:
     differs: tuple[str, ...]
 
 
-COMPARED_FIELDS = ("samples", "correct", "mismatches", "faults", "effective")
+COMPARED_FIELDS = ("samples", "correct", "mismatches", "faults", "effective", "metric", "metric_value")
+"""What must agree between two boards' runs of one trial: the counts, and the task's metric (name and value;
+both compute it with the same ``hwflow.metrics`` code from bit-identical outputs, so exactly)."""
+
+
+def _same(a, b) -> bool:
+    """Equal, an undefined metric value (None, NaN) equal to another undefined one."""
+    undefined = (a is None or (isinstance(a, float) and math.isnan(a)),
+                 b is None or (isinstance(b, float) and math.isnan(b)))
+    return all(undefined) if any(undefined) else a == b
 
 
 def reference_board(boards: Iterable[str]) -> str:
@@ -408,7 +417,7 @@ def compare_boards(rows: Iterable[TrialRow]) -> list[Discrepancy]:
                 kind, differs = "seed", ("seed",)
             else:
                 kind = "result"
-                differs = tuple(f for f in COMPARED_FIELDS if getattr(ref, f) != getattr(other, f))
+                differs = tuple(f for f in COMPARED_FIELDS if not _same(getattr(ref, f), getattr(other, f)))
                 if not differs:
                     continue
             out.append(Discrepancy(kind, *key, ref_name, name, ref, other, differs))
