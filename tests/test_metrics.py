@@ -263,3 +263,16 @@ def test_summary_direction_gain_means_better_for_mse():
     (_, table), = evidence_rows(by.values()).values()
     gain = {r["variant"]: r[("gain", 1e-3)] for r in table}
     assert gain["m/scale"] == pytest.approx(0.06)  # lower MSE than the baseline: a positive gain
+
+
+def test_compare_boards_checks_the_metric_value():
+    from hwflow.report.stats import compare_boards
+
+    def row(board, value):
+        return TrialRow("c", "ad/baseline", "sweep", "bitflip", "", -1, 1e-3, 0, 8, 3, 3, 360, 0, 9, board,
+                        metric="auc", metric_value=value)
+
+    assert compare_boards([row("emulator", 0.9), row("pynq-z2", 0.9)]) == []
+    assert compare_boards([row("emulator", float("nan")), row("pynq-z2", None)]) == []
+    (d,) = compare_boards([row("emulator", 0.9), row("pynq-z2", 0.8)])
+    assert d.differs == ("metric_value",)
