@@ -221,3 +221,58 @@ def test_cache_skips_conversion(model_file, tmp_path, monkeypatch):
     monkeypatch.undo()
     cached_variants(parse_spec(_spec(other, [PASS]), "spec.yaml"), cache)
     assert len(list((cache / "designs").iterdir())) == 2
+
+
+def test_a_database_holding_more_trials_is_judged_on_the_same_first_ones(model_file, cache, tmp_path, capsys):
+    """A campaign run before at 13 trials per point (more than the first batch, fewer than the second) is
+    continued, not refused, and the verdicts equal those of a fresh database."""
+    spec = _write(tmp_path, _spec(model_file, [PASS, FAIL]))
+    fresh = tmp_path / "fresh.sqlite"
+    assert _gate(tmp_path, spec, fresh, cache) == 1
+    expected = capsys.readouterr().out.splitlines()[:3]
+    (tmp_path / "other").mkdir()
+    grown = _write(tmp_path / "other", _spec(model_file, [PASS, FAIL], trials=13))
+    db = tmp_path / "before.sqlite"
+    assert main(["campaign", str(grown), "--db", str(db), "--workers", "1", "--quiet"]) == 0
+    capsys.readouterr()
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:  # as if killed while running: a trial of the first batch is missing
+        conn.execute("DELETE FROM trials WHERE trial = 5")
+    assert _gate(tmp_path, spec, db, cache) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == expected[:2]
+    assert "stopped at 20 of 100" in out[2]
+    assert "stopped at 20 of 100" in expected[2]
+
+
+def test_values_seam_reads_the_recorded_metric_and_stops_at_a_gap():
+    from hwflow.gate.values import metric_info, per_trial_values
+    from hwflow.results import TrialRow
+
+    def row(trial, metric="top1", value=None, correct=50):
+        return TrialRow("c", "m/baseline", "sweep", "bitflip", "", -1, 1e-3, trial, trial, 1, 1, 100, correct, 0,
+                        metric=metric, metric_value=value)
+
+    top1 = per_trial_values([row(0), row(1, correct=70), row(3)], metric_info(None))
+    assert top1[("m/baseline", "bitflip", 1e-3)].tolist() == [0.5, 0.7]  # trial 2 missing: the sequence ends
+    mse = metric_info(None, "mse")
+    assert (mse.name, mse.higher_is_better, mse.bounded) == ("mse", False, False)
+    values = per_trial_values([row(0, "mse", 0.25), row(1, "mse", 0.5)], mse)
+    assert values[("m/baseline", "bitflip", 1e-3)].tolist() == [0.25, 0.5]
+    accuracy = per_trial_values([row(0, "mse", 0.25, correct=40)], metric_info("accuracy"))
+    assert accuracy[("m/baseline", "bitflip", 1e-3)].tolist() == [0.4]  # counts are on every row
+    with pytest.raises(SpecError, match="scored with mse, not top5"):
+        per_trial_values([row(0, "mse", 0.25)], metric_info("top5"))
+
+
+def test_all_expands_per_variant_and_gain_over_takes_each_models_variant():
+    from hwflow.gate.judge import expand
+    from hwflow.gate.requirements import Requirement
+    from hwflow.gate.values import ACCURACY
+
+    labels = ["a/baseline", "a/scale", "b/baseline", "b/scale"]
+    checks = expand([Requirement("all", "bitflip", 1e-3, 0.0, gain_over="baseline")], labels,
+                    lambda req, variant: ACCURACY)
+    assert [(c.variant, c.other) for c in checks] == [("a/scale", "a/baseline"), ("b/scale", "b/baseline")]
+    assert checks[0].name == "a/scale bitflip @ 0.001: top1 gain over baseline >= 0"
