@@ -117,3 +117,16 @@ def test_union_bound_splits_the_error():
     alphas = alpha_each(checks)
     assert alphas[0] == pytest.approx(0.05 / 3)
     assert alphas[2] == pytest.approx(0.01 / 3)
+
+
+def test_printed_interval_agrees_with_the_verdicts():
+    """Certain "above b" exactly when the interval's lower end is above b (the same capital, two ways)."""
+    rng = np.random.default_rng(11)
+    x = rng.beta(6, 3, 120)
+    lo, hi = sequence.interval(x, 0.05)
+    for b in np.linspace(0.0, 1.0, 201):
+        if min(abs(b - lo), abs(b - hi)) < 1e-5:
+            continue
+        d = sequence.decide(x, float(b), 0.05)
+        assert (d.above_at is not None) == (b < lo)
+        assert (d.below_at is not None) == (b > hi)

@@ -20,7 +20,7 @@ The construction is the betting ("hedged capital") confidence sequence of Waudby
 
 Each capital factor is monotone in ``m`` (``K+`` non-increasing, ``K-`` non-decreasing), so "every
 mean at or below the bound is rejected" is decided exactly by ``K+`` at the bound itself: verdicts
-need no grid. The grid only draws the interval that is printed.
+need no search at all; the interval that is printed is found by bisection on each end.
 
 The predictable variance ``s2`` and mean use the running estimates ``(1/4 + sum (X_i - mu_i)^2) / (t+1)`` and
 ``(1/2 + sum X_i) / (t+1)`` of the paper. Everything is deterministic: the same values give the same
@@ -36,8 +36,8 @@ import numpy as np
 
 BET_CAP = 0.75
 """``c``: the largest fraction of the capital a bet may risk (the paper suggests 1/2 or 3/4)."""
-GRID = 4001
-"""Candidate means drawn for the printed interval (a step of 1/4000 of the range)."""
+TOLERANCE = 1e-6
+"""Width to which the printed interval's ends are found (bisection), rounded outward."""
 
 
 @dataclass(frozen=True)
@@ -84,22 +84,33 @@ def decide(x: np.ndarray, bound: float, alpha: float) -> Decision:
 
 
 def interval(x: np.ndarray, alpha: float) -> tuple[float, float]:
-    """The sequence after the last value: the means never rejected, widened outward by one grid step.
+    """The sequence after the last value: the means never rejected at any trial count so far.
 
-    (0, 1) with no values; NaN, NaN if every candidate was rejected (values far from any one mean).
+    By the monotonicity above, the means ``K+`` ever rejected are those below a point ``L``, and those ``K-``
+    ever rejected lie above a point ``U``: both are found by bisection, to ``TOLERANCE``, rounded outward
+    (so the interval printed never excludes a mean the sequence keeps). (0, 1) with no values; NaN, NaN in the
+    (vanishingly rare) case that every mean was rejected.
     """
     x = _check(x)
     if x.size == 0:
         return 0.0, 1.0
-    m = np.linspace(0.0, 1.0, GRID)
-    up, down = log_capitals(x, m, alpha)
     threshold = math.log(2.0 / alpha)
-    kept = ~((up >= threshold).any(axis=1) | (down >= threshold).any(axis=1))
-    if not kept.any():
+
+    def rejected(m: float, side: int) -> bool:
+        up, down = log_capitals(x, np.array([m]), alpha)
+        return bool(((up if side > 0 else down)[0] >= threshold).any())
+
+    lo_a, lo_b = 0.0, 1.0  # K+ rejects every m below the bound L in [lo_a, lo_b]
+    hi_a, hi_b = 0.0, 1.0  # K- rejects every m above the bound U in [hi_a, hi_b]
+    while lo_b - lo_a > TOLERANCE:
+        mid = (lo_a + lo_b) / 2
+        lo_a, lo_b = (mid, lo_b) if rejected(mid, +1) else (lo_a, mid)
+    while hi_b - hi_a > TOLERANCE:
+        mid = (hi_a + hi_b) / 2
+        hi_a, hi_b = (hi_a, mid) if rejected(mid, -1) else (mid, hi_b)
+    if lo_a > hi_b:
         return math.nan, math.nan
-    step = 1.0 / (GRID - 1)
-    inside = m[kept]
-    return max(0.0, float(inside[0]) - step), min(1.0, float(inside[-1]) + step)
+    return lo_a, hi_b
 
 
 def _first(hits: np.ndarray) -> int | None:
