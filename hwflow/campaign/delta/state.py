@@ -136,10 +136,11 @@ def trim(delta: Delta, golden: np.ndarray) -> Delta:
     for b in delta:
         differs = b.values != take(golden, b.samples, b.channels)
         lead = differs.reshape(len(b.samples), -1, differs.shape[-1])
-        keep_s = lead.any(axis=(1, 2))
+        per_cell = lead.any(axis=1)  # (samples, channels): one reduction over the positions
+        keep_s = per_cell.any(axis=1)
         if not keep_s.any():
             continue
-        keep_c = lead[keep_s].any(axis=(0, 1))
+        keep_c = per_cell.any(axis=0)
         values = b.values
         if not keep_s.all():
             values = values[keep_s]
