@@ -276,3 +276,17 @@ def test_all_expands_per_variant_and_gain_over_takes_each_models_variant():
                     lambda req, variant: ACCURACY)
     assert [(c.variant, c.other) for c in checks] == [("a/scale", "a/baseline"), ("b/scale", "b/baseline")]
     assert checks[0].name == "a/scale bitflip @ 0.001: top1 gain over baseline >= 0"
+
+
+@pytest.mark.slow
+def test_readme_worked_example(tmp_path, capsys):
+    """The demo spec's requirements, gated from scratch (training and hardening included), print the README's lines."""
+    data = yaml.safe_load((ROOT / "examples" / "campaign-digits.yaml").read_text())
+    data["models_dir"] = str(tmp_path / "models")
+    spec = _write(tmp_path, data)
+    assert main(["gate", str(spec), "--db", str(tmp_path / "demo.sqlite"), "--workers", "1", "--quiet",
+                 "--cache", str(tmp_path / "cache")]) == 1
+    printed = capsys.readouterr().out.splitlines()[:4]
+    readme = (ROOT / "README.md").read_text().split("## Resilience requirements in CI", 1)[1]
+    block = re.search(r"\n```\n(HOLDS.*?)```", readme, re.S)[1].splitlines()
+    assert printed == block
