@@ -290,3 +290,15 @@ def test_readme_worked_example(tmp_path, capsys):
     readme = (ROOT / "README.md").read_text().split("## Resilience requirements in CI", 1)[1]
     block = re.search(r"\n```\n(HOLDS.*?)```", readme, re.S)[1].splitlines()
     assert printed == block
+
+
+def test_undecided_when_the_trials_run_out_and_no_batch_is_wasted_on_it(model_file, cache, tmp_path, capsys):
+    """A requirement at its bound stays undecided (exit 1); once its point has all its trials, the gate stops
+    instead of running the other entries' trials for nothing."""
+    data = _spec(model_file, [{"fault": "bitflip", "rate": 1e-3, "min": 0.09}],
+                 faults=[{"model": "bitflip", "trials": 20}, {"model": "stuck-at", "value": "mixed"}])
+    assert _gate(tmp_path, _write(tmp_path, data), tmp_path / "u.sqlite", cache) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("UNDECIDED")
+    assert "(20 of 20 trials; interval straddles the bound)" in out[0]
+    assert "stopped at 20 of 100 trials per point after 2 batch(es)" in out[1]

@@ -146,10 +146,9 @@ def run_gate(spec: CampaignSpec, db_path: str | Path, config: GateConfig = GateC
             baselines = db.baselines(spec.name)
         limit = {f_label: f.trials for f_label, f in _fault_labels(current)}
         rows = [r for r in all_rows if r.study == "sweep" and r.trial < limit.get(r.fault_model, 0)]
-        final = step == len(steps)
-        verdicts = _judge_all(checks, alphas, rows, current, spec, final)
+        verdicts = _judge_all(checks, alphas, rows, current, spec)
         log.info("batch %d: %d trials per point: %s", step, n, ", ".join(v.status for v in verdicts))
-        if all(v.certain for v in verdicts):
+        if all(v.certain or v.trials >= v.planned for v in verdicts):  # decided, or no more trials to come
             break
     used = sum(len(plan(scaled_spec(spec, n), v.label, v.widths())) for v in variants)
     return GateResult(spec, verdicts, n, steps[-1], used, planned, ran, step, rows, baselines)
@@ -194,8 +193,7 @@ def _ensure(current: CampaignSpec, db_path, variants, config: GateConfig) -> int
     return result.ran
 
 
-def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: CampaignSpec, spec: CampaignSpec,
-               final: bool):
+def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: CampaignSpec, spec: CampaignSpec):
     """Every check on the first trials ``current`` plans (``spec``: the whole campaign, for the planned counts)."""
     by_metric = {}
     counts = dict((label, f.trials) for label, f in _fault_labels(current))
@@ -218,5 +216,6 @@ def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: Cam
         mine = mine[:n]
         theirs = theirs[:n] if theirs is not None else None
         short = len(mine) < n or (theirs is not None and len(theirs) < n)
-        verdicts.append(judge(check, mine, theirs, alphas[i], planned_all[req.fault_model], final and not short))
+        final = n >= planned_all[req.fault_model] and not short  # this point has all the trials the spec plans
+        verdicts.append(judge(check, mine, theirs, alphas[i], planned_all[req.fault_model], final))
     return verdicts
