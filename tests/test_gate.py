@@ -302,3 +302,14 @@ def test_undecided_when_the_trials_run_out_and_no_batch_is_wasted_on_it(model_fi
     assert out[0].startswith("UNDECIDED")
     assert "(20 of 20 trials; interval straddles the bound)" in out[0]
     assert "stopped at 20 of 100 trials per point after 2 batch(es)" in out[1]
+
+
+def test_a_database_holding_another_spec_of_that_name_is_refused(model_file, cache, tmp_path, capsys):
+    """Trial keys carry no seed: the gate must not judge another spec's trials as this one's (exit 2)."""
+    spec = _write(tmp_path, _spec(model_file, [PASS]))
+    db = tmp_path / "r.sqlite"
+    assert _gate(tmp_path, spec, db, cache) == 0
+    capsys.readouterr()
+    other = _write(tmp_path, _spec(model_file, [PASS], seed=4))
+    assert _gate(tmp_path, other, db, cache) == 2
+    assert "with a different spec" in capsys.readouterr().err

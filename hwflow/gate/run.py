@@ -178,11 +178,18 @@ def _ensure(current: CampaignSpec, db_path, variants, config: GateConfig) -> int
             stored = db.campaign_spec(current.name)
         except ResultsError:
             stored = None
+    mine = current.to_json()
+    if stored is not None and stored != mine and not only_more_trials(mine, stored) \
+            and not only_more_trials(stored, mine):
+        # trial keys carry no seed: another spec's trials would pass for this one's
+        msg = (f"{db_path} already holds a campaign named {current.name!r} with a different spec: use another --db, "
+               "or another campaign name, to keep results apart (only trial counts may differ)")
+        raise ResultsError(msg)
     missing = [t for v in variants for t in plan(current, v.label, v.widths()) if t.key not in done]
     if not missing and stored is not None:
         return 0
     target = current
-    if stored is not None and only_more_trials(current.to_json(), stored) and stored != current.to_json():
+    if stored is not None and only_more_trials(mine, stored) and stored != mine:
         faults = tuple(replace(f, trials=max(f.trials, int(s["trials"])))
                        for f, s in zip(current.faults, stored["faults"], strict=True))
         sens = current.sensitivity
