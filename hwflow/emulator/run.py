@@ -4,6 +4,11 @@ The emulator reads every weight from the WeightImage's stored words on each run,
 is emulated exactly as the hardware would compute with it (a scaled or float-stored array is
 divided back as the hardware does). Inputs are converted to the input type as hls4ml's C simulation
 converts them (``ap_fixed`` from the float value).
+
+``run`` and ``run_codes`` take the fused exact path (``hwflow.emulator.fused``: float32 GEMMs,
+pooling moved first, batch norm and activation as one step function, compact codes between
+layers); ``Emulator(..., fused=False)`` and ``trace`` run the plain kernels of ``ops`` layer by
+layer, the reference the fused path is tested against.
 """
 
 from __future__ import annotations
