@@ -2,8 +2,8 @@
 
 ``assert_resilient(model, spec)`` runs the spec's campaign on the emulator through the gate (batches,
 confidence sequence, early stop) and raises ``AssertionError`` with the gate's lines unless every
-requirement holds; the ``hwflow_gate`` fixture is the same function with the results database and
-the cache in the test's temporary folder::
+requirement holds; the ``hwflow_gate`` fixture is the same function with the results database in
+the test's temporary folder and a cache shared by the session's tests::
 
     def test_my_model_survives_bit_flips(hwflow_gate):
         hwflow_gate("model.h5", {"name": "ci", "seed": 1, "dataset": "digits", "rates": [1e-3],
@@ -77,12 +77,16 @@ except ImportError:  # pragma: no cover - assert_resilient works without pytest
 if pytest is not None:
 
     @pytest.fixture
-    def hwflow_gate(tmp_path):
-        """``assert_resilient`` with the results and the cache in the test's own temporary folder."""
+    def hwflow_gate(tmp_path, tmp_path_factory):
+        """``assert_resilient`` with the results in the test's own temporary folder, and one cache for the
+        session (``HWFLOW_CACHE`` names a lasting one, e.g. the folder a CI job restores)."""
+        import os
+
+        cache = os.environ.get("HWFLOW_CACHE") or tmp_path_factory.getbasetemp() / "hwflow-cache"
 
         def gate(model=None, spec=None, **kwargs):
             kwargs.setdefault("db", tmp_path / "hwflow-gate.sqlite")
-            kwargs.setdefault("cache", tmp_path / "hwflow-cache")
+            kwargs.setdefault("cache", cache)
             return assert_resilient(model, spec, **kwargs)
 
         return gate

@@ -25,7 +25,8 @@ def test_entry_point_is_declared():
     assert re.search(r'^hwflow = "hwflow\.testing"', section[1], re.M)
 
 
-def test_fixture_passes_and_fails_a_users_test(pytester, tmp_path):
+def test_fixture_passes_and_fails_a_users_test(pytester, tmp_path, monkeypatch):
+    monkeypatch.delenv("HWFLOW_CACHE", raising=False)
     model = tmp_path / "mlp.h5"
     zoo_model("mlp-digits", 8, 8, seed=1).save(model)
     pytester.makepyfile(test_resilience=f'''
@@ -40,9 +41,12 @@ def test_fixture_passes_and_fails_a_users_test(pytester, tmp_path):
             hwflow_gate({str(model)!r}, {{**SPEC, "require": [{{"min": 0.9, "name": "ninety"}}]}}, batch=10)
     ''')
     args = [] if _installed() else ["-p", "hwflow.testing"]
-    result = pytester.runpytest(*args, "-q", "-p", "no:cacheprovider")
+    base = pytester.path / "base"
+    result = pytester.runpytest(*args, "-q", "-p", "no:cacheprovider", f"--basetemp={base}")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*AssertionError: gate user: 0 hold, 1 fail*", "*FAILS*ninety*"])
+    designs = list((base / "hwflow-cache" / "designs").iterdir())
+    assert len(designs) == 1  # one cache for the session: the second test converted nothing
 
 
 def test_assert_resilient_needs_a_spec():
