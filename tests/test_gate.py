@@ -2,6 +2,7 @@
 the Markdown summary, the CI cache, and the example workflow against the README."""
 
 import base64
+import math
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -313,3 +314,31 @@ def test_a_database_holding_another_spec_of_that_name_is_refused(model_file, cac
     other = _write(tmp_path, _spec(model_file, [PASS], seed=4))
     assert _gate(tmp_path, other, db, cache) == 2
     assert "with a different spec" in capsys.readouterr().err
+
+
+def test_malformed_requirements_raise_spec_errors_only(model_file):
+    """Seeded random require: lists: every malformed one is a SpecError naming the field, never a crash."""
+    import random
+
+    rng = random.Random(0)
+    values = [None, True, 0, 1, -1, 0.5, 1e-3, 1e-2, "1e-3", "x", "", "all", "baseline", "scale", "mlp/baseline",
+              "bitflip", "stuck-at", [], [0, 1], [1, 0], ["a"], {}, {"a": 1}, float("nan"), float("inf"), "mean",
+              "top1", "mse", "auc", "top5", 2**70, "+", "/", "a/b/c"]
+    keys = ["name", "variant", "fault", "rate", "metric", "min", "max", "on", "gain_over", "confidence", "range",
+            True, 3, "zzz"]
+    base = _spec(model_file, None, faults=[{"model": "bitflip"}, {"model": "stuck-at", "value": "mixed"}])
+    base["models"][0]["variants"] = ["baseline", "scale"]
+    parsed, messages = 0, []
+    for _ in range(1500):
+        entry = {"fault": "bitflip", "rate": 1e-3, "min": 0.05}  # valid, then up to three fields changed
+        entry.update({rng.choice(keys): rng.choice(values) for _ in range(rng.randint(0, 3))})
+        require = rng.choice([[entry], entry, [entry, entry], "x", [], [1]])
+        try:
+            spec = parse_spec({**base, "require": require}, "spec.yaml")
+        except SpecError as err:
+            messages.append(str(err))
+            continue
+        parsed += 1
+        assert all(r.kind in ("min", "max") and math.isfinite(r.bound) for r in spec.require)
+    assert parsed > 0
+    assert [m for m in messages if not m.startswith("spec.yaml: require")] == []
