@@ -25,8 +25,11 @@ def _percent(metric: str) -> bool:
     return metric.startswith("top")
 
 
-def _number(value: float, metric: str) -> str:
-    return f"{100 * value:.1f}" if _percent(metric) else f"{value:.4g}"
+def _number(value: float, metric: str, sign: str = "") -> str:
+    """Accuracies in points (1 decimal), AUC with 3 decimals, errors with 4 significant digits."""
+    if _percent(metric):
+        return f"{100 * value:{sign}.1f}"
+    return f"{value:{sign}.3f}" if metric == "auc" else f"{value:{sign}.4g}"
 
 
 def _cell(s: Summary | None) -> str:
@@ -90,8 +93,9 @@ def evidence_markdown(summaries: Iterable[Summary]) -> str:
         metrics = sorted({row["metric"] for row in rows})
         what = "accuracy %" if metrics == ["top1"] else ", ".join(
             f"{m} %" if _percent(m) else m for m in metrics)
+        gain = "gain in points" if metrics == ["top1"] else "gain, in the metric's direction,"
         lines = [f"**{fault_model}** — {what} (mean ± 95 % CI half-width over trials; "
-                 "[gain in points over the model's baseline; float-stored variants: over the same float "
+                 f"[{gain} over the model's baseline; float-stored variants: over the same float "
                  "storage unscaled])", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in rows:
@@ -100,7 +104,7 @@ def evidence_markdown(summaries: Iterable[Summary]) -> str:
                 text = _cell(row[r])
                 gain = row[("gain", r)]
                 if not math.isnan(gain):
-                    text += f" [{100 * gain:+.1f}]" if _percent(row["metric"]) else f" [{gain:+.4g}]"
+                    text += f" [{_number(gain, row['metric'], '+')}]"
                 cells.append(text)
             lines.append("| " + " | ".join(cells) + " |")
         parts.append("\n".join(lines))

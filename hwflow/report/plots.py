@@ -122,7 +122,7 @@ def plot_accuracy_vs_rate(summaries: Sequence[Summary], path: str | Path, title:
         axes[0, 0].set_ylim(max(lo, -0.02), min(hi, 1.02))
     legend = list(handles.values()) + [Line2D([], [], color="grey", linestyle="--", linewidth=1)]
     fig.legend(legend, list(handles) + [f"fault-free {units} (rate 0)"], loc="outside lower center",
-               ncols=min(4, len(legend)), fontsize=9, frameon=False)
+               ncols=min(4 if ncols > 1 else 2, len(legend)), fontsize=9, frameon=False)
     what = "Accuracy" if units == "top-1 accuracy" else units
     fig.suptitle(_plain(title or _campaigns_title(f"{what[0].upper()}{what[1:]} vs fault rate", sweep)))
     return _save(fig, path)
