@@ -217,6 +217,16 @@ def test_cache_skips_conversion(model_file, tmp_path, monkeypatch):
     assert second.image.equal_words(first.image)
     assert (Emulator(second.program, second.image).predict_classes(x)
             == Emulator(first.program, first.image).predict_classes(x)).all()
+    import json
+    import subprocess
+    import sys
+
+    script = ("import json, sys\nfrom hwflow.campaign import parse_spec\n"
+              "from hwflow.gate.cache import cached_variants\n"
+              f"cached_variants(parse_spec(json.loads({json.dumps(json.dumps(_spec(model_file, [PASS])))}), 's.yaml'), "
+              f"{str(cache)!r})\nprint(sorted(m for m in ('tensorflow', 'hls4ml', 'keras') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"  # a cache hit imports neither TensorFlow nor hls4ml
     other = tmp_path / "other.h5"  # other model bytes: another key
     zoo_model("mlp-digits", 8, 8, seed=2).save(other)
     monkeypatch.undo()
