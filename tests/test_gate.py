@@ -275,6 +275,10 @@ def test_values_seam_reads_the_recorded_metric_and_stops_at_a_gap():
     assert accuracy[("m/baseline", "bitflip", 1e-3)].tolist() == [0.4]  # counts are on every row
     with pytest.raises(SpecError, match="scored with mse, not top5"):
         per_trial_values([row(0, "mse", 0.25)], metric_info("top5"))
+    from dataclasses import replace
+
+    with pytest.raises(SpecError, match="scored with top1, but the campaign's metric for this model is auc"):
+        per_trial_values([row(0)], replace(metric_info("auc"), named=False))
 
 
 def test_all_expands_per_variant_and_gain_over_takes_each_models_variant():

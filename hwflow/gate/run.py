@@ -113,7 +113,8 @@ def checks_of(spec: CampaignSpec) -> list[Check]:
     own = {m.name: (m.metric or spec.metric).name for m in spec.models}  # a model may override the metric
 
     def metric_for(req, variant: str):
-        return metric_info(req.metric, own[variant.rpartition("/")[0]])
+        info = metric_info(req.metric, own[variant.rpartition("/")[0]])
+        return info if req.metric is not None else replace(info, named=False)
 
     return expand(spec.require, labels, metric_for)
 
@@ -207,10 +208,9 @@ def _judge_all(checks: list[Check], alphas: dict[int, float], rows, current: Cam
     planned_all = dict((label, f.trials) for label, f in _fault_labels(spec))
     verdicts = []
     for i, check in enumerate(checks):
-        name = check.metric.name
-        if name not in by_metric:
-            by_metric[name] = per_trial_values(rows, check.metric)
-        values = by_metric[name]
+        if check.metric not in by_metric:
+            by_metric[check.metric] = per_trial_values(rows, check.metric)
+        values = by_metric[check.metric]
         req = check.requirement
         key = (check.variant, req.fault_model, float(req.rate))
         n = counts[req.fault_model]

@@ -35,6 +35,8 @@ class MetricInfo:
     """Smallest value a trial can take (the confidence sequence needs a bounded range)."""
     upper: float
     """Largest value; ``inf`` for errors (MSE, MAE): a requirement on those gives its own ``range``."""
+    named: bool = True
+    """False when the requirement names no metric and this is the campaign's (the model's) own."""
 
     @property
     def bounded(self) -> bool:
@@ -67,9 +69,14 @@ def row_value(row: TrialRow, metric: MetricInfo) -> float:
         return row.value
     if metric.name == ACCURACY.name:
         return row.correct / row.samples if row.samples else math.nan
-    msg = (f"trial {row.trial} of {row.variant} at {row.fault_model} rate {row.rate:g} was scored with "
-           f"{row.metric}, not {metric.name}: judge the metric the campaign records (leave 'metric:' out of the "
-           "requirement), or run the campaign with that metric")
+    where = f"trial {row.trial} of {row.variant} at {row.fault_model} rate {row.rate:g}"
+    if metric.named:
+        msg = (f"{where} was scored with {row.metric}, not {metric.name}: judge the metric the campaign records "
+               "(leave 'metric:' out of the requirement), or run the campaign with that metric")
+    else:
+        msg = (f"{where} was scored with {row.metric}, but the campaign's metric for this model is {metric.name}: "
+               f"the gate judges what the trials record; name that metric in the requirement ('metric: {row.metric}'), "
+               f"or run the campaign into another --db with a runner that records {metric.name}")
     raise SpecError(msg)
 
 
