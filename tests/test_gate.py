@@ -356,3 +356,10 @@ def test_malformed_requirements_raise_spec_errors_only(model_file):
         assert all(r.kind in ("min", "max") and math.isfinite(r.bound) for r in spec.require)
     assert parsed > 0
     assert [m for m in messages if not m.startswith("spec.yaml: require")] == []
+
+
+def test_an_unbounded_campaign_metric_needs_a_range(model_file, cache, tmp_path, capsys):
+    """The campaign's metric (here MSE, for the whole campaign) is known when the gate runs: no range, exit 2."""
+    data = _spec(model_file, [{"rate": 1e-3, "max": 0.5}], metric={"name": "mse", "target": "input"})
+    assert _gate(tmp_path, _write(tmp_path, data), tmp_path / "m.sqlite", cache) == 2
+    assert "require[0].range: mlp/baseline is scored with mse, which has no upper bound" in capsys.readouterr().err

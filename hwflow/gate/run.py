@@ -116,7 +116,19 @@ def checks_of(spec: CampaignSpec) -> list[Check]:
         info = metric_info(req.metric, own[variant.rpartition("/")[0]])
         return info if req.metric is not None else replace(info, named=False)
 
-    return expand(spec.require, labels, metric_for)
+    checks = expand(spec.require, labels, metric_for)
+    for check in checks:  # the campaign's metric is known only now: check what the spec could not
+        lo, hi = check.span
+        where = f"{spec.source}: require[{check.index}]"
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            msg = (f"{where}.range: {check.variant} is scored with {check.metric.name}, which has no upper bound: "
+                   "give the values a trial can take, e.g. 'range: [0, 10]'")
+            raise GateError(msg)
+        if not lo <= check.requirement.bound <= hi:
+            msg = (f"{where}.{check.requirement.kind}: {check.requirement.bound:g} is outside the values "
+                   f"{check.metric.name}{' gains' if check.other else ''} can take ([{lo:g}, {hi:g}])")
+            raise GateError(msg)
+    return checks
 
 
 def run_gate(spec: CampaignSpec, db_path: str | Path, config: GateConfig = GateConfig(), variants=None) -> GateResult:
