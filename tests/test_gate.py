@@ -146,9 +146,31 @@ def test_bad_input_exits_2(model_file, cache, tmp_path, capsys):
     assert exc.value.code == 2
 
 
+JUNIT_ATTRIBUTES = {  # the common JUnit XSD (Jenkins' junit-10.xsd, which GitLab and GitHub reporters read)
+    "testsuites": ({"name", "time", "tests", "failures", "errors", "skipped", "disabled"}, set()),
+    "testsuite": ({"name", "tests", "failures", "errors", "skipped", "time", "timestamp", "hostname", "id", "package",
+                   "disabled", "file"}, {"name", "tests"}),
+    "properties": (set(), set()),
+    "property": ({"name", "value"}, {"name", "value"}),
+    "testcase": ({"name", "classname", "time", "assertions", "status", "file", "line"}, {"name"}),
+    "failure": ({"message", "type"}, set()),
+    "error": ({"message", "type"}, set()),
+    "skipped": ({"message"}, set()),
+    "system-out": (set(), set()),
+    "system-err": (set(), set()),
+}
+
+
 def _check_junit(path):
-    """The JUnit schema's structure (as Jenkins/GitLab read it): element names, required attributes, counts."""
+    """The JUnit schema's structure (as Jenkins/GitLab read it): element names, attributes, counts."""
     root = ET.parse(path).getroot()
+    for element in root.iter():
+        allowed, required = JUNIT_ATTRIBUTES[element.tag]
+        assert set(element.attrib) <= allowed, element.tag
+        assert required <= set(element.attrib), element.tag
+    for element in (root, *root.iter("testsuite")):
+        for count in ("tests", "failures", "errors", "skipped"):
+            assert element.get(count, "0").isdigit(), count
     assert root.tag == "testsuites"
     suites = list(root)
     assert [s.tag for s in suites] == ["testsuite"]
@@ -179,6 +201,7 @@ def _check_summary(path):
     import markdown
 
     text = path.read_text()
+    assert len(text.encode()) < 1024 * 1024  # GitHub's limit for one step's job summary
     html = markdown.markdown(text, extensions=["tables"])
     root = ET.fromstring(f"<div>{html}</div>")
     table = root.find("table")
