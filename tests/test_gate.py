@@ -139,8 +139,16 @@ def test_bad_input_exits_2(model_file, cache, tmp_path, capsys):
     assert _gate(tmp_path, none, tmp_path / "x.sqlite", cache) == 2
     assert "no 'require:' list" in capsys.readouterr().err
     bad = _write(tmp_path, _spec(model_file, [{"rate": 1e-3}]))
-    assert _gate(tmp_path, bad, tmp_path / "x.sqlite", cache) == 2
+    junit = tmp_path / "error.xml"
+    assert _gate(tmp_path, bad, tmp_path / "x.sqlite", cache, "--junit", str(junit)) == 2
     assert "require[0]: give exactly one bound" in capsys.readouterr().err
+    root = ET.parse(junit).getroot()  # CI shows why: one test case in error
+    for element in root.iter():
+        allowed, required = JUNIT_ATTRIBUTES[element.tag]
+        assert set(element.attrib) <= allowed
+        assert required <= set(element.attrib)
+    assert (root.get("tests"), root.get("errors")) == ("1", "1")
+    assert "give exactly one bound" in root.find("testsuite/testcase/error").get("message")
     with pytest.raises(SystemExit) as exc:
         main(["gate", str(bad)])  # --db missing: argparse's usage error
     assert exc.value.code == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from hwflow.cli.args import positive
 
@@ -40,6 +41,19 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from hwflow.errors import HwflowError
+
+    try:
+        return _run(args)
+    except HwflowError as err:
+        if args.junit:  # CI shows why the gate could not judge, then the usual message and exit status 2
+            from hwflow.gate.junit import write_junit_error
+
+            write_junit_error(args.junit, Path(args.spec).stem, str(err))
+        raise
+
+
+def _run(args) -> int:
     from hwflow.campaign import load_spec
     from hwflow.gate import GateConfig, run_gate
     from hwflow.gate.run import checks_of

@@ -49,3 +49,21 @@ def write_junit(result: GateResult, path: str | Path, seconds: float = 0.0) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     junit_tree(result, seconds).write(path, encoding="utf-8", xml_declaration=True)
     return path
+
+
+def write_junit_error(path: str | Path, suite: str, message: str) -> Path:
+    """JUnit XML for a gate that could not judge (bad input, exit status 2): one test case with an ``<error>``,
+    so that CI shows why instead of a missing report."""
+    counts = {"tests": "1", "failures": "0", "errors": "1", "skipped": "0", "time": "0"}
+    suites = ET.Element("testsuites", {"name": "hwflow gate", **counts})
+    node = ET.SubElement(suites, "testsuite", {
+        "name": suite, **counts, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()),
+        "hostname": socket.gethostname()})
+    case = ET.SubElement(node, "testcase", {"classname": f"hwflow.gate.{suite}", "name": "hwflow gate", "time": "0"})
+    error = ET.SubElement(case, "error", {"message": message, "type": "GateInputError"})
+    error.text = message
+    ET.indent(suites)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+    return path
