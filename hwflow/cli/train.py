@@ -87,12 +87,14 @@ def run(args) -> int:
     if uses_sparsity(meta["method"]):
         details.append(f"sparsity {meta['sparsity']}")
     method = f"{meta['method']} ({', '.join(details)})" if details else meta["method"]
+    score = "accuracy" if meta.get("metric", "top1") == "top1" else meta["metric"]  # ad08: its AUC
+    sharp = f"{result.sharpness:.4f}" if result.sharpness is not None else "n/a"
     print(
         f"{meta['model']} on {meta['dataset']} ({meta['weight_bits']}-bit weights with "
         f"{meta['weight_integer']} integer bits, {meta['act_bits']}-bit activations, "
         f"{meta['epochs']} epochs, seed {meta['seed']}, method {method}): "
-        f"test accuracy {result.test_accuracy:.4f}, val accuracy {result.val_accuracy:.4f}, "
-        f"sharpness {result.sharpness:.4f}, activation sparsity {result.activation_sparsity:.3f} "
+        f"test {score} {result.test_accuracy:.4f}, val {score} {result.val_accuracy:.4f}, "
+        f"sharpness {sharp}, activation sparsity {result.activation_sparsity:.3f} "
         f"in {result.seconds:.1f} s; model {result.path}, sidecar {result.sidecar}"
     )
     return 0
