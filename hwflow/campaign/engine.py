@@ -23,7 +23,7 @@ import numpy as np
 
 from hwflow.campaign.delta import Golden, Step, rule_for
 from hwflow.campaign.delta.golden import bytes_per_sample
-from hwflow.campaign.delta.hoist import apply_step, chains, pool_blocks, pool_casts, step_function
+from hwflow.campaign.delta.hoist import apply_step, chains, pool_blocks, pool_casts, pool_geometry, step_function
 from hwflow.campaign.delta.state import Delta, apply, trim
 from hwflow.emulator import Emulator, Kind, Program
 from hwflow.emulator.run import Weights
@@ -32,6 +32,8 @@ from hwflow.image import WeightImage
 log = logging.getLogger(__name__)
 
 MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
+CROP_SHARE = 0.7  # a convolution before a hoisted pool computes only the positions the pool reads when
+# they are at most this share of its output (cnn-fmnist: conv3's 2x2 of 3x3, not conv2's 10x10 of 11x11)
 MEMORY = 3 << 30  # bytes of fault-free codes kept at once (issue 11: at most 4 GiB in all)
 
 
@@ -201,7 +203,9 @@ class TrialEvaluator:
                     deltas.pop(layer.inputs[0], None)
                     i = end + 1
                     continue
-            out = rule_for(layer).delta(self._step(layer, inputs, mine, store))
+            step = self._step(layer, inputs, mine, store)
+            step.crop = self._crop(i, changed)
+            out = rule_for(layer).delta(step)
             if self._trim.get(layer.name):
                 out = trim(out, store[layer.name])
             deltas[layer.name] = out
@@ -216,6 +220,25 @@ class TrialEvaluator:
         return Step(layer, self._types[layer.inputs[0]], inputs, store, self.emulator, weights,
                     {name: self._clean[(layer.name, name)] for name in weights},
                     {name: idx for name, (idx, _) in mine.items()})
+
+    def _crop(self, i: int, changed: dict) -> tuple[int, ...] | None:
+        """The spatial positions of layer ``i``'s output that a hoisted pool after it reads (its windows),
+        when the chain after ``i`` is sure to be hoisted (unfaulted, folded); ``None``: all of them."""
+        layers = self.program.layers
+        end = self._chains.get(i + 1)
+        if end is None or layers[i].kind not in (Kind.CONV1D, Kind.CONV2D):
+            return None
+        if any(layers[k].name in changed for k in range(i + 1, end)):
+            return None
+        if i + 1 not in self._steps:
+            self._steps[i + 1] = step_function(self.program, i + 1, end, self._clean)
+        if self._steps[i + 1] is None:
+            return None
+        size, stride, _ = pool_geometry(layers[end])
+        pooled = layers[end].output_shape[:-1]
+        crop = tuple((p - 1) * st + sz for p, st, sz in zip(pooled, stride, size, strict=True))
+        # Worth it where it drops many positions (strided views of the cut cost more than a few rows).
+        return crop if np.prod(crop) <= CROP_SHARE * np.prod(layers[i].output_shape[:-1]) else None
 
     def _hoisted(self, start: int, end: int, inputs: Delta, store: Golden) -> Delta | None:
         """Layers ``start..end`` (monotone per-channel layers, then a max pool) with the pool first, and

@@ -93,6 +93,13 @@ def _gemm_into_t(c: np.ndarray, xt: np.ndarray, b: np.ndarray) -> None:
         c[:, cols] += rows_t.T
 
 
+def _cropped(array: np.ndarray, crop: tuple[int, ...] | None, lead: int) -> np.ndarray:
+    """``array`` restricted to the first ``crop`` positions of the spatial axes after ``lead`` axes."""
+    if crop is None:
+        return array
+    return array[(slice(None),) * lead + tuple(slice(0, c) for c in crop)]
+
+
 def _slab(array: np.ndarray, channels: np.ndarray | None, samples: np.ndarray, dtype) -> np.ndarray:
     """A private copy of channel-first codes ``array[channels][:, samples]`` in ``dtype``."""
     out = array if channels is None else np.take(array, channels, axis=0)
@@ -243,7 +250,7 @@ class Mac:
             if conv:
                 total = self._conv_input_term(step, dx, blk.channels, up, _dtype(bound))
                 gold = acc_g.array if len(blk.samples) == len(acc_g) else np.take(acc_g.array, blk.samples, axis=1)
-                total += gold
+                total += _cropped(gold, step.crop, 2)
                 if len(rows):
                     self._conv_weight_term(step, total, blk.samples, rows, dw, up)
             else:
@@ -257,7 +264,7 @@ class Mac:
         if len(cw) and len(rest):
             bound = acc_bound + ((xb * dwb * len(rows)) << up) + db_bound
             if conv:
-                total = _slab(acc_g.array, cw, rest, _dtype(bound))
+                total = _slab(_cropped(acc_g.array, step.crop, 2), cw, rest, _dtype(bound))
                 if len(rows):
                     self._conv_weight_term(step, total, rest, rows, dw[:, cw], up)
             else:
@@ -280,12 +287,13 @@ class Mac:
         wsub = np.take(step.weights["weight"].codes, channels, axis=-2)  # (*size, |C|, m)
         k = wsub.size // m
         wt = (wsub.reshape(k, m).T * (2**up)).astype(dtype)
-        out = tuple(layer.output_shape[:-1])
+        out = tuple(step.crop or layer.output_shape[:-1])
         total = np.empty((m, len(dx)) + out, dtype=dtype)
         nd = len(size)
         order = tuple(range(1 + nd, 2 + 2 * nd)) + tuple(range(1 + nd))  # (*size, C, N, *out)
         for sl in _chunks(len(dx), k * int(np.prod(out))):
             view, _ = _columns(dx[sl], geo, dtype)
+            view = _cropped(view, step.crop, 1)
             cols = np.ascontiguousarray(view.transpose(order)).reshape(k, -1)
             if sl.start == 0 and sl.stop == len(dx):
                 np.matmul(wt, cols, out=total.reshape(m, -1))
@@ -302,7 +310,7 @@ class Mac:
         tmp = np.empty(total.shape[1:], dtype=total.dtype)
         for i, r in enumerate(rows):
             x = np.take(cols[r], samples, axis=0) if subset else cols[r]
-            x = x.astype(total.dtype)
+            x = _cropped(x, step.crop, 1).astype(total.dtype)
             for j in np.flatnonzero(dw[i]):
                 np.multiply(x, dw[i, j] * 2**up, out=tmp)
                 total[j] += tmp
