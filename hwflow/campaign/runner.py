@@ -29,6 +29,7 @@ from hwflow.results import Baseline, ResultsDB, TrialRow
 log = logging.getLogger(__name__)
 
 TASK_TRIALS = 8  # trials per task: small enough to lose little when killed, large enough to amortize IPC
+PROCESS_TASKS = 8  # with the default worker count, fewer tasks per core than this run in this process
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,9 @@ def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = 
                  variants: list[Variant] | None = None) -> CampaignResult:
     """Run (or resume) ``spec``, writing to ``db_path``.
 
-    ``workers``: local processes (default: every core; 1 runs in this process). ``scheduler``: a
-    Dask scheduler address, or ``"local"`` for a local Dask cluster; overrides ``workers``.
+    ``workers``: local processes (default: every core, or this process on threads for a short
+    campaign; 1 runs in this process). ``scheduler``: a Dask scheduler address, or ``"local"`` for a
+    local Dask cluster; overrides ``workers``.
     """
     x, y = evaluation_data(spec)
     variants = variants if variants is not None else build_variants(spec, progress=progress)
@@ -105,7 +107,14 @@ def _execute(payload: Payload, tasks: list, workers: int | None, scheduler: str 
 
         yield from run_on_dask(payload, tasks, scheduler)
         return
-    workers = workers or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    if workers is None and len(tasks) < PROCESS_TASKS * cores:
+        # A short campaign: worker processes would spend longer starting (imports, the payload, a
+        # fault-free pass each) than evaluating; the trials of each task run side by side on threads.
+        for task in tasks:
+            yield run_task(payload, task, threads=cores)
+        return
+    workers = workers or cores
     if workers <= 1 or len(tasks) == 1:
         for task in tasks:
             yield run_task(payload, task)
@@ -152,7 +161,7 @@ def _evaluator(payload: Payload, label: str) -> TrialEvaluator:
     return _EVALUATORS[key]
 
 
-def run_task(payload: Payload, task: list[tuple[str, Trial]]) -> list[TrialRow]:
+def run_task(payload: Payload, task: list[tuple[str, Trial]], threads: int = 1) -> list[TrialRow]:
     """Evaluate a few trials; pure function of its inputs (the evaluator cache only saves time).
 
     The trials of one variant go to the evaluator together (``evaluate_many``); each row records its
@@ -165,7 +174,7 @@ def run_task(payload: Payload, task: list[tuple[str, Trial]]) -> list[TrialRow]:
         evaluator = _evaluator(payload, label)
         maps = [fault_model_from_spec(t.fault, t.key.rate).sample(evaluator.image, np.random.default_rng(t.seed))
                 for t in group]
-        outcomes = evaluator.evaluate_many(maps)
+        outcomes = evaluator.evaluate_many(maps, threads=threads)
         seconds = (time.perf_counter() - start) / len(group)
         for trial, outcome in zip(group, outcomes, strict=True):
             k = trial.key
