@@ -29,6 +29,7 @@ from hwflow.emulator.run import Weights
 from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize, value_range
 
 ELEMENTS = 1 << 23  # elements of one im2col chunk (64 MiB in float64)
+DENSE = 0.9  # a convolution's input block holding at least this share of the samples is widened to all
 
 
 def geometry(layer: LayerSpec):
@@ -91,6 +92,14 @@ def _gemm_into_t(c: np.ndarray, xt: np.ndarray, b: np.ndarray) -> None:
         c += rows_t.T
     else:
         c[:, cols] += rows_t.T
+
+
+def _every_sample(block: Block, golden) -> Block:
+    """``block`` widened to every sample (the others with their fault-free codes): where it holds nearly
+    all of them, that is cheaper than gathering the fault-free codes of a ragged subset."""
+    values = take(golden, None, block.channels).astype(block.values.dtype)
+    values[block.samples] = block.values
+    return Block(np.arange(len(golden), dtype=np.int64), block.channels, values)
 
 
 def _cropped(array: np.ndarray, crop: tuple[int, ...] | None, lead: int) -> np.ndarray:
@@ -242,8 +251,11 @@ class Mac:
         rows, dw, db, cw = self._changed_weights(step)
         db_bound = 2 * max(abs(b_lo), abs(b_hi))
         conv = isinstance(acc_g, ChannelMajor)  # convolutions accumulate channel first (see ChannelMajor)
+        inputs = step.inputs
+        if conv and len(inputs) == 1 and DENSE * len(acc_g) <= len(inputs[0].samples) < len(acc_g):
+            inputs = [_every_sample(inputs[0], g_in)]
         out = []
-        for blk in step.inputs:
+        for blk in inputs:
             k_sub = k // cin * len(blk.channels)
             bound = acc_bound + ((dxb * wb * k_sub + xb * dwb * len(rows)) << up) + db_bound
             dx = blk.values - take(g_in, blk.samples, blk.channels).astype(np.float64)
@@ -260,7 +272,7 @@ class Mac:
                     self._add_weight_term(step, total, blk.samples, rows, dw, up)
             values = self._finish(step, total, db, no_wrap, conv)
             out.append(Block(blk.samples, np.arange(m, dtype=np.int64), values))
-        rest = rest_of(step.inputs, step.samples)
+        rest = rest_of(inputs, step.samples)
         if len(cw) and len(rest):
             bound = acc_bound + ((xb * dwb * len(rows)) << up) + db_bound
             if conv:
