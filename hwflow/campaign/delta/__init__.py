@@ -3,7 +3,9 @@
 - ``state``: the :class:`Block` lists a trial carries (changed samples x channels, dense inside);
 - ``registry``: the rule table (one :class:`Rule` per layer kind) and how to add a kind;
 - ``golden``: the fault-free run, kept compact, that the deltas are relative to;
-- ``mac``, ``channelwise``, ``reshape``: the rules of today's layer kinds.
+- ``mac``, ``channelwise``, ``reshape``: the rules of today's layer kinds;
+- ``hoist``: max pooling moved before the monotone per-channel layers in front of it (exact), and
+  such a chain folded into the emulator's step function.
 
 Importing the package registers every rule.
 """
