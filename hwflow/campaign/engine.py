@@ -83,6 +83,8 @@ class TrialEvaluator:
         self._clean = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in self._index}
         self._types = {layer.name: layer.result for layer in program.layers}
         self._chains = chains(program)
+        # The last layer reading each output: a trial's blocks of a layer are dropped after it.
+        self._last_use = {name: i for i, layer in enumerate(program.layers) for name in layer.inputs}
         self._steps: dict[int, tuple | None] = {}  # chain start -> its folded step function (or None)
         # Trim at the kept layers except accumulator outputs (rarely sparser than what follows them).
         self._trim = {layer.name: self.store.has(layer.name) and layer.kind not in MAC_KINDS
@@ -200,18 +202,24 @@ class TrialEvaluator:
                 hoisted = self._hoisted(i, end, inputs, store)
                 if hoisted is not None:
                     deltas[layers[end].name] = hoisted
-                    deltas.pop(layer.inputs[0], None)
+                    self._release(deltas, end)
                     i = end + 1
                     continue
             step = self._step(layer, inputs, mine, store)
             step.crop = self._crop(i, changed)
+            step.more_inputs = tuple(deltas.get(name, []) for name in layer.inputs[1:])
             out = rule_for(layer).delta(step)
             if self._trim.get(layer.name):
                 out = trim(out, store[layer.name])
             deltas[layer.name] = out
-            deltas.pop(layer.inputs[0], None)
+            self._release(deltas, i)
             i += 1
         return deltas[layers[-1].name]
+
+    def _release(self, deltas: dict[str, Delta], i: int) -> None:
+        """Drop the blocks that no layer after ``i`` reads."""
+        for name in [n for n in deltas if self._last_use.get(n, -1) <= i and n != self.program.layers[-1].name]:
+            del deltas[name]
 
     def _step(self, layer, inputs: Delta, mine: dict, store: Golden) -> Step:
         weights = {name: self._clean[(layer.name, name)] for name in layer.arrays if (layer.name, name) in self._clean}

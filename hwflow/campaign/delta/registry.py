@@ -45,6 +45,7 @@ class Step:
     clean: dict[str, Weights] = field(default_factory=dict)  # the fault-free arrays
     changed: dict[str, np.ndarray] = field(default_factory=dict)  # array -> changed words (logical flat index)
     chunk: int = 2048  # samples per kernel call where a kernel builds large temporaries
+    more_inputs: tuple = ()  # the deltas of inputs[1:], for layers with several inputs (merges)
     crop: tuple[int, ...] | None = None  # a hint: only these leading spatial positions are read downstream
     # (a max pool moved first reads the windows it tiles); a rule may return blocks cut to them
 
