@@ -51,13 +51,8 @@ class Design:
 
 RESOURCE_RF4 = Design("io_parallel", "Resource", 4)
 DESIGNS = [Design("io_parallel", "Latency", 1), Design("io_stream", "Latency", 1), RESOURCE_RF4]
-# hls4ml's dense_resource with reuse factor R > 1 adds each output's products in the order
-# (i mod R, i) over inputs i, the emulator in input order: equal when the accumulator wraps (a sum
-# modulo 2^W does not depend on the order), different once it saturates. Reported; when the emulator
-# follows that order these strict xfails fail and the marks go.
-ORDER_BUG = pytest.mark.xfail(strict=True, raises=AssertionError,
-                              reason="emulator adds products in input order; hls4ml's dense_resource with reuse "
-                              "factor > 1 does not, which matters when the accumulator saturates")
+# hls4ml's Resource kernels with reuse factor R > 1 add each output's products in the order
+# (i mod R, i) over inputs i: it matters once the accumulator saturates (ops.accumulation_order).
 
 
 def narrow_model():
@@ -125,9 +120,9 @@ def stepwise_calls(monkeypatch):
     calls = []
     real = ops._linear_stepwise
 
-    def spy(x, w, p_frac, bias, accum):
+    def spy(x, w, p_frac, bias, accum, order=None):
         calls.append(accum)
-        return real(x, w, p_frac, bias, accum)
+        return real(x, w, p_frac, bias, accum, order)
 
     monkeypatch.setattr(ops, "_linear_stepwise", spy)
     return calls
@@ -140,20 +135,16 @@ def test_types_come_from_the_configuration(csim):
         assert str(layer.result) == "fixed<16,6,TRN,WRAP>"
 
 
-def test_logits_equal_csim_through_the_stepwise_path(csim, digits, stepwise_calls, request):
-    if request.node.callspec.params["csim"] == RESOURCE_RF4:
-        request.applymarker(ORDER_BUG)
+def test_logits_equal_csim_through_the_stepwise_path(csim, digits, stepwise_calls):
     x = digits.x_test[:SAMPLES]
     ours = Emulator(csim.program, csim.image).logits(x).reshape(len(x), -1)
     np.testing.assert_array_equal(ours, csim.csim_logits(x))
     assert {str(t) for t in stepwise_calls} == set(ACCUMS.values())
 
 
-def test_every_layer_equals_trace(csim, digits, request):
+def test_every_layer_equals_trace(csim, digits):
     from hwflow.verify import compare_layers
 
-    if request.node.callspec.params["csim"] == RESOURCE_RF4:
-        request.applymarker(ORDER_BUG)
     check = compare_layers(csim, digits.x_test[:SAMPLES])
     assert set(check.not_compared) == {"image", "flat"}  # hls4ml runs no C++ function for them
     assert len(check.compared) == len(csim.program.layers) - 2 == 15

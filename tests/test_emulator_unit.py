@@ -197,3 +197,23 @@ def test_trailing_softmax_is_removed_and_reserved_names_renamed_inside(tmp_path)
     inp = tf.keras.Input((4,), name="input")  # hls4ml reserves 'input': renamed inside, the user's name outside
     reserved = tf.keras.Model(inp, tf.keras.layers.Dense(2, name="d")(inp))
     assert [s.name for s in program_from_hls(convert(reserved, HlsOptions(), tmp_path / "b")).layers] == ["input", "d"]
+
+
+def test_resource_accumulation_order_follows_hls4mls_loops():
+    """dense_resource_rf_leq_nin / conv_*_resource_cl: reuse loop outer, so inputs come as (i mod R, i)."""
+    from hwflow.emulator.ops import accumulation_order
+
+    np.testing.assert_array_equal(accumulation_order(8, 3, 4), [[0, 4, 1, 5, 2, 6, 3, 7]] * 3)
+    assert accumulation_order(8, 3, 1) is None  # Latency-like: input order
+    assert accumulation_order(4, 3, 8) is None  # rf_gt_nin_rem0: each output's inputs in order
+    # Saturation makes the order visible: +3, +3, -3 in an accumulator capped at 4 gives 1; +3, -3, +3 gives 3.
+    from hwflow.emulator.ops import linear_fixed
+    from hwflow.fixed import FixedType, Overflow
+
+    t = FixedType(8, 8)
+    acc = FixedType(4, 4, True, overflow=Overflow.SAT)  # -8..7
+    x = np.array([[1, 1, 1, 1]])
+    w = np.array([[5], [5], [-5], [-5]])
+    natural = linear_fixed(x, t, w, t, None, None, acc, FixedType(8, 8))  # 5, 7 (sat), 2, -3
+    reordered = linear_fixed(x, t, w, t, None, None, acc, FixedType(8, 8), order=np.array([[0, 2, 1, 3]]))
+    assert (int(natural[0, 0]), int(reordered[0, 0])) == (-3, 0)  # 5, 0, 5, 0

@@ -140,6 +140,20 @@ def test_accumulators_that_break_linearity(nets, digits, label, kw):
     assert hurt > 3, label
 
 
+def test_saturating_resource_layers_sum_in_hls4mls_order(nets, digits):
+    """Resource with reuse factor 4 adds each output's products in (i mod 4, i) order, which a saturating
+    accumulator sees: the engine's recomputation must follow the same order as full emulation."""
+    program, image = nets["cnn-digits"]
+    narrow = _with_accumulators(program, overflow=Overflow.SAT, width=12)
+    resource = Program(tuple(replace(layer, attrs={**layer.attrs, "strategy": "resource", "reuse_factor": 4})
+                             if layer.kind in (Kind.DENSE, Kind.CONV2D) else layer for layer in narrow.layers),
+                       narrow.io_type)
+    x, y = digits.x_test[:80], digits.y_test[:80]
+    assert not np.array_equal(Emulator(resource, image).run(x), Emulator(narrow, image).run(x))  # order matters
+    hurt = _check_many(resource, image, x, y, seed=9, trials=24, rates=[1e-3, 1e-2])
+    assert hurt > 3
+
+
 def test_cnn_fmnist_equals_full_emulation(fmnist):
     program, image = _convert(zoo_model("cnn-fmnist", 8, 8, seed=4))
     x, y = fmnist.x_test[:120], fmnist.y_test[:120]

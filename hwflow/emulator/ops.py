@@ -11,6 +11,8 @@ time in hls4ml's loop order.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from hwflow.errors import EmulatorError
@@ -58,11 +60,13 @@ def linear_fixed(
     b_type: FixedType | None,
     accum: FixedType,
     result: FixedType,
+    order: np.ndarray | None = None,
 ) -> np.ndarray:
     """hls4ml's ``dense`` on codes: ``x (R, K) @ w (K, M) + b`` -> result codes ``(R, M)``.
 
     Mirrors dense_latency / dense_resource: ``acc = (accum_t) bias; acc += (accum_t)(x * w);
-    res = (res_t) acc``.
+    res = (res_t) acc``. ``order`` (from :func:`accumulation_order`): per output, the inputs in the
+    order hls4ml adds their products; it matters only to an accumulator that saturates.
     """
     p_frac = x_type.frac + w_type.frac
     if x_type.width + w_type.width > 62:
@@ -86,19 +90,70 @@ def linear_fixed(
             return cast(acc, accum, result)
         acc = np.left_shift(acc.astype(np.int64), up) + bias
         return requantize(overflow(acc, accum), accum.frac, result)
-    return requantize(_linear_stepwise(x, w, p_frac, bias, accum), accum.frac, result)
+    if accum.overflow is Overflow.WRAP:
+        order = None  # a wrapping sum (modulo 2**W) does not depend on the order of its terms
+    return requantize(_linear_stepwise(x, w, p_frac, bias, accum, order), accum.frac, result)
 
 
 def _linear_stepwise(x: np.ndarray, w: np.ndarray, p_frac: int, bias: np.ndarray,
-                     accum: FixedType) -> np.ndarray:
-    """Per-product cast and per-step overflow, in hls4ml's loop order (inputs outer, outputs inner)."""
+                     accum: FixedType, order: np.ndarray | None = None) -> np.ndarray:
+    """Per-product cast and per-step overflow, in hls4ml's loop order: inputs in order (dense_latency),
+    or per output in ``order`` (the Resource kernels)."""
     acc = np.broadcast_to(bias, (x.shape[0], w.shape[1])).astype(np.int64)
     x = np.asarray(x).astype(np.int64)
     w = w.astype(np.int64)
-    for i in range(w.shape[0]):
-        product = requantize(x[:, i, None] * w[None, i, :], p_frac, accum)
+    if order is not None and np.all(order == order[:1]):  # one order for every output: permute the inputs
+        x, w, order = x[:, order[0]], w[order[0]], None
+    if order is None:
+        for i in range(w.shape[0]):
+            product = requantize(x[:, i, None] * w[None, i, :], p_frac, accum)
+            acc = overflow(acc + product, accum)
+        return acc
+    outputs = np.arange(w.shape[1])
+    for step in range(w.shape[0]):
+        inputs = order[:, step]
+        product = requantize(x[:, inputs] * w[inputs, outputs][None, :], p_frac, accum)
         acc = overflow(acc + product, accum)
     return acc
+
+
+@functools.lru_cache(maxsize=64)
+def accumulation_order(n_in: int, n_out: int, reuse: int) -> np.ndarray | None:
+    """The order in which hls4ml's Resource kernels add each output's products: ``(n_out, n_in)``
+    input indices, or None for input order.
+
+    Follows nnet_dense_resource.h and nnet_conv*_resource.h (hls4ml 1.3.0). With ``reuse <= n_in``
+    (``dense_resource_rf_leq_nin``, ``conv_*_resource_cl``) the reuse loop is outer: output ``o`` gets
+    inputs ``r, r+R, r+2R, ...`` for ``r = 0..R-1``, i.e. ordered by ``(i mod R, i)``. With ``reuse``
+    a multiple of ``n_in`` (``rf_gt_nin_rem0``) each output's inputs come in order. Otherwise
+    (``rf_gt_nin``) the products come ordered by their weight index modulo ``R``.
+    """
+    if reuse <= 1:
+        return None
+    if reuse <= n_in:
+        block = -(-n_in * n_out // reuse)
+        multscale = block // n_out
+        seen: list[list[int]] = [[] for _ in range(n_out)]
+        for r in range(reuse):  # the loops of dense_resource_rf_leq_nin, index arithmetic only
+            i, o, step = r, 0, 0
+            for _ in range(block):
+                if o < n_out:
+                    seen[o].append(i)
+                i += reuse
+                if i >= n_in:
+                    i = r
+                if step + 1 >= multscale:
+                    step, o = 0, o + 1
+                else:
+                    step += 1
+        order = np.array(seen, dtype=np.int64) if all(len(s) == n_in for s in seen) else None
+        if order is None or not all(np.array_equal(np.sort(row), np.arange(n_in)) for row in order):
+            return None  # a reuse factor hls4ml's kernel does not cover exactly: input order
+        return order
+    if reuse % n_in == 0:
+        return None
+    w_index = np.arange(n_out)[:, None] * n_in + np.arange(n_in)[None, :]
+    return np.argsort(w_index % reuse, axis=1, kind="stable")
 
 
 def linear_float(x: np.ndarray, x_type: FixedType, w: np.ndarray, b: np.ndarray | None,

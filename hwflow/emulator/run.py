@@ -256,7 +256,7 @@ class Emulator:
             wmat = wmat.reshape(shape)
         if w.is_fixed and (b is None or b.is_fixed):
             return ops.linear_fixed(x, x_type, wmat, w.type, b.codes if b else None, b.type if b else None,
-                                    layer.accum, layer.result)
+                                    layer.accum, layer.result, resource_order(layer, wmat.shape))
         wreal = w.real().reshape(wmat.shape)
         return ops.linear_float(x, x_type, wreal, b.real() if b else None, layer.result)
 
@@ -357,6 +357,14 @@ def _blas_threads(controller) -> int:
         return 1
     counts = [lib.num_threads for lib in controller.lib_controllers if lib.user_api == "blas"]
     return max(1, min([2, *counts]))
+
+
+def resource_order(layer: LayerSpec, shape: tuple[int, int]) -> np.ndarray | None:
+    """The order hls4ml's Resource kernel adds this layer's products in (see ops.accumulation_order)."""
+    reuse = int(layer.attrs.get("reuse_factor", 1))
+    if not str(layer.attrs.get("strategy", "latency")).startswith("resource") or reuse <= 1:
+        return None
+    return ops.accumulation_order(int(shape[0]), int(shape[1]), reuse)
 
 
 def _as_codes(chunks: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:

@@ -25,7 +25,7 @@ from hwflow.campaign.delta.golden import accumulator_key, columns_key
 from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, ChannelMajor, Delta, fill, rest_of, take
 from hwflow.emulator import Kind, LayerSpec, ops
-from hwflow.emulator.run import Weights
+from hwflow.emulator.run import Weights, resource_order
 from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize, value_range
 
 ELEMENTS = 1 << 23  # elements of one im2col chunk (64 MiB in float64)
@@ -181,7 +181,7 @@ class Mac:
             wmat = wmat.reshape(shape)
         if w.is_fixed and (b is None or b.is_fixed):
             return ops.linear_fixed(x, x_type, wmat, w.type, b.codes if b else None, b.type if b else None,
-                                    layer.accum, result)
+                                    layer.accum, result, resource_order(layer, wmat.shape))
         return ops.linear_float(x, x_type, w.real().reshape(wmat.shape), b.real() if b else None, layer.result)
 
     # --- the delta rule ----------------------------------------------------------------------------
