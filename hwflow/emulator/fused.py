@@ -106,7 +106,8 @@ def groups(program: Program, first: int, last: int) -> list[Group]:
     return out
 
 
-def _pool_geometry(layer: LayerSpec):
+def pool_geometry(layer: LayerSpec):
+    """Window, stride, padding before and after of a (1D or 2D) pooling layer."""
     a = layer.attrs
     if layer.kind is Kind.POOL2D:
         return ((a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"]),
@@ -114,7 +115,8 @@ def _pool_geometry(layer: LayerSpec):
     return (a["pool_width"],), (a["stride_width"],), (a["pad_left"],), (a["pad_right"],)
 
 
-def _conv_geometry(layer: LayerSpec):
+def conv_geometry(layer: LayerSpec):
+    """Kernel, stride, padding before and after of a (1D or 2D) convolution."""
     a = layer.attrs
     if layer.kind is Kind.CONV2D:
         return ((a["filt_height"], a["filt_width"]), (a["stride_height"], a["stride_width"]),
@@ -124,7 +126,7 @@ def _conv_geometry(layer: LayerSpec):
 
 def _poolable(layer: LayerSpec) -> bool:
     """Max pooling without padding (hls4ml pads with a word of the pool's input type: kept plain)."""
-    _, _, before, after = _pool_geometry(layer)
+    _, _, before, after = pool_geometry(layer)
     return layer.attrs.get("pool_op") == "Max" and not any(before) and not any(after)
 
 
@@ -277,8 +279,8 @@ class FusedRunner:
                 if gemm_w is not None:
                     gemm_w = gemm_w * sign.astype(gemm_w.dtype)
             if head is not None and head.kind is not Kind.DENSE and self._use_pool_window(group, gemm_w):
-                size, stride, _, _ = _conv_geometry(head)
-                pool, pstride, _, _ = _pool_geometry(group.pool)
+                size, stride, _, _ = conv_geometry(head)
+                pool, pstride, _, _ = pool_geometry(group.pool)
                 kernel = gemm_w.reshape(tuple(size) + (gemm_w.shape[0] // int(np.prod(size)), gemm_w.shape[1]))
                 big = gemm.pool_window_weights(kernel, size, stride, pool)
         float32 = gemm_w is None or gemm_w.dtype == np.float32
@@ -286,7 +288,7 @@ class FusedRunner:
 
     @staticmethod
     def _use_pool_window(group: Group, gemm_w: np.ndarray) -> bool:
-        pool, pstride, _, _ = _pool_geometry(group.pool)
+        pool, pstride, _, _ = pool_geometry(group.pool)
         return tuple(pool) == tuple(pstride) and gemm_w.shape[0] <= POOL_WINDOW_MAX_K
 
     # --- the fast path ---------------------------------------------------------------------------------
@@ -303,10 +305,10 @@ class FusedRunner:
             s = s.reshape(lead + (s.shape[-1],))
             pooled = self._pool(group, s) if group.pool is not None else s
         else:
-            size, stride, before, after = _conv_geometry(head)
+            size, stride, before, after = conv_geometry(head)
             xp = gemm.padded(x, before, after)
             if comp.big is not None:
-                pool, _, _, _ = _pool_geometry(group.pool)
+                pool, _, _, _ = pool_geometry(group.pool)
                 pooled = gemm.conv_pooled(xp, comp.big, size, stride, pool, tuple(group.pool.output_shape[:-1]))
             else:
                 s = gemm.conv_im2col(xp, comp.w, size, stride, tuple(head.output_shape[:-1]))
@@ -319,7 +321,7 @@ class FusedRunner:
 
     @staticmethod
     def _pool(group: Group, s: np.ndarray) -> np.ndarray:
-        size, stride, _, _ = _pool_geometry(group.pool)
+        size, stride, _, _ = pool_geometry(group.pool)
         return ops.max_pool(s, size, stride)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from hwflow.emulator import gemm, ops
 from hwflow.emulator.clip import clip_layer
-from hwflow.emulator.fused import FusedRunner, sequential
+from hwflow.emulator.fused import FusedRunner, pool_geometry, sequential
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
 from hwflow.fixed import FixedType, cast, monotone_cast, quantize_float
@@ -289,13 +289,7 @@ class Emulator:
                "softmax is removed before conversion, since hwflow compares logits)")
         raise UnsupportedLayerError(msg)
 
-    @staticmethod
-    def _pool_geometry(layer: LayerSpec):
-        a = layer.attrs
-        if layer.kind is Kind.POOL2D:
-            return ((a["pool_height"], a["pool_width"]), (a["stride_height"], a["stride_width"]),
-                    (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"]))
-        return (a["pool_width"],), (a["stride_width"],), (a["pad_left"],), (a["pad_right"],)
+    _pool_geometry = staticmethod(pool_geometry)
 
     def _pool_first(self, layer: LayerSpec, nxt: LayerSpec | None, x_type: FixedType) -> bool:
         """Whether a ReLU followed by max pooling may pool first, on four times fewer values.
