@@ -11,6 +11,7 @@ overwrite each other; ``-v`` turns the logs (INFO and DEBUG) back on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -62,3 +63,19 @@ def configure_logging(verbose: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("hwflow").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+
+
+@contextlib.contextmanager
+def saving_h5():
+    """Around ``model.save(..., save_format="h5")``: Keras calls .h5 "legacy" (a UserWarning; it is the
+    format hls4ml's QKeras path reads) and warns on TensorFlow's logger that a model trained by a
+    custom trainer has no compiled metrics; neither concerns the user."""
+    tf_log = logging.getLogger("tensorflow")
+    level = tf_log.level
+    tf_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            yield
+    finally:
+        tf_log.setLevel(level)

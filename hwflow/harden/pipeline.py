@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +147,7 @@ def _storage(model, recipe: Recipe, data: Dataset, config: HardenConfig, options
 
 def save_hardened(hardened: Hardened, path: str | Path, metadata: dict | None = None) -> Path:
     """Write the model (``.h5``) and its sidecar with the ``"hardening"`` record; returns the path."""
+    from hwflow.quiet import saving_h5
     from hwflow.zoo.loading import write_sidecar
 
     path = Path(path)
@@ -155,19 +155,12 @@ def save_hardened(hardened: Hardened, path: str | Path, metadata: dict | None = 
         msg = f"{path}: a hardened model is saved as .h5 (give --out hardened.h5)"
         raise HardenError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tf_log = logging.getLogger("tensorflow")
-    level = tf_log.level
     try:
-        # Keras warns (on TensorFlow's logger) that a model it never compiled has no compiled metrics
-        tf_log.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
+        with saving_h5():
             hardened.model.save(path, save_format="h5", include_optimizer=False)
     except OSError as err:
         msg = f"cannot save the hardened model to {path}: {err}"
         raise HardenError(msg) from err
-    finally:
-        tf_log.setLevel(level)
     side = dict(metadata or {})
     side["hardening"] = hardened.record
     write_sidecar(path, side)

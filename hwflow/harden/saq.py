@@ -351,7 +351,7 @@ def fit(
     model: tf.keras.Model, method: str, optimizer: Any, x: np.ndarray, y: np.ndarray, *,
     rho: float = DEFAULT_RHO, asam: bool = False, sparsity: float = DEFAULT_SPARSITY,
     validation_data: tuple | None = None, epochs: int = 1, batch_size: int = 32, verbose: int = 0,
-    loss: str = "crossentropy",
+    loss: str = "crossentropy", callbacks: list | None = None,
 ) -> Any:  # fmt: skip
     """Train ``model`` in place with ``method`` (``saq``, ``sparse`` or ``sparse-saq``); Keras's History.
     ``loss="mse"`` trains an autoencoder (``y``: the targets it reconstructs)."""
@@ -363,5 +363,6 @@ def fit(
     )  # fmt: skip
     with trainer.perturbation:
         return trainer.fit(
-            x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose
+            x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose,
+            callbacks=callbacks,
         )

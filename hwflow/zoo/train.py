@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from hwflow.errors import DatasetError, ModelError
 from hwflow.harden.saq import DEFAULT_RHO, DEFAULT_SPARSITY, check_options, hardening_record, training_record
 from hwflow.harden.saq import fit as saq_fit
 from hwflow.harden.sharpness import activation_sparsity, sharpness
+from hwflow.quiet import saving_h5
 from hwflow.zoo.loading import load_model, read_sidecar, sidecar_path, write_sidecar
 from hwflow.zoo.models import build_model, check_bits, get_spec
 
@@ -252,11 +252,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
             verbose=0,
             callbacks=[_EpochBar(config.epochs, progress)],
         )
-    else:  # the SAQ trainer takes no callbacks: its epochs are logged at DEBUG only
+    else:
         saq_fit(
             model, config.method, optimizer, data.x_train, data.y_train, rho=config.rho, asam=config.asam,
             sparsity=config.sparsity, validation_data=(data.x_val, data.y_val), epochs=config.epochs,
-            batch_size=config.batch_size, verbose=0,
+            batch_size=config.batch_size, verbose=0, callbacks=[_EpochBar(config.epochs, progress)],
         )  # fmt: skip
     seconds = time.perf_counter() - start
     if autoencoder:  # "accuracy" is the reconstruction-error ROC AUC; sharpness is a cross-entropy measure
@@ -272,9 +272,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     sparse = activation_sparsity(model, data.x_test)
 
     try:
-        with warnings.catch_warnings():
-            # Keras calls .h5 "legacy"; it is the format hls4ml's QKeras path reads.
-            warnings.simplefilter("ignore", UserWarning)
+        with saving_h5():
             model.save(config.out, save_format="h5", include_optimizer=False)
     except OSError as err:
         msg = f"cannot save the model to {config.out}: {err}"
