@@ -25,9 +25,11 @@ from hwflow.campaign.delta import Golden, Step, rule_for
 from hwflow.campaign.delta.golden import bytes_per_sample
 from hwflow.campaign.delta.hoist import apply_step, chains, pool_blocks, pool_casts, pool_geometry, step_function
 from hwflow.campaign.delta.state import Delta, apply, trim
+from hwflow.campaign.metric import TrialMetric, changed_rows
 from hwflow.emulator import Emulator, Kind, Program
 from hwflow.emulator.run import Weights
 from hwflow.image import WeightImage
+from hwflow.metrics import MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class Outcome:
     mismatches: int  # samples whose output words differ from the fault-free output
     faults: int
     effective: int
+    metric: float = float("nan")  # the campaign's metric (``TrialEvaluator.metric``: top-1 unless given)
 
 
 def _logical_positions(arr) -> np.ndarray:
@@ -60,7 +63,7 @@ class TrialEvaluator:
     """Holds the fault-free run of one variant on the evaluation samples, and evaluates fault maps."""
 
     def __init__(self, program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, chunk: int = 256,
-                 memory: int = MEMORY):
+                 memory: int = MEMORY, metric: MetricSpec | None = None, targets: np.ndarray | None = None):
         """``memory``: bytes the fault-free codes may take. When the evaluation samples need more, they
         are split into chunks that fit; each trial batch then walks the chunks, recomputing each
         chunk's fault-free pass once per batch (``evaluate_many`` amortizes it over the batch)."""
@@ -91,6 +94,10 @@ class TrialEvaluator:
                       for layer in program.layers}
         self.golden = np.concatenate(outputs).astype(np.int64)
         self.golden_correct = int(np.sum(np.argmax(self.golden.reshape(len(self.y), -1), axis=1) == self.y))
+        # The task's metric (``metric``: top-1 by default; ``targets``: a regression metric's), scored per trial
+        # from the samples whose outputs changed: the others keep their fault-free terms.
+        self.metric = TrialMetric(metric or MetricSpec(), self.golden, program.output.result.frac, x, self.y,
+                                  targets)
 
     @property
     def store(self) -> Golden:
@@ -141,9 +148,12 @@ class TrialEvaluator:
                 parts[i].append(r)
         out = []
         for i, (n, effective) in enumerate(counts):
-            correct = self.golden_correct + sum(d for d, _ in parts.get(i, []))
-            mismatches = sum(m for _, m in parts.get(i, []))
-            out.append(Outcome(correct, mismatches, n, effective))
+            mine = parts.get(i, [])
+            correct = self.golden_correct + sum(p[0] for p in mine)
+            mismatches = sum(p[1] for p in mine)
+            value = (self.metric.changed(np.concatenate([p[2] for p in mine]), np.concatenate([p[3] for p in mine]))
+                     if mine else self.metric.golden_value)
+            out.append(Outcome(correct, mismatches, n, effective, value))
         return out
 
     def layer_step(self, name: str, inputs: Delta, faultmap) -> Step:
@@ -274,8 +284,9 @@ class TrialEvaluator:
         blocks = pool_casts(blocks, layers[end], self._types[layers[end - 1].name])
         return trim(blocks, store[layers[end].name]) if store.has(layers[end].name) else blocks
 
-    def _partial(self, delta: Delta, store: Golden, lo: int, hi: int) -> tuple[int, int]:
-        """(change of the correct count, mismatching samples) of one chunk's samples ``lo..hi``."""
+    def _partial(self, delta: Delta, store: Golden, lo: int, hi: int) -> tuple:
+        """(change of the correct count, mismatching samples, the samples the blocks hold and their faulty
+        output codes, for the metric) of one chunk's samples ``lo..hi``."""
         gained = mismatches = 0
         flat_golden = self.golden[lo:hi].reshape(hi - lo, -1)
         for b in delta:
@@ -286,10 +297,11 @@ class TrialEvaluator:
             gained += int(np.sum(np.argmax(out, axis=1) == y)) - int(
                 np.sum(np.argmax(flat_golden[b.samples], axis=1) == y))
             mismatches += int(np.sum(np.any(out != flat_golden[b.samples], axis=1)))
-        return gained, mismatches
+        samples, rows = changed_rows(delta, self.golden[lo:hi])
+        return gained, mismatches, samples + lo, rows
 
     def _outcome_codes(self, out: np.ndarray, faults: int, effective: int) -> Outcome:
         flat = out.reshape(len(out), -1)
         mismatches = int(np.sum(np.any(flat != self.golden.reshape(len(out), -1), axis=1)))
         correct = int(np.sum(np.argmax(flat, axis=1) == self.y))
-        return Outcome(correct, mismatches, faults, effective)
+        return Outcome(correct, mismatches, faults, effective, self.metric.full(out))

@@ -133,7 +133,11 @@ def search_values(evaluator, spec: MetricSpec | None, maps: list, x: np.ndarray,
     (an error is negated), and the fault-free one. ``spec`` None or top-1: ``correct / samples`` as before."""
     n = evaluator.samples
     if spec is None or spec.name == "top1":
-        return [evaluator.evaluate(m).correct / n for m in maps], evaluator.golden_correct / n
+        return [o.correct / n for o in evaluator.evaluate_many(maps)], evaluator.golden_correct / n
+    tm = getattr(evaluator, "metric", None)
+    if tm is not None and tm.spec == spec:  # the engine scores it per trial (changed samples only)
+        sign = 1.0 if tm.metric.higher_is_better else -1.0
+        return [sign * o.metric for o in evaluator.evaluate_many(maps)], sign * tm.golden_value
     tm = TrialMetric(spec, evaluator.golden, evaluator.program.output.result.frac, x, y, targets)
     sign = 1.0 if tm.metric.higher_is_better else -1.0
     return [sign * tm.full(evaluator.output_codes(m)) for m in maps], sign * tm.golden_value

@@ -15,12 +15,13 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from hwflow.campaign.engine import TrialEvaluator
+from hwflow.campaign.metric import npz_targets
 from hwflow.campaign.plan import Trial, plan
 from hwflow.campaign.spec import CampaignSpec, only_more_trials
 from hwflow.campaign.variants import Variant, build_variants
@@ -42,6 +43,8 @@ class Payload:
     y: np.ndarray
     chunk: int
     run_id: str = ""  # unique per run_campaign call: evaluators cached for one run are never reused by another
+    metrics: dict = field(default_factory=dict)  # label -> MetricSpec: each variant's metric (default top-1)
+    targets: np.ndarray | None = None  # a regression metric's targets (the .npz's), one row per sample
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = 
     x, y = evaluation_data(spec)
     variants = variants if variants is not None else build_variants(spec, progress=progress)
     payload = Payload(spec.name, {v.label: (v.program, v.image) for v in variants}, x, y, spec.batch_size,
-                      uuid.uuid4().hex)
+                      uuid.uuid4().hex, {v.label: spec.metric_for(v.label) for v in variants},
+                      npz_targets(spec.dataset, spec.split, spec.samples))
     with ResultsDB(db_path) as db:
         db.register_campaign(spec.name, spec.to_json(), extends=only_more_trials)
         done = db.done(spec.name)
@@ -84,8 +88,9 @@ def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = 
             planned += len(trials)
             todo += [(v.label, t) for t in trials if t.key not in done]
             if not any(b.variant == v.label for b in db.baselines(spec.name)):
-                golden = _evaluator(payload, v.label).golden_correct
-                db.put_baseline(Baseline(spec.name, v.label, "emulator", len(y), golden))
+                ev = _evaluator(payload, v.label)
+                db.put_baseline(Baseline(spec.name, v.label, "emulator", len(y), ev.golden_correct, ev.metric.name,
+                                         ev.metric.golden_value, ev.metric.metric.higher_is_better))
         tasks = [todo[i : i + TASK_TRIALS] for i in range(0, len(todo), TASK_TRIALS)]
         log.info("%s: %d trials planned, %d already done, %d to run", spec.name, planned, planned - len(todo),
                  len(todo))
@@ -157,7 +162,8 @@ def _evaluator(payload: Payload, label: str) -> TrialEvaluator:
         for stale in [k for k in _EVALUATORS if k[0] != payload.run_id]:  # an earlier run's variants
             del _EVALUATORS[stale]
         program, image = payload.variants[label]
-        _EVALUATORS[key] = TrialEvaluator(program, image, payload.x, payload.y, payload.chunk)
+        _EVALUATORS[key] = TrialEvaluator(program, image, payload.x, payload.y, payload.chunk,
+                                          metric=payload.metrics.get(label), targets=payload.targets)
     return _EVALUATORS[key]
 
 
@@ -180,7 +186,8 @@ def run_task(payload: Payload, task: list[tuple[str, Trial]], threads: int = 1) 
             k = trial.key
             rows.append(TrialRow(payload.campaign, k.variant, k.study, k.fault_model, k.target_layer, k.target_bit,
                                  k.rate, k.trial, trial.seed, outcome.faults, outcome.effective, evaluator.samples,
-                                 outcome.correct, outcome.mismatches, "emulator", seconds))
+                                 outcome.correct, outcome.mismatches, "emulator", seconds, evaluator.metric.name,
+                                 outcome.metric))
     return rows
 
 

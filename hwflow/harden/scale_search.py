@@ -155,7 +155,7 @@ def score(program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, co
           target: Target, array_index: int, targets: np.ndarray | None = None) -> tuple[float, tuple[float, ...]]:
     """Mean metric (top-1 accuracy unless ``config.metric``; signed: higher is better) of ``image`` under bit
     flips in ``target`` (paired seeds per array and trial); ``targets``: a regression metric's."""
-    evaluator = TrialEvaluator(program, image, x, y)
+    evaluator = TrialEvaluator(program, image, x, y, metric=config.metric, targets=targets)
     per_rate = []
     for r, rate in enumerate(config.rates):
         model = BitFlip(rate, config.mode, target)

@@ -237,7 +237,7 @@ def score_program(program: Program, image: WeightImage, x: np.ndarray, y: np.nda
                   targets: np.ndarray | None = None) -> tuple[float, float]:
     """(normalized AUC over ``rates``, fault-free value) of ``program`` on ``maps`` (per rate), in the units of
     ``metric`` (None: top-1 accuracy; a lower-is-better metric negated)."""
-    evaluator = TrialEvaluator(program, image, x, y)
+    evaluator = TrialEvaluator(program, image, x, y, metric=metric, targets=targets)
     clean = 0.0
     acc = []
     for row in maps:
