@@ -394,3 +394,14 @@ def test_an_unbounded_campaign_metric_needs_a_range(model_file, cache, tmp_path,
     data = _spec(model_file, [{"rate": 1e-3, "max": 0.5}], metric={"name": "mse", "target": "input"})
     assert _gate(tmp_path, _write(tmp_path, data), tmp_path / "m.sqlite", cache) == 2
     assert "require[0].range: mlp/baseline is scored with mse, which has no upper bound" in capsys.readouterr().err
+
+
+def test_requirements_judge_the_campaigns_metric_by_default(tmp_path, cache, capsys):
+    """An autoencoder scored by the reconstruction-error ROC AUC: the requirement names no metric and gets auc."""
+    path = tmp_path / "ad08.h5"
+    zoo_model("ad08", 8, 8, seed=1).save(path)
+    data = _spec(path, [{"rate": 1e-3, "min": 0.05}], metric={"name": "auc", "normal": [0, 1, 2, 3, 4]},
+                 rates=[1e-3], trials=40)
+    data["models"][0]["name"] = "ad08"
+    assert _gate(tmp_path, _write(tmp_path, data), tmp_path / "a.sqlite", cache) == 0
+    assert capsys.readouterr().out.startswith("HOLDS     ad08/baseline bitflip @ 0.001: auc >= 0.05")
