@@ -138,3 +138,43 @@ def test_scale_search_scores_with_the_campaign_metric(ad08, digits, metric):
         expected.append(float(np.mean(values)))
     assert per_rate == tuple(expected)
     assert got == float(np.mean(expected))
+
+
+def test_board_scores_mse_against_the_bundles_targets_like_the_workstation(tmp_path, digits):
+    """hwflow deploy packs the .npz's targets when the metric needs them; the host scores the board's outputs
+    against them, and its rows equal the workstation's trial for trial (board: the emulator)."""
+    import yaml
+    from hwflow_host.__main__ import main as host_main
+    from hwflow_host.bundle import load_bundle
+
+    from hwflow.campaign import load_spec, run_campaign
+    from hwflow.campaign.variants import Variant
+    from hwflow.deploy import pack, unpack
+    from tests.test_deploy import make_build
+
+    program, image = converted("mlp-digits")
+    path = tmp_path / "reg.npz"
+    targets = np.random.default_rng(8).normal(size=(len(digits.x_test), 10))
+    np.savez(path, x_train=digits.x_train, y_train=digits.y_train, x_test=digits.x_test, y_test=digits.y_test,
+             targets_test=targets)
+    spec_path = tmp_path / "reg.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "reg-board", "seed": 6, "dataset": str(path), "samples": 60, "metric": "mae",
+        "models": [{"zoo": "mlp-digits", "name": "mlp"}],
+        "faults": [{"model": "bitflip", "rates": [3e-3, 1e-2], "trials": 3}]}))
+    spec = load_spec(spec_path)
+    run_campaign(spec, tmp_path / "ws.sqlite", workers=1, progress=False,
+                 variants=[Variant("mlp/baseline", program, image)])
+    build = make_build(tmp_path / "build", program, image)
+    root = unpack(pack(build, spec_path, tmp_path / "b.tar.gz").path, tmp_path / "board")
+    np.testing.assert_array_equal(load_bundle(root).targets, targets[:60])
+    assert host_main([str(root), "--board", "emulator"]) == 0
+    with ResultsDB(tmp_path / "ws.sqlite") as ws, ResultsDB(root / "results.sqlite") as board:
+        ours = {r.key: (r.metric, r.metric_value) for r in ws.trials("reg-board")}
+        theirs = {r.key: (r.metric, r.metric_value) for r in board.trials("reg-board")}
+        (base,) = board.baselines("reg-board")
+    assert theirs == ours
+    assert len(ours) == 6
+    assert {m for m, _ in ours.values()} == {"mae"}
+    assert base.metric == "mae"
+    assert base.higher_is_better is False

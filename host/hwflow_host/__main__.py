@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_host_campaign(board, bundle.image, plan, bundle.x, bundle.y, db, name,
                                    max_trials=args.max_trials, addresses=bundle.addresses(),
                                    on_trial=_progress(plan, name),
-                                   output_frac=bundle.manifest.data.output_type.frac)
+                                   output_frac=bundle.manifest.data.output_type.frac, targets=bundle.targets)
     except HwflowError as err:
         print(f"hwflow_host: error: {err}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ Layout (paths relative to the bundle folder; ``bundle.json`` names them)::
     campaign.yaml         the campaign spec, as given to hwflow deploy (for people)
     campaign.json         the plan: trials, seeds, fault specs, FaultMap digests (for the host)
     data/x.npy, y.npy     the test inputs (float) and labels
+    data/targets.npy      a regression metric's targets, one row per sample (only when the metric needs them)
     hwflow_host/, hwflow/ this package and the numpy-only part of hwflow it uses
     run.sh                starts (or resumes) the campaign on the board
 """
@@ -45,6 +46,7 @@ class Bundle:
     x: np.ndarray
     y: np.ndarray
     bitstream: Path | None  # None: a dry-run bundle without a bitstream
+    targets: np.ndarray | None = None  # a regression metric's targets (mse/mae against the data set's)
 
     @property
     def program_path(self) -> Path:
@@ -107,7 +109,27 @@ def load_bundle(root: str | Path) -> Bundle:
         msg = f"{info_path}: bitstream: {bitstream!r} is not a file name inside the bundle; redeploy"
         raise BundleError(msg)
     bitstream = root / bitstream if bitstream else None
-    return Bundle(root, info, manifest, image, plan, x, y, bitstream)
+    return Bundle(root, info, manifest, image, plan, x, y, bitstream, _targets(root, info, len(y)))
+
+
+def _targets(root: Path, info: dict, samples: int) -> np.ndarray | None:
+    """The optional regression targets: finite numbers, one row per sample, read only from inside the bundle."""
+    name = info.get("targets")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _inside(root, root / name) or not (root / name).is_file():
+        msg = f"{root / BUNDLE_FILE}: targets: {name!r} is not a file inside the bundle; unpack it again or redeploy"
+        raise BundleError(msg)
+    try:
+        targets = np.load(root / name, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        msg = f"{root}: the regression targets cannot be read ({err}); unpack the bundle again"
+        raise BundleError(msg) from None
+    if not isinstance(targets, np.ndarray) or targets.ndim < 1 or len(targets) != samples \
+            or not np.issubdtype(targets.dtype, np.floating) or not np.all(np.isfinite(targets)):
+        msg = f"{root}: the regression targets are not finite numbers, one row per sample ({samples}): redeploy"
+        raise BundleError(msg)
+    return targets.reshape(samples, -1)
 
 
 def _inside(root: Path, path: Path) -> bool:

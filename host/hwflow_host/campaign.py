@@ -182,7 +182,7 @@ def _hard_fault_message(image: WeightImage, addrs, expected, got, when: str) -> 
 
 
 def host_scorer(plan: CampaignPlan, golden_out: np.ndarray, x: np.ndarray, y: np.ndarray,
-                output_frac: int | None) -> tuple[MetricSpec, Scorer]:
+                output_frac: int | None, targets: np.ndarray | None = None) -> tuple[MetricSpec, Scorer]:
     """The campaign's metric for the plan's variant (from the plan's spec), bound to the board's fault-free
     outputs: the same ``hwflow.metrics`` code the workstation's engine scores with."""
     spec = metric_of_spec(plan.spec, plan.variant)
@@ -191,11 +191,11 @@ def host_scorer(plan: CampaignPlan, golden_out: np.ndarray, x: np.ndarray, y: np
                "from the bundle's manifest)")
         raise CampaignError(msg)
     try:
-        ref = reference(spec, x, y)
+        ref = reference(spec, x, y, targets)
         return spec, Scorer(spec.metric, ref, output_values(golden_out, output_frac or 0))
     except MetricError as err:
         msg = (f"metric {spec.name} cannot score this bundle's outputs ({err}); the host has the inputs and labels "
-               "only: a metric against a data set's targets runs on the workstation")
+               "and labels, and the targets only when hwflow deploy found them in the .npz (targets_<split>)")
         raise CampaignError(msg) from None
 
 
@@ -203,11 +203,11 @@ def run_host_campaign(board: Board, image: WeightImage, plan: CampaignPlan, x: n
                       db_path: str | Path, board_name: str | None = None, *, max_trials: int | None = None,
                       addresses: np.ndarray | None = None,
                       on_trial: Callable[[int, int, TrialRow], None] | None = None,
-                      output_frac: int | None = None) -> HostResult:
+                      output_frac: int | None = None, targets: np.ndarray | None = None) -> HostResult:
     """Run (or resume) ``plan`` on ``board``, committing one row per trial to ``db_path``.
 
     ``output_frac``: fractional bits of the output type (the manifest's), to score a metric on output values;
-    top-1 needs none (the arg-max of the codes).
+    top-1 needs none (the arg-max of the codes). ``targets``: a regression metric's targets (the bundle's).
 
     ``addresses``: the image words the scrub rewrites (default: every word of the image).
     ``max_trials``: stop after this many new trials (the rest resume on the next call).
@@ -231,7 +231,7 @@ def run_host_campaign(board: Board, image: WeightImage, plan: CampaignPlan, x: n
         scrub(board, image, addrs)  # first: whatever a reboot or a power loss left in the memories
         golden_out = np.asarray(board.run(x), dtype=np.int64).reshape(len(y), -1)
         golden_correct = int(np.sum(np.argmax(golden_out, axis=1) == y))
-        spec, scorer = host_scorer(plan, golden_out, x, y, output_frac)
+        spec, scorer = host_scorer(plan, golden_out, x, y, output_frac, targets)
         _check_baseline(db, Baseline(plan.campaign, plan.variant, name, len(y), golden_correct, scorer.metric.name,
                                      scorer.golden_value, scorer.metric.higher_is_better))
         for n, trial in enumerate(todo, 1):

@@ -109,6 +109,7 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
          bitstream: str | Path | None = None, require_bitstream: bool = True) -> PackResult:
     """Write the bundle ``out`` (a .tar.gz unpacking to one folder named after it)."""
     from hwflow.campaign import load_spec
+    from hwflow.campaign.metric import npz_targets
     from hwflow.campaign.runner import evaluation_data
     from hwflow.deploy.plan import host_plan
 
@@ -137,6 +138,7 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
     spec = load_spec(spec_path)
     label = choose_variant(spec, manifest, variant)
     x, y = evaluation_data(spec)
+    targets = npz_targets(spec.dataset, spec.split, spec.samples)
     plan = host_plan(spec, label, image, len(y), in_memory={m.key for m in manifest.memories})
     note = layout_note(spec, manifest, json.loads(program.read_text()).get("source", {}))
 
@@ -155,6 +157,8 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
         (root / "data").mkdir()
         np.save(root / "data" / "x.npy", np.asarray(x))
         np.save(root / "data" / "y.npy", np.asarray(y))
+        if targets is not None:  # a regression metric scores the board's outputs against them
+            np.save(root / "data" / "targets.npy", np.asarray(targets, dtype=np.float64))
         copy_host(root)
         (root / "run.sh").write_text(RUN_SH)
         (root / "run.sh").chmod(0o755)
@@ -162,6 +166,7 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
                 "hwflow": hwflow.__version__, "numpy": np.__version__, "campaign": spec.name, "variant": label,
                 "manifest": "build/manifest.json", "bitstream": f"build/{bit.name}" if bit is not None else None,
                 "plan": "campaign.json", "spec": "campaign.yaml", "x": "data/x.npy", "y": "data/y.npy",
+                "targets": "data/targets.npy" if targets is not None else None,
                 "vendored": [f"hwflow/{rel}" for rel in vendored_modules()]}
         (root / BUNDLE_FILE).write_text(json.dumps(info, indent=1))
         out.parent.mkdir(parents=True, exist_ok=True)
