@@ -239,3 +239,17 @@ def test_npz_object_arrays_refused(tmp_path):
     np.savez(path, **arrays)  # pickled: refused by allow_pickle=False
     with pytest.raises(DatasetError, match="cannot read"):
         load_dataset(path)
+
+
+def test_a_regression_npz_gives_targets_instead_of_labels(tmp_path):
+    """mse/mae campaigns score against targets_<split>: such a data set needs no class labels."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "reg.npz"
+    np.savez(path, x_train=rng.normal(size=(50, 4)), targets_train=rng.normal(size=(50, 2)),
+             x_test=rng.normal(size=(20, 4)), targets_test=rng.normal(size=(20, 2)))
+    d = load_dataset(str(path))
+    assert (len(d.y_train), len(d.y_val), len(d.y_test)) == (45, 5, 20)
+    assert not d.y_test.any()
+    np.savez(path, x_train=rng.normal(size=(50, 4)), x_test=rng.normal(size=(20, 4)))  # neither labels nor targets
+    with pytest.raises(DatasetError, match="missing key"):
+        load_dataset(str(path))

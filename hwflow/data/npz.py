@@ -3,7 +3,9 @@
 A campaign runs for hours; a label array one element short or images in the wrong layout should
 fail here, with the key named, not deep inside Keras. The user's split is kept as given:
 
-- keys ``x_train``, ``y_train``, ``x_test``, ``y_test`` are required;
+- keys ``x_train``, ``y_train``, ``x_test``, ``y_test`` are required, except that a regression data
+  set may give ``targets_<split>`` (one row of output values per sample, what ``mse``/``mae`` score
+  against) instead of the labels ``y_<split>``: it then has one class, and top-1 means nothing for it;
 - ``x_val``, ``y_val`` are optional; without them the last 10% of the training set is the
   validation split (the last, not a random 10%, so the split is the same on every machine);
 - ``x`` may be ``(N, H, W)`` (a channel axis is added), ``(N, H, W, C)`` or ``(N, F)``;
@@ -48,6 +50,9 @@ def load_npz(path: Path) -> Dataset:
         msg = (f"{path}: member(s) {', '.join(not_arrays)} are not numpy arrays; save the file with "
                "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
         raise DatasetError(msg)
+    for split in ("train", "val", "test"):  # a regression data set: targets, no class labels
+        if f"y_{split}" not in arrays and f"targets_{split}" in arrays and f"x_{split}" in arrays:
+            arrays[f"y_{split}"] = np.zeros(len(arrays[f"x_{split}"]), dtype=np.int64)
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         msg = f"{path}: missing key(s) {', '.join(missing)}; a .npz data set needs {', '.join(REQUIRED_KEYS)}"
