@@ -9,6 +9,7 @@ and write no example database into the repository.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,10 @@ from hwflow.errors import HwflowError
 
 
 def fuzz_settings(max_examples: int) -> settings:
-    return settings(max_examples=max_examples, deadline=None, database=None, derandomize=False,
+    """The same generated examples on every run (a CI failure reproduces); HWFLOW_FUZZ_RANDOM=1 explores
+    new ones each run, for a fuzzing session."""
+    explore = os.environ.get("HWFLOW_FUZZ_RANDOM", "") not in ("", "0")
+    return settings(max_examples=max_examples, deadline=None, database=None, derandomize=not explore,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 

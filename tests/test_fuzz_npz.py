@@ -45,9 +45,10 @@ def arrays(draw, n: int | None = None, labels: bool = False):
 def valid_archives(draw) -> dict[str, np.ndarray]:
     """A valid data set (random sizes, dtypes and layouts), then 0..2 of its arrays replaced by anything."""
     shape = draw(st.sampled_from([(4,), (3, 3), (2, 2, 1), (2, 3, 2)]))
-    out = {}
+    out, samples = {}, {}
     for split in draw(st.sampled_from([("train", "test"), ("train", "val", "test")])):
         n = draw(st.integers(1, 12)) if split != "train" else draw(st.integers(10, 20))
+        samples[f"x_{split}"] = samples[f"y_{split}"] = n
         out[f"x_{split}"] = draw(hnp.arrays(draw(st.sampled_from(["float32", "float64", "uint8", "int16"])),
                                             (n, *shape), elements=st.integers(0, 100)))
         out[f"y_{split}"] = draw(hnp.arrays(draw(st.sampled_from(["int64", "uint8", "float32"])), (n,),
@@ -55,7 +56,7 @@ def valid_archives(draw) -> dict[str, np.ndarray]:
     for _ in range(draw(st.integers(0, 2))):
         key = draw(st.sampled_from(sorted(out)))
         if draw(st.booleans()):
-            out[key] = draw(arrays(len(out[key]), labels=key.startswith("y")))
+            out[key] = draw(arrays(samples[key], labels=key.startswith("y")))  # a replaced array may be 0-d
         else:
             del out[key]
     return out

@@ -51,8 +51,9 @@ def load_npz(path: Path) -> Dataset:
                "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)")
         raise DatasetError(msg)
     for split in ("train", "val", "test"):  # a regression data set: targets, no class labels
-        if f"y_{split}" not in arrays and f"targets_{split}" in arrays and f"x_{split}" in arrays:
-            arrays[f"y_{split}"] = np.zeros(len(arrays[f"x_{split}"]), dtype=np.int64)
+        x = arrays.get(f"x_{split}")
+        if f"y_{split}" not in arrays and f"targets_{split}" in arrays and x is not None and x.ndim >= 1:
+            arrays[f"y_{split}"] = np.zeros(len(x), dtype=np.int64)
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         msg = f"{path}: missing key(s) {', '.join(missing)}; a .npz data set needs {', '.join(REQUIRED_KEYS)}"
