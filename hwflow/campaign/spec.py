@@ -177,14 +177,17 @@ def only_more_trials(old: dict, new: dict) -> bool:
         isinstance(x, int) and isinstance(y, int) and y >= x for x, y in zip(a, b, strict=True))
 
 
-def read_yaml(path: str | Path, what: str = "campaign spec") -> object:
-    """The parsed YAML of a spec file, or a SpecError naming the file (missing, unreadable, not YAML)."""
+def read_yaml(path: str | Path, what: str = "campaign spec", loader: type | None = None) -> object:
+    """The parsed YAML of a spec file, or a SpecError naming the file (missing, unreadable, not YAML).
+
+    ``loader``: a SafeLoader subclass with extra tags (hls4ml's project files); default: safe_load."""
     path = Path(path)
     if not path.is_file():
         msg = f"{path}: {what} not found"
         raise SpecError(msg)
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text()
+        return yaml.safe_load(text) if loader is None else yaml.load(text, Loader=loader)  # noqa: S506
     except (OSError, UnicodeDecodeError) as err:
         msg = f"{path}: cannot read the {what} ({err})"
         raise SpecError(msg) from None
@@ -301,11 +304,11 @@ def models_dataset(spec: CampaignSpec) -> str:
     return names[0]
 
 
-def did_you_mean(key: object, known) -> str:
+def did_you_mean(key: object, known, cutoff: float = 0.6) -> str:
     """`` (did you mean 'trials'?)`` for a misspelled field, or nothing when no known field is close."""
     import difflib
 
-    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -14,7 +14,6 @@ user's. What hwflow adds itself, and the checks that need the model, are in ``hl
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -91,22 +90,12 @@ def load_hls_config(path: str | Path) -> UserHlsConfig:
     """Read and check an hls4ml configuration file (either form); a SpecError names the file and the field."""
     import yaml
 
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{path}: hls4ml configuration not found"
-        raise SpecError(msg)
+    from hwflow.campaign.spec import read_yaml
+
     loader = type("_HlsLoader", (yaml.SafeLoader,), {})
     # hls4ml's project files load the model with a '!keras_model' tag: keep its path, do not load it.
     loader.add_constructor("!keras_model", lambda ld, node: str(ld.construct_scalar(node)))
-    try:
-        data = yaml.load(path.read_text(), Loader=loader)  # noqa: S506 (a SafeLoader with one more tag)
-    except (OSError, UnicodeDecodeError) as err:
-        msg = f"{path}: cannot read the hls4ml configuration ({err})"
-        raise SpecError(msg) from None
-    except yaml.YAMLError as err:
-        msg = f"{path}: not valid YAML ({err})"
-        raise SpecError(msg) from None
-    return parse_hls_config(data, str(path))
+    return parse_hls_config(read_yaml(path, "hls4ml configuration", loader), str(path))
 
 
 def parse_hls_config(data: object, where: str = "<hls config>") -> UserHlsConfig:
@@ -203,12 +192,14 @@ def resolve_options(user: UserHlsConfig, io: str | None = None, backend: str | N
 
 def closest(name: str, known) -> str:
     """' (did you mean X?)' for the closest known name, or ''."""
+    from hwflow.campaign.spec import did_you_mean
+
     known = list(known)
-    match = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-    if not match:
-        lower = {k.lower(): k for k in known}
-        match = [lower[name.lower()]] if name.lower() in lower else []
-    return f" (did you mean {match[0]!r}?)" if match else ""
+    hint = did_you_mean(name, known, cutoff=0.5)
+    lower = {k.lower(): k for k in known}
+    if hint or name.lower() not in lower:
+        return hint
+    return f" (did you mean {lower[name.lower()]!r}?)"  # only the case differs
 
 
 def check_type(text: object, where: str, field: str) -> None:
