@@ -9,6 +9,7 @@ and a Dask campaign give the same rows as one uninterrupted serial run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -193,13 +194,8 @@ def run_task(payload: Payload, task: list[tuple[str, Trial]], threads: int = 1) 
 
 def _by_variant(task: list[tuple[str, Trial]]) -> Iterator[tuple[str, list[Trial]]]:
     """Consecutive trials of the same variant, in task order."""
-    i = 0
-    while i < len(task):
-        j = i
-        while j < len(task) and task[j][0] == task[i][0]:
-            j += 1
-        yield task[i][0], [t for _, t in task[i:j]]
-        i = j
+    for label, group in itertools.groupby(task, key=lambda item: item[0]):
+        yield label, [trial for _, trial in group]
 
 
 def _progress(total: int, name: str, enabled: bool):
