@@ -14,6 +14,7 @@ layer, the reference the fused path is tested against.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -330,19 +331,14 @@ class Emulator:
         return cast(cast(m, x_type, acc), acc, layer.result)
 
 
-_CONTROLLER: list = []
-
-
+@functools.cache
 def _blas():
     """threadpoolctl's controller of the loaded BLAS (made once: 0.4 ms; a limit then costs 6 us), or None."""
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-            _CONTROLLER.append(None)
-        else:
-            _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return None
+    return ThreadpoolController()
 
 
 def _blas_threads(controller) -> int:
