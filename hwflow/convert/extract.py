@@ -7,6 +7,7 @@ strategy's weight transposition are all seen as they will be synthesized.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -45,6 +46,31 @@ _GEOMETRY = (
 _RESOURCE_AXES = {Kind.DENSE: (1, 0), Kind.CONV1D: (2, 0, 1), Kind.CONV2D: (3, 0, 1, 2)}
 
 
+_ATTRS: dict[Kind, Callable] = {}
+"""Per kind added by ``register_layer``: what it reads off the hls4ml layer into ``LayerSpec.attrs``."""
+
+
+def register_layer(class_name: str, kind: Kind, attrs: Callable | None = None,
+                   resource_axes: dict[str, tuple[int, ...]] | None = None) -> None:
+    """Accept hls4ml's layer class ``class_name`` as emulator kind ``kind`` (from the kind's own module).
+
+    ``attrs(layer) -> dict``: what the emulator needs beyond the common geometry (read after hls4ml's
+    optimizers ran); ``resource_axes``: per array, how the Resource strategy stores it transposed
+    (firmware = logical.transpose(axes)). Registering the same class twice is refused.
+    """
+    if class_name in _KINDS and _KINDS[class_name] is not kind:
+        msg = f"hls4ml's {class_name} is already read as {_KINDS[class_name].value}"
+        raise ConversionError(msg)
+    _KINDS[class_name] = kind
+    if attrs is not None:
+        _ATTRS[kind] = attrs
+    for array, axes in (resource_axes or {}).items():
+        _ARRAY_AXES[(kind, array)] = tuple(axes)
+
+
+_ARRAY_AXES: dict[tuple[Kind, str], tuple[int, ...]] = {}
+
+
 def _kind(layer) -> Kind:
     kind = _KINDS.get(layer.class_name)
     if kind is None:
@@ -72,6 +98,8 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
         if kind in (Kind.DENSE, Kind.CONV1D, Kind.CONV2D):  # per layer: a user's configuration sets them so
             attrs["reuse_factor"] = int(layer.get_attr("reuse_factor", 1))
             attrs["strategy"] = str(layer.get_attr("strategy", "latency")).lower()
+        if kind in _ATTRS:
+            attrs.update(_ATTRS[kind](layer))
         accum = layer.get_attr("accum_t")
         specs.append(
             LayerSpec(
@@ -137,7 +165,10 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
             text_values = np.array([float(var.precision_fmt.format(v)) for v in data.reshape(-1)])
             codes = quantize_float(text_values, ftype)
             axes = tuple(range(data.ndim))
-            if name == "weight" and layer.get_attr("_weights_transposed", False) is True:
+            resource = str(layer.get_attr("strategy", "")).lower().startswith("resource")
+            if (kind, name) in _ARRAY_AXES and (resource or layer.get_attr("_weights_transposed", False) is True):
+                axes = _ARRAY_AXES[(kind, name)]
+            elif name == "weight" and layer.get_attr("_weights_transposed", False) is True:
                 axes = _RESOURCE_AXES[kind]
             elif name == "weight" and str(layer.get_attr("strategy", "")).lower().startswith("resource"):
                 axes = _RESOURCE_AXES.get(kind, axes)

@@ -42,6 +42,15 @@ WEIGHTED = {
 }
 
 
+def register_arrays(kind: Kind, names: tuple[str, ...]) -> None:
+    """Declare the weight-memory arrays of a layer kind added in its own module (hls4ml's names, in
+    the order hls4ml declares them); a kind is declared once."""
+    if kind in WEIGHTED and WEIGHTED[kind] != tuple(names):
+        msg = f"{kind.value} layers already hold the arrays {WEIGHTED[kind]}, not {tuple(names)}"
+        raise FormatError(msg)
+    WEIGHTED[kind] = tuple(names)
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One layer: its kind, inputs, output shape (without batch) and the types it computes in.

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import gemm, ops
+from hwflow.emulator import gemm, kernels, ops
 from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.fused import FusedRunner, pool_geometry, sequential
 from hwflow.emulator.program import Kind, LayerSpec, Program
@@ -194,16 +194,19 @@ class Emulator:
         first = 1 if start is None else self.program.index(start) + 1
         begin = layers[first - 1]
         values = {begin.name: codes}
+        last_use = {name: i for i, layer in enumerate(layers) for name in layer.inputs}  # a merge reads late
         for i, layer in enumerate(layers[first:], start=first):
             src = values[layer.inputs[0]]
             src_type = self._type_of(layer.inputs[0])
             nxt = layers[i + 1] if i + 1 < len(layers) else None
             if not keep and layer.name != upto and self._pool_first(layer, nxt, src_type):
                 src = ops.max_pool(src, *self._pool_geometry(nxt)[:2])  # see _pool_first
-            values[layer.name] = self._layer(layer, src, src_type)
+            more = [values[name] for name in layer.inputs[1:]]
+            values[layer.name] = self._layer(layer, src, src_type, more, [self._type_of(n) for n in layer.inputs[1:]])
             if not keep:
                 for name in layer.inputs:
-                    values.pop(name, None)
+                    if last_use.get(name, -1) <= i:
+                        values.pop(name, None)
             if layer.name == upto:
                 break
         if keep:
@@ -213,9 +216,17 @@ class Emulator:
     def _type_of(self, name: str) -> FixedType:
         return self.program.layer(name).result
 
-    def _layer(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+    def weights(self, layer: LayerSpec, name: str) -> Weights | None:
+        """Array ``name`` of ``layer`` as the current image holds it (None: the layer has no such array)."""
+        return self._weights.get((layer.name, name))
+
+    def _layer(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType, more: list | tuple = (),
+               more_types: list | tuple = ()) -> np.ndarray:
         kind = layer.kind
         a = layer.attrs
+        op = kernels.OPS.get(kind)
+        if op is not None:  # a kind whose kernel lives in its own module (hwflow.emulator.kernels)
+            return op(self, layer, [x, *more], [x_type, *more_types])
         if kind is Kind.DENSE:
             lead = x.shape[:-1]
             y = self._linear(layer, x.reshape(-1, x.shape[-1]), x_type)
