@@ -14,6 +14,7 @@ import numpy as np
 from hwflow.campaign.delta.registry import rule_for
 from hwflow.campaign.delta.state import ChannelMajor
 from hwflow.emulator import Emulator, Kind, Program
+from hwflow.emulator.fused import sequential
 from hwflow.emulator.run import Weights
 from hwflow.fixed import FixedType
 from hwflow.image import WeightImage
@@ -59,7 +60,9 @@ def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set
     for layer in layers[1:]:
         rule = rule_for(layer)
         if rule.needs_input(layer):
-            needed.add(layer.inputs[0])
+            needed.update(layer.inputs)  # every input: a merge's rule fills blocks from each
+        if getattr(rule, "needs_output", lambda _: False)(layer):
+            needed.add(layer.name)
         if getattr(rule, "needs_accumulator", lambda _: False)(layer):
             accumulators.add(layer.name)
         if getattr(rule, "needs_columns", lambda _: False)(layer):
@@ -106,6 +109,8 @@ class Golden:
         weights = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in program.names}
 
         self._bound = {}
+        graph = not sequential(program)
+        last_use = {name: i for i, layer in enumerate(layers) for name in layer.inputs}
         for lo in range(0, n, PASS_CHUNK):
             sl = slice(lo, min(lo + PASS_CHUNK, n))
             codes = emulator.quantize_input(x[sl])
@@ -114,7 +119,7 @@ class Golden:
             outputs = {layers[0].name: codes}
             if layers[0].name in self.kept:
                 self._write(layers[0].name, sl, codes)
-            for layer in layers[1:]:
+            for i, layer in enumerate(layers[1:], start=1):
                 src = outputs[layer.inputs[0]]
                 if layer.name in self.accumulators:
                     rule = rule_for(layer)
@@ -124,8 +129,12 @@ class Golden:
                 if layer.name in self.columns:
                     self.codes[columns_key(layer.name)][:, sl] = rule_for(layer).columns(
                         layer, src.astype(self.codes[columns_key(layer.name)].dtype))
-                out = emulator.run_codes(src, start=layer.inputs[0], upto=layer.name)
+                out = self._run(emulator, layer, outputs, graph)
                 outputs[layer.name] = out
+                if graph:  # a value is dropped after its last reader
+                    for name in layer.inputs:
+                        if last_use[name] <= i:
+                            outputs.pop(name, None)
                 if layer.name in self.kept:
                     self._write(layer.name, sl, out)
         for name in self.accumulators | {layer.name for layer in layers[1:] if layer.accum is not None}:
@@ -133,6 +142,19 @@ class Golden:
             if key in self.codes:
                 self.codes[key] = _float32_if_exact(self.codes[key])
         self.output = self.codes[layers[-1].name]
+
+    @staticmethod
+    def _run(emulator: Emulator, layer, outputs: dict[str, np.ndarray], graph: bool) -> np.ndarray:
+        """One layer's fault-free output codes from its inputs' codes.
+
+        A chain of layers continues through ``run_codes`` (the fused path). In a graph (a merge reads
+        two values) each layer runs its plain kernel on every input: ``run_codes`` can only continue
+        from a single value."""
+        if not graph:
+            return emulator.run_codes(outputs[layer.inputs[0]], start=layer.inputs[0], upto=layer.name)
+        types = [emulator.program.layer(name).result for name in layer.inputs]
+        return emulator._layer(layer, outputs[layer.inputs[0]], types[0], [outputs[n] for n in layer.inputs[1:]],
+                               types[1:])
 
     @staticmethod
     def conv_layers(program: Program) -> set[str]:

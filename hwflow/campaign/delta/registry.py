@@ -13,6 +13,17 @@ layer kind (a merge, a depthwise convolution, average pooling, a lookup table):
 
 A second rule for a kind is refused (``register_rule`` raises), so two modules cannot silently
 disagree about one layer.
+
+A kind without a rule of its own is not refused: ``rule_for`` gives it the generic exact fallback
+(``hwflow.campaign.delta.fallback.Recompute``), which recomputes the samples an input's blocks hold
+(the union over every input; every sample when the layer's own words changed) with the layer's
+emulator kernel on the faulty inputs, then trims to what changed. A rule of the kind's own is
+faster (it computes only what a block touches), never more exact. Only the input layer, which no
+trial computes, has no rule.
+
+A rule may also say what the golden pass must keep beyond the first input (``needs_input``: every
+input of the layer is kept): ``needs_output(layer)`` (its own fault-free output, to trim against),
+``needs_accumulator``, ``needs_columns`` (``hwflow.campaign.delta.golden.plan``).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from hwflow.campaign.delta.fallback import FALLBACK
 from hwflow.emulator import Emulator, Kind, LayerSpec
 from hwflow.emulator.run import Weights
 from hwflow.errors import EmulatorError, UnsupportedLayerError
@@ -88,9 +100,12 @@ def register_rule(kind: Kind, rule: Rule) -> Rule:
 
 
 def rule_for(layer: LayerSpec) -> Rule:
-    try:
-        return RULES[layer.kind]
-    except KeyError:
-        msg = (f"layer {layer.name} ({layer.kind.value}) has no delta rule in hwflow.campaign.delta; "
-               "add one (see hwflow/campaign/delta/registry.py) or evaluate with full_evaluate")
-        raise UnsupportedLayerError(msg) from None
+    """The rule of ``layer``'s kind, or the exact fallback (``fallback.Recompute``) for a kind without one."""
+    rule = RULES.get(layer.kind)
+    if rule is not None:
+        return rule
+    if layer.kind is Kind.INPUT:
+        msg = (f"layer {layer.name} ({layer.kind.value}) has no delta rule in hwflow.campaign.delta: the input "
+               "is never recomputed (a trial starts at its first faulty layer)")
+        raise UnsupportedLayerError(msg)
+    return FALLBACK
