@@ -31,6 +31,9 @@ class Kind(enum.Enum):
     ZEROPAD1D = "zeropad1d"
     ZEROPAD2D = "zeropad2d"
     RESHAPE = "reshape"
+    CROP1D = "crop1d"  # hwflow.emulator.shape
+    CROP2D = "crop2d"
+    RESIZE = "resize"  # UpSampling1D/2D, nearest (hls4ml Resize)
 
 
 # Layers whose arrays live in weight memory, and the names of those arrays in hls4ml.
