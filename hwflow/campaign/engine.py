@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from hwflow.campaign.delta import Golden, Step, rule_for
 from hwflow.campaign.delta.golden import bytes_per_sample
 from hwflow.campaign.delta.hoist import apply_step, chains, pool_blocks, pool_casts, pool_geometry, step_function
 from hwflow.campaign.delta.state import Delta, apply, trim
+from hwflow.campaign.golden_cache import GoldenCache
 from hwflow.campaign.metric import TrialMetric, changed_rows
 from hwflow.emulator import Emulator, Kind, Program
 from hwflow.emulator.run import Weights
@@ -63,10 +65,14 @@ class TrialEvaluator:
     """Holds the fault-free run of one variant on the evaluation samples, and evaluates fault maps."""
 
     def __init__(self, program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, chunk: int = 256,
-                 memory: int = MEMORY, metric: MetricSpec | None = None, targets: np.ndarray | None = None):
+                 memory: int = MEMORY, metric: MetricSpec | None = None, targets: np.ndarray | None = None,
+                 golden_cache: str | Path | None = None):
         """``memory``: bytes the fault-free codes may take. When the evaluation samples need more, they
         are split into chunks that fit; each trial batch then walks the chunks, recomputing each
-        chunk's fault-free pass once per batch (``evaluate_many`` amortizes it over the batch)."""
+        chunk's fault-free pass once per batch (``evaluate_many`` amortizes it over the batch).
+        ``golden_cache``: a folder of fault-free passes under content keys (``hwflow.campaign.golden_cache``),
+        read instead of recomputed where an entry is there; None: the one ``HWFLOW_GOLDEN_CACHE`` names, if any."""
+        self._golden_cache = GoldenCache(golden_cache) if golden_cache is not None else GoldenCache.from_env()
         self.program = program
         self.image = image
         self.x = x
@@ -108,7 +114,13 @@ class TrialEvaluator:
         if i not in self._stores:
             self._stores.clear()  # one chunk in memory at a time
             lo, hi = self._ranges[i]
-            self._stores[i] = Golden(self.program, self.image, self.emulator, self.x[lo:hi])
+
+            def build(lo=lo, hi=hi) -> Golden:
+                return Golden(self.program, self.image, self.emulator, self.x[lo:hi])
+
+            cache = self._golden_cache
+            self._stores[i] = build() if cache is None else cache.fault_free(self.program, self.image, self.x, lo,
+                                                                             hi, build)
         return self._stores[i]
 
     @property
