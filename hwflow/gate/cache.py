@@ -116,6 +116,11 @@ def cached_variants(spec: CampaignSpec, cache_dir: str | Path, progress: bool = 
     return out
 
 
+def golden_folder(cache_dir: str | Path | None) -> Path | None:
+    """Where the campaign engine keeps fault-free passes in the cache folder (``hwflow.campaign.golden_cache``)."""
+    return None if cache_dir is None else Path(cache_dir) / "golden"
+
+
 def _store(entry: Path, variant) -> None:
     """Write an entry in a temporary folder and rename it: a killed job leaves no half entry."""
     if (entry / "done").is_file():

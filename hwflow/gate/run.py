@@ -38,7 +38,7 @@ class GateConfig:
     """Worker processes for the trials (``run_campaign``'s ``workers``)."""
     progress: bool = False
     cache: str | Path | None = None
-    """CI cache folder for trained models and conversions (``hwflow.gate.cache``); None: no cache."""
+    """CI cache folder for trained models, conversions and fault-free passes (``hwflow.gate.cache``); None: no cache."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,11 @@ def _ensure(current: CampaignSpec, db_path, variants, config: GateConfig) -> int
         if sens is not None:
             sens = replace(sens, trials=max(sens.trials, int(stored["sensitivity"]["trials"])))
         target = replace(current, faults=faults, sensitivity=sens)
-    result = run_campaign(target, db_path, workers=config.workers, progress=config.progress, variants=variants)
+    from hwflow.campaign.golden_cache import active
+    from hwflow.gate.cache import golden_folder
+
+    with active(golden_folder(config.cache)):  # the campaign's evaluators (and workers) read and keep their passes
+        result = run_campaign(target, db_path, workers=config.workers, progress=config.progress, variants=variants)
     return result.ran
 
 
