@@ -1,5 +1,10 @@
 """The bit-exact emulator: a Program (layers and types) executed on a WeightImage in numpy."""
 
+from hwflow.emulator import (
+    depthwise,  # noqa: F401 - registers the depthwise kernels
+    merge,  # noqa: F401 - registers the merge kernels
+)
+from hwflow.emulator import shape  # noqa: F401 - registers the cropping and resize kernels
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.emulator.run import Emulator
 

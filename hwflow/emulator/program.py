@@ -31,9 +31,17 @@ class Kind(enum.Enum):
     ZEROPAD1D = "zeropad1d"
     ZEROPAD2D = "zeropad2d"
     RESHAPE = "reshape"
+    PARAM_ACTIVATION = "param_activation"  # hwflow.emulator.activations: LeakyReLU, ThresholdedReLU, ELU
+    HARD_ACTIVATION = "hard_activation"  # hwflow.emulator.activations: hard sigmoid / tanh
+    PRELU = "prelu"  # hwflow.emulator.activations
+    SOFTMAX = "softmax"  # hwflow.emulator.activations
+    MERGE = "merge"  # Add, Subtract, Multiply, Average, Maximum, Minimum (hwflow.emulator.merge)
+    CONCATENATE = "concatenate"  # hwflow.emulator.merge
     CROP1D = "crop1d"  # hwflow.emulator.shape
     CROP2D = "crop2d"
     RESIZE = "resize"  # UpSampling1D/2D, nearest (hls4ml Resize)
+    DEPTHWISE1D = "depthwise1d"  # hwflow.emulator.depthwise
+    DEPTHWISE2D = "depthwise2d"  # hwflow.emulator.depthwise
 
 
 # Layers whose arrays live in weight memory, and the names of those arrays in hls4ml.

@@ -34,13 +34,26 @@ SUPPORTED_LAYERS = frozenset({
     "Activation", "QActivation", "ReLU",
     "ClipActivation",  # FT-ClipAct (hwflow.harden.clipact)
     "MaxPooling1D", "MaxPooling2D",
+    "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D", "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D", "GlobalMaxPooling2D",  # hwflow.emulator.pooling
+    "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D", "Reshape",
     "Flatten",
     "Dropout",  # the identity at inference
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",  # two inputs (layers_merge)
+    "DepthwiseConv1D", "DepthwiseConv2D", "QDepthwiseConv2D",  # depth multiplier 1 (hwflow.convert.layers_conv)
+    "SeparableConv1D", "SeparableConv2D", "QSeparableConv1D", "QSeparableConv2D",
+    "QConv2DBatchnorm",  # hls4ml folds the batch norm into the kernel and bias
 })  # fmt: skip
 ACTIVATIONS = frozenset({"linear", "relu", "softmax"})
 """Activations allowed in an ``Activation`` layer or inside a Dense/Conv layer."""
 QUANTIZED_ACTIVATIONS = frozenset({"quantized_relu", "quantized_bits"})
 """Quantizers allowed in a ``QActivation`` layer (and inside a QDense/QConv layer)."""
+
+_HINTS = {
+    "QDepthwiseConv2DBatchnorm": ("; hls4ml 1.3.0 has no converter for it: train with QDepthwiseConv2D followed by "
+                                  "BatchNormalization instead"),
+}
+"""Why a Keras class that looks supported is not, where there is more to say than that."""
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
@@ -151,11 +164,17 @@ def _check_layer(layer: Any) -> None:
     kind = type(layer).__name__
     where = f"layer {layer.name!r} ({kind})"
     if kind not in SUPPORTED_LAYERS:
-        hint = "; flatten nested models into one" if hasattr(layer, "layers") else ""
+        hint = "; flatten nested models into one" if hasattr(layer, "layers") else _HINTS.get(kind, "")
         msg = (
             f"{where} is not supported{hint}. Supported layers: {', '.join(sorted(SUPPORTED_LAYERS))}"
         )
         raise UnsupportedLayerError(msg)
+    if "Depthwise" in kind or "Separable" in kind:
+        multiplier = layer.get_config().get("depth_multiplier", 1)
+        if multiplier != 1:
+            msg = (f"{where} has depth_multiplier {multiplier}: hls4ml 1.3.0's depthwise kernels compute a depth "
+                   "multiplier of 1 only; use depth_multiplier=1")
+            raise UnsupportedLayerError(msg)
     if kind == "QActivation":
         name = _activation_name(layer.activation)
         if name not in QUANTIZED_ACTIVATIONS:
@@ -174,7 +193,32 @@ def _check_layer(layer: Any) -> None:
             raise UnsupportedLayerError(msg)
 
 
+_POOL_SHAPE = frozenset({
+    "MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "ZeroPadding1D", "ZeroPadding2D",
+    "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D",
+})  # fmt: skip
+
+
+def _check_pool_shape(layer: Any, kind: str, where: str) -> None:
+    """What hls4ml converts but hwflow does not follow in the pooling and shape layers."""
+    if kind not in _POOL_SHAPE:
+        return
+    config = layer.get_config()
+    if config.get("data_format") == "channels_first":
+        msg = f"{where} uses data_format='channels_first'; hwflow follows channels_last models only"
+        raise UnsupportedLayerError(msg)
+    if kind == "UpSampling2D" and config.get("interpolation", "nearest") != "nearest":
+        msg = (f"{where} uses interpolation={config['interpolation']!r}; hls4ml 1.3.0 resizes with 'nearest' "
+               "only on Vivado/Vitis")
+        raise UnsupportedLayerError(msg)
+    if kind.startswith("Global") and config.get("keepdims"):
+        msg = f"{where} uses keepdims=True; use keepdims=False (and a Reshape after it if the shape matters)"
+        raise UnsupportedLayerError(msg)
+
+
 def check_supported(model: tf.keras.Model) -> None:
     """Raise :class:`UnsupportedLayerError` naming the first layer the flow cannot handle."""
     for layer in model.layers:
         _check_layer(layer)
+        _check_pool_shape(layer, type(layer).__name__, f"layer {layer.name!r} ({type(layer).__name__})")
