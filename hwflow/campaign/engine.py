@@ -91,7 +91,11 @@ class TrialEvaluator:
         self._logical = {a.key: _logical_positions(a) for a in image if a.layer in self._index}
         self._clean = {(a.layer, a.name): Weights.of(a) for a in image if a.layer in self._index}
         self._types = {layer.name: layer.result for layer in program.layers}
-        self._chains = chains(program)
+        # Layers read by the next layer alone: a chain is hoisted past, and a convolution's output cropped
+        # to a pool's windows, only where no other layer (a branch, a merge) reads what is skipped.
+        self._only_next = {i for i in range(len(program.layers)) if self._readers(program, i) == [i + 1]}
+        self._chains = {start: end for start, end in chains(program).items()
+                        if all(k in self._only_next for k in range(start, end))}
         # The last layer reading each output: a trial's blocks of a layer are dropped after it.
         self._last_use = {name: i for i, layer in enumerate(program.layers) for name in layer.inputs}
         self._steps: dict[int, tuple | None] = {}  # chain start -> its folded step function (or None)
@@ -212,11 +216,13 @@ class TrialEvaluator:
         while i < len(layers):
             layer = layers[i]
             inputs = deltas.get(layer.inputs[0], []) if i > first else []
+            more = tuple(deltas.get(name, []) for name in layer.inputs[1:])  # a merge's other inputs
             mine = changed.get(layer.name, {})
-            if not inputs and not mine:
-                if i > last:
-                    return []  # every delta vanished after the last faulty layer
+            if not inputs and not mine and not any(more):
+                if i > last and not any(deltas.values()):
+                    return []  # every delta vanished after the last faulty layer (on every branch)
                 deltas[layer.name] = []
+                self._release(deltas, i)
                 i += 1
                 continue
             end = self._chains.get(i)
@@ -229,7 +235,7 @@ class TrialEvaluator:
                     continue
             step = self._step(layer, inputs, mine, store)
             step.crop = self._crop(i, changed)
-            step.more_inputs = tuple(deltas.get(name, []) for name in layer.inputs[1:])
+            step.more_inputs = more
             out = rule_for(layer).delta(step)
             if self._trim.get(layer.name):
                 out = trim(out, store[layer.name])
@@ -237,6 +243,12 @@ class TrialEvaluator:
             self._release(deltas, i)
             i += 1
         return deltas[layers[-1].name]
+
+    @staticmethod
+    def _readers(program: Program, i: int) -> list[int]:
+        """The indices of the layers reading layer ``i``'s output."""
+        name = program.layers[i].name
+        return [k for k, layer in enumerate(program.layers) if name in layer.inputs]
 
     def _release(self, deltas: dict[str, Delta], i: int) -> None:
         """Drop the blocks that no layer after ``i`` reads."""
@@ -257,6 +269,8 @@ class TrialEvaluator:
         layers = self.program.layers
         end = self._chains.get(i + 1)
         if end is None or layers[i].kind not in (Kind.CONV1D, Kind.CONV2D):
+            return None
+        if i not in self._only_next:  # a branch reads every position
             return None
         if any(layers[k].name in changed for k in range(i + 1, end)):
             return None

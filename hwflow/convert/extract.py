@@ -36,6 +36,10 @@ _KINDS = {
     "Reshape": Kind.RESHAPE,
 }
 
+COPIES = frozenset({"Clone"})
+"""Layers that copy a stream for its second reader (io_stream, hls4ml's ``clone_output`` pass): the
+same words, same type, so the Program leaves them out and their readers read the copied layer."""
+
 _GEOMETRY = (
     "n_in", "n_out", "n_chan", "n_filt", "in_height", "in_width", "out_height", "out_width",
     "filt_height", "filt_width", "stride_height", "stride_width", "pad_top", "pad_bottom", "pad_left",
@@ -86,6 +90,8 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
     names = names_of(hls_model)
     specs = []
     for layer in hls_model.get_layers():
+        if layer.class_name in COPIES:
+            continue
         kind = _kind(layer)
         attrs = {k: _plain(layer.get_attr(k)) for k in _GEOMETRY if layer.get_attr(k) is not None}
         if kind is Kind.ACTIVATION:
@@ -98,6 +104,9 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
         if kind in (Kind.DENSE, Kind.CONV1D, Kind.CONV2D):  # per layer: a user's configuration sets them so
             attrs["reuse_factor"] = int(layer.get_attr("reuse_factor", 1))
             attrs["strategy"] = str(layer.get_attr("strategy", "latency")).lower()
+            from hwflow.convert.layers_quant import mac_attrs  # binary/ternary/po2 products (not plain ones)
+
+            attrs.update(mac_attrs(layer))
         if kind in _ATTRS:
             attrs.update(_ATTRS[kind](layer))
         accum = layer.get_attr("accum_t")
@@ -122,10 +131,11 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
 
 
 def _producer(hls_model, tensor: str) -> str:
-    """Name of the layer whose output is ``tensor`` (hls4ml names tensors after layers, mostly)."""
+    """Name of the layer whose output is ``tensor`` (hls4ml names tensors after layers, mostly); through
+    a copy (``COPIES``), the layer whose output was copied."""
     for layer in hls_model.get_layers():
         if tensor in layer.outputs:
-            return layer.name
+            return _producer(hls_model, layer.inputs[0]) if layer.class_name in COPIES else layer.name
     return tensor
 
 
@@ -155,15 +165,23 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
     arrays = []
     names = names_of(hls_model)
     for layer in hls_model.get_layers():
+        if layer.class_name in COPIES:
+            continue
         kind = _kind(layer)
         for name in WEIGHTED.get(kind, ()):
             var = layer.weights.get(name)
             if var is None:
                 continue
-            ftype = from_hls4ml(var.type.precision)
+            from hwflow.convert.layers_quant import stored_words  # XNOR, ternary and exponent words
+
             data = np.asarray(var.data, dtype=np.float64)
-            text_values = np.array([float(var.precision_fmt.format(v)) for v in data.reshape(-1)])
-            codes = quantize_float(text_values, ftype)
+            quantized = stored_words(layer, kind, name, var)
+            if quantized is None:
+                ftype = from_hls4ml(var.type.precision)
+                text_values = np.array([float(var.precision_fmt.format(v)) for v in data.reshape(-1)])
+                fmt, words = StorageFormat(FormatKind.FIXED, ftype), ftype.to_unsigned(quantize_float(text_values, ftype))
+            else:
+                fmt, words = quantized
             axes = tuple(range(data.ndim))
             resource = str(layer.get_attr("strategy", "")).lower().startswith("resource")
             if (kind, name) in _ARRAY_AXES and (resource or layer.get_attr("_weights_transposed", False) is True):
@@ -179,11 +197,11 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
                 var=var.name,
                 shape=logical,
                 axes=axes,
-                format=StorageFormat(FormatKind.FIXED, ftype),
+                format=fmt,
                 scale=Scale(),
-                words=ftype.to_unsigned(codes),
+                words=words,
             )
-            arrays.append(_stored(array, plan) if plan is not None else array)
+            arrays.append(_stored(array, plan) if plan is not None and fmt.kind is FormatKind.FIXED else array)
     image = WeightImage(tuple(arrays))
     if plan is not None:
         plan.check(image)

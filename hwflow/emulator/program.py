@@ -31,6 +31,8 @@ class Kind(enum.Enum):
     ZEROPAD1D = "zeropad1d"
     ZEROPAD2D = "zeropad2d"
     RESHAPE = "reshape"
+    APPLY_ALPHA = "apply_alpha"  # hls4ml's ApplyAlpha (a QKeras alpha scale; hwflow.emulator.products)
+    BN_QUANTIZED_TANH = "bn_quantized_tanh"  # batch norm + binary/ternary tanh as thresholds (hwflow.emulator.products)
     PARAM_ACTIVATION = "param_activation"  # hwflow.emulator.activations: LeakyReLU, ThresholdedReLU, ELU
     HARD_ACTIVATION = "hard_activation"  # hwflow.emulator.activations: hard sigmoid / tanh
     PRELU = "prelu"  # hwflow.emulator.activations

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import gemm, kernels, ops
+from hwflow.emulator import gemm, kernels, ops, pooling
 from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.fused import FusedRunner, pool_geometry, sequential
 from hwflow.emulator.program import Kind, LayerSpec, Program
@@ -136,9 +136,24 @@ class Emulator:
             last = self._last(upto)
             outs = self._map(lambda i: self._runner.run(codes[i : i + self.chunk], x_type, first, last), len(codes))
         else:
+            self._check_cut(start, upto)
             outs = [self._run_chunk(codes[i : i + self.chunk], upto, False, start)
                     for i in range(0, len(codes), self.chunk)]
         return _as_codes(outs, self._shape(upto))
+
+    def _check_cut(self, start: str | None, upto: str | None) -> None:
+        """In a graph, continuing from one layer's codes needs every value the later layers read to be
+        computed after it: a shortcut from before ``start`` cannot be continued (run from the input)."""
+        if start is None:
+            return
+        first, last = self.program.index(start) + 1, self._last(upto)
+        for layer in self.program.layers[first : last + 1]:
+            for name in layer.inputs:
+                if name != start and self.program.index(name) < first:
+                    msg = (f"run_codes cannot continue from layer {start}: layer {layer.name} also reads {name}, "
+                           f"computed before {start} (a graph is continued only from a layer that every later "
+                           "value depends on alone; run from the input, or give each layer its inputs)")
+                    raise EmulatorError(msg)
 
     def _map(self, job, n: int) -> list[np.ndarray]:
         """``job(start)`` for every chunk start, in order; with one BLAS thread, on up to two threads.
@@ -247,8 +262,7 @@ class Emulator:
         if kind in (Kind.POOL2D, Kind.POOL1D):
             return self._pool(layer, x, x_type)
         if kind in (Kind.GLOBALPOOL2D, Kind.GLOBALPOOL1D):
-            axes = tuple(range(1, x.ndim - 1))
-            return self._max_to(layer, x.max(axis=axes), x_type)
+            return pooling.global_pool(layer, x, x_type, self.program.io_type)
         if kind in (Kind.ZEROPAD2D, Kind.ZEROPAD1D):
             nd = x.ndim - 2
             before = (a["pad_top"], a["pad_left"])[-nd:] if nd == 2 else (a["pad_left"],)
@@ -297,8 +311,13 @@ class Emulator:
             return cast(np.maximum(x, 0), x_type, layer.result)
         if fn == "linear":
             return cast(x, x_type, layer.result)
-        msg = (f"activation {fn!r} of layer {layer.name} is not emulated (relu and linear are; a final "
-               "softmax is removed before conversion, since hwflow compares logits)")
+        from hwflow.emulator import activations  # table activations: sigmoid, tanh, softplus, softsign
+
+        y = activations.activation(layer, x, x_type)
+        if y is not None:
+            return y
+        msg = (f"activation {fn!r} of layer {layer.name} is not emulated (relu, linear and "
+               f"{', '.join(activations.LUT_FUNCTIONS)} are)")
         raise UnsupportedLayerError(msg)
 
     _pool_geometry = staticmethod(pool_geometry)
@@ -314,18 +333,26 @@ class Emulator:
             return False
         if nxt.kind not in (Kind.POOL1D, Kind.POOL2D) or nxt.inputs != (layer.name,):
             return False
+        if sum(layer.name in other.inputs for other in self.program.layers) != 1:  # a branch reads it unpooled
+            return False
         if nxt.attrs.get("pool_op") != "Max" or any(self._pool_geometry(nxt)[2]) or any(self._pool_geometry(nxt)[3]):
             return False
         return monotone_cast(x_type, layer.result)  # a wrap or SAT_ZERO overflow is not monotonic
 
     def _pool(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
         a = layer.attrs
+        if a["pool_op"] == "Average":
+            return pooling.average_pool(layer, x, x_type, self.program.io_type)
         if a["pool_op"] != "Max":
-            msg = f"{a['pool_op']} pooling (layer {layer.name}) is not emulated yet; use max pooling"
+            msg = f"{a['pool_op']} pooling (layer {layer.name}) is not emulated; hls4ml has Max and Average"
             raise UnsupportedLayerError(msg)
         size, stride, before, after = self._pool_geometry(layer)
         if x.shape[1:] == tuple(layer.output_shape) and self._pooled_already(layer, x):
             return self._max_to(layer, x, x_type)
+        acc = layer.accum or x_type
+        if self.program.io_type == "io_stream" and not monotone_cast(x_type, acc):
+            # io_stream casts each value to accum_t before comparing (reduce_pool); a wrap breaks the order
+            return cast(ops.max_pool(pooling.cast_codes(x, x_type, acc), size, stride), acc, layer.result)
         # hls4ml pads max pooling with the word whose MSB alone is set (pad_val<T, Max>).
         pad_code = -(1 << (x_type.width - 1)) if x_type.signed else 1 << (x_type.width - 1)
         return self._max_to(layer, ops.max_pool(ops.pad(x, before, after, pad_code), size, stride), x_type)

@@ -202,6 +202,10 @@ _POOL_SHAPE = frozenset({
 
 def _check_pool_shape(layer: Any, kind: str, where: str) -> None:
     """What hls4ml converts but hwflow does not follow in the pooling and shape layers."""
+    if kind == "Reshape" and -1 in tuple(layer.get_config().get("target_shape", ())):
+        msg = (f"{where} has -1 in its target shape, which hls4ml 1.3.0 passes on to the next layer's sizes "
+               f"as -1; write the shape out: {tuple(layer.output_shape[1:])}")
+        raise UnsupportedLayerError(msg)
     if kind not in _POOL_SHAPE:
         return
     config = layer.get_config()

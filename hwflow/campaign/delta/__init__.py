@@ -3,14 +3,16 @@
 - ``state``: the :class:`Block` lists a trial carries (changed samples x channels, dense inside);
 - ``registry``: the rule table (one :class:`Rule` per layer kind) and how to add a kind;
 - ``golden``: the fault-free run, kept compact, that the deltas are relative to;
-- ``mac``, ``channelwise``, ``reshape``: the rules of today's layer kinds;
+- ``mac``, ``channelwise``, ``reshape``, ``merge``: the rules of today's layer kinds;
+- ``fallback``: the exact rule of every kind without its own (recompute the affected samples);
 - ``hoist``: max pooling moved before the monotone per-channel layers in front of it (exact), and
   such a chain folded into the emulator's step function.
 
 Importing the package registers every rule.
 """
 
-from hwflow.campaign.delta import channelwise, mac, reshape  # noqa: F401 - registers the rules
+from hwflow.campaign.delta import channelwise, depthwise, mac, merge, reshape  # noqa: F401 - registers the rules
+from hwflow.campaign.delta import pooling  # noqa: F401 - cropping and resize rules
 from hwflow.campaign.delta.golden import Golden
 from hwflow.campaign.delta.registry import RULES, Rule, Step, register_rule, rule_for
 from hwflow.campaign.delta.state import Block, Delta
