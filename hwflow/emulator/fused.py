@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import gemm, ops, step
+from hwflow.emulator import compiled, gemm, ops, step
 from hwflow.emulator.clip import check_mode
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.fixed import FixedType, Overflow, requantize
@@ -149,14 +149,17 @@ class _Compiled:
     w: np.ndarray | None  # (K, M) float GEMM matrix, sign folded in
     big: np.ndarray | None  # pool-window matrix, sign folded in
     keep: tuple  # the weight objects the key's ids refer to (alive while cached)
+    params: compiled.StepParams | None = None  # fn at sign * s for the compiled kernels
+    plan: compiled.ConvPlan | None = None  # a convolution head's compiled block loop
 
 
 class FusedRunner:
     """Runs layer groups of ``emulator``'s program on its weights (see the module docstring)."""
 
-    def __init__(self, emulator, cache: dict | None = None):
+    def __init__(self, emulator, cache: dict | None = None, use_compiled: bool = True):
         self.emulator = emulator
         self.cache = {} if cache is None else cache
+        self.compiled = use_compiled  # False: the numpy path even where numba runs (compiled.enabled)
 
     def run(self, codes: np.ndarray, x_type: FixedType, first: int, last: int) -> np.ndarray:
         x = codes
@@ -284,7 +287,9 @@ class FusedRunner:
                 kernel = gemm_w.reshape(tuple(size) + (gemm_w.shape[0] // int(np.prod(size)), gemm_w.shape[1]))
                 big = gemm.pool_window_weights(kernel, size, stride, pool)
         float32 = gemm_w is None or gemm_w.dtype == np.float32
-        return _Compiled(fn, fn.bind(sign, float32), sign, gemm_w, big, weights)
+        params = compiled.step_params(fn, sign)
+        plan = _conv_plan(group, gemm_w, params) if head is not None and head.kind is not Kind.DENSE else None
+        return _Compiled(fn, fn.bind(sign, float32), sign, gemm_w, big, weights, params, plan)
 
     @staticmethod
     def _use_pool_window(group: Group, gemm_w: np.ndarray) -> bool:
@@ -295,6 +300,10 @@ class FusedRunner:
 
     def _fast(self, group: Group, comp: _Compiled, x: np.ndarray, x_type: FixedType,
               narrow: bool = True) -> np.ndarray:
+        if compiled.enabled() and self.compiled:
+            y = self._fast_compiled(group, comp, x, narrow)
+            if y is not None:
+                return y
         head = group.head
         if head is None:
             s = x if comp.sign is None else x * comp.sign.astype(np.float64)
@@ -320,9 +329,63 @@ class FusedRunner:
         return compact(v, lo, hi)
 
     @staticmethod
+    def _fast_compiled(group: Group, comp: _Compiled, x: np.ndarray, narrow: bool) -> np.ndarray | None:
+        """``_fast`` on the compiled kernels (``compiled``), or None where they have no plan for it."""
+        head = group.head
+        lo, hi = comp.fn.out_range()
+        dtype = compiled.narrow_dtype(lo, hi) if narrow else np.float64
+        if comp.plan is not None:
+            _, _, before, after = conv_geometry(head)
+            xp = gemm.padded(x, before, after)
+            if head.kind is Kind.CONV1D:
+                xp = xp[:, None]
+            y = compiled.conv_group(xp, comp.plan, dtype)
+            return y.reshape((x.shape[0],) + tuple(group.last.output_shape))
+        if head is not None and head.kind is Kind.DENSE and group.pool is None:
+            lead = x.shape[:-1]
+            s = x.reshape(-1, x.shape[-1]).astype(comp.w.dtype) @ comp.w
+            out = np.empty(s.shape, dtype=dtype)
+            compiled.max_step(s, 1, 0, 0, comp.params, out)
+            return out.reshape(lead + (out.shape[-1],))
+        return None
+
+    @staticmethod
     def _pool(group: Group, s: np.ndarray) -> np.ndarray:
         size, stride, _, _ = pool_geometry(group.pool)
         return ops.max_pool(s, size, stride)
+
+
+def _conv_plan(group: Group, w: np.ndarray, params: compiled.StepParams) -> compiled.ConvPlan:
+    """The compiled block loop of a convolution group (``w (K, M)``, sign folded in).
+
+    With max pooling (stride = size) and a short window, one window per pooled output against the
+    pool-window matrix (a wider GEMM: BLAS is poor at an inner dimension of 9); otherwise one window
+    per pooling offset against ``w`` (no multiply-accumulate is wasted on the overlap).
+    """
+    size, stride, _, _ = conv_geometry(group.head)
+    size, stride = _as2d(size), _as2d(stride)
+    if group.pool is None:
+        grid = _as2d(tuple(group.head.output_shape[:-1]))
+        return compiled.ConvPlan(w, grid, size, stride, np.zeros((1, 2), np.int64), 1, "rows", params)
+    pool, pstride, _, _ = pool_geometry(group.pool)
+    pool, pstride = _as2d(pool), _as2d(pstride)
+    grid = _as2d(tuple(group.pool.output_shape[:-1]))
+    count = pool[0] * pool[1]
+    patch = tuple((p - 1) * s + k for p, s, k in zip(pool, stride, size, strict=True))
+    if pool == pstride and patch[0] * patch[1] * (w.shape[0] // (size[0] * size[1])) <= gemm.SPLIT_MAX_K:
+        kernel = w.reshape(size + (w.shape[0] // (size[0] * size[1]), w.shape[1]))
+        big = gemm.pool_window_weights(kernel, size, stride, pool)
+        step_ = (pool[0] * stride[0], pool[1] * stride[1])
+        return compiled.ConvPlan(big, grid, patch, step_, np.zeros((1, 2), np.int64), count, "cols", params)
+    offsets = np.array([(dy * stride[0], dx * stride[1]) for dy in range(pool[0]) for dx in range(pool[1])],
+                       dtype=np.int64)
+    step_ = (pstride[0] * stride[0], pstride[1] * stride[1])
+    return compiled.ConvPlan(w, grid, size, step_, offsets, count, "rows", params)
+
+
+def _as2d(v: tuple) -> tuple[int, int]:
+    """A 1D geometry as 2D (one row), so that one kernel serves Conv1D and Conv2D."""
+    return (1, int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
 
 
 def _apply(emulator, state, layer: LayerSpec, x_type: FixedType) -> None:
