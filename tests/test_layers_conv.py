@@ -1,0 +1,200 @@
+"""Depthwise, separable and batch-norm-folded convolutions against hls4ml's C simulation, and through
+the campaign engine, weight scaling and the C-simulation board.
+
+Two small models hold every kind (one 2D, one 1D: hls4ml 1.3.0's ``nnet_sepconv1d_latency.h`` and
+``nnet_sepconv2d_latency.h`` share one include guard, so an io_parallel design with both a 1D and a 2D
+depthwise layer does not compile): QDepthwiseConv2D / DepthwiseConv2D / DepthwiseConv1D,
+QSeparableConv1D/2D and SeparableConv1D/2D (each split by hls4ml into a depthwise and a pointwise
+layer), QConv2DBatchnorm, with strides and ``same`` padding. Each is compiled once per design
+(io_parallel Latency; io_stream with Resource for the 2D model, Latency for the 1D one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hwflow.convert import HlsOptions
+from hwflow.emulator import Emulator, Kind
+from hwflow.errors import UnsupportedLayerError
+from tests.conftest import needs_gxx
+
+Q = "quantized_bits(6,0,alpha=1)"
+SAMPLES = 80
+DESIGNS = [("2d", "parallel", "Latency", 1), ("1d", "parallel", "Latency", 1), ("2d", "stream", "Resource", 3),
+           ("1d", "stream", "Latency", 1)]
+NEW_ARRAYS_2D = ("dw/weight", "dw/bias", "dwk/weight", "sep_depthwise/weight", "sep_depthwise/bias",
+                 "sep_pointwise/weight", "sep_pointwise/bias", "cbn/weight", "cbn/bias", "sepk_depthwise/weight",
+                 "sepk_pointwise/weight")
+
+
+def build_2d(seed: int = 0):
+    """Depthwise (same, and strided valid with a non-square kernel), separable (strided same), folded batch norm."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv2DBatchnorm, QDense, QDepthwiseConv2D, QSeparableConv2D
+
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((9, 9, 3), name="x")
+    x = QDepthwiseConv2D((3, 3), padding="same", depthwise_quantizer=Q, bias_quantizer=Q, name="dw")(inp)
+    x = QActivation("quantized_relu(6)", name="r1")(x)
+    x = tf.keras.layers.DepthwiseConv2D((3, 2), strides=(2, 1), padding="valid", name="dwk")(x)
+    x = QActivation("quantized_relu(6)", name="r2")(x)
+    x = QSeparableConv2D(4, (3, 3), strides=(2, 2), padding="same", depthwise_quantizer=Q, pointwise_quantizer=Q,
+                         bias_quantizer=Q, name="sep")(x)
+    x = QConv2DBatchnorm(5, (2, 2), padding="same", kernel_quantizer=Q, bias_quantizer=Q, name="cbn")(x)
+    x = QActivation("quantized_relu(6)", name="r3")(x)
+    x = tf.keras.layers.SeparableConv2D(3, (2, 2), padding="valid", name="sepk")(x)
+    x = tf.keras.layers.Flatten(name="flat")(x)
+    x = QDense(3, kernel_quantizer=Q, bias_quantizer=Q, name="out")(x)
+    return _fit(tf.keras.Model(inp, x, name="conv2d_kinds"), seed)
+
+
+def build_1d(seed: int = 0):
+    """Separable (strided same), depthwise (same), quantized separable (valid)."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, QSeparableConv1D
+
+    tf.keras.utils.set_random_seed(seed)
+    inp = tf.keras.Input((12, 4), name="x")
+    x = tf.keras.layers.SeparableConv1D(4, 3, strides=2, padding="same", name="sepk1")(inp)
+    x = QActivation("quantized_relu(6)", name="r1")(x)
+    x = tf.keras.layers.DepthwiseConv1D(3, padding="same", name="dw1")(x)
+    x = QActivation("quantized_relu(6)", name="r2")(x)
+    x = QSeparableConv1D(3, 2, padding="valid", depthwise_quantizer=Q, pointwise_quantizer=Q, bias_quantizer=Q,
+                         name="sep1")(x)
+    x = tf.keras.layers.Flatten(name="flat")(x)
+    x = QDense(3, kernel_quantizer=Q, bias_quantizer=Q, name="out")(x)
+    return _fit(tf.keras.Model(inp, x, name="conv1d_kinds"), seed)
+
+
+def _fit(model, seed: int):
+    """Two epochs on noise: the batch-norm statistics and biases move away from their initial values."""
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(seed)
+    model.fit(rng.random((64,) + model.input_shape[1:]), rng.random((64, 3)), epochs=2, verbose=0)
+    return model
+
+
+def inputs(model, n: int = SAMPLES, seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.5, 1.5, (n,) + model.input_shape[1:])
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"2d": build_2d(), "1d": build_1d()}
+
+
+@pytest.fixture(scope="module")
+def designs(models, tmp_path_factory):
+    """``designs(which, io, strategy, reuse)``: the model and its compiled C simulation, built once."""
+    from hwflow.verify import build_csim
+
+    built = {}
+
+    def get(which, io, strategy, reuse):
+        key = (which, io, strategy, reuse)
+        if key not in built:
+            options = HlsOptions.make(io, strategy=strategy, reuse_factor=reuse)
+            built[key] = models[which], build_csim(models[which], options,
+                                                   tmp_path_factory.mktemp(f"conv-{which}-{io}"))
+        return built[key]
+
+    return get
+
+
+@pytest.fixture(params=DESIGNS, ids=lambda d: "-".join(map(str, d)))
+def csim(request, designs):
+    return designs(*request.param)
+
+
+# --- the Keras-level check and the converter's refusals (no compile) ----------------------------------
+
+
+def test_keras_check_accepts_the_kinds_and_refuses_what_hls4ml_cannot(models):
+    import tensorflow as tf
+    from qkeras import QDepthwiseConv2DBatchnorm
+
+    from hwflow.zoo.loading import check_supported
+
+    check_supported(models["2d"])
+    check_supported(models["1d"])
+    multiplier = tf.keras.Sequential([tf.keras.Input((6, 6, 2)), tf.keras.layers.DepthwiseConv2D(3, depth_multiplier=2,
+                                                                                                name="dm2")])
+    with pytest.raises(UnsupportedLayerError, match="'dm2' .*depth_multiplier 2"):
+        check_supported(multiplier)
+    folded = tf.keras.Sequential([tf.keras.Input((6, 6, 2)), QDepthwiseConv2DBatchnorm(3, name="dwbn")])
+    with pytest.raises(UnsupportedLayerError, match="'dwbn' \\(QDepthwiseConv2DBatchnorm\\).*no converter"):
+        check_supported(folded)
+
+
+@pytest.mark.slow
+def test_io_parallel_resource_depthwise_is_refused(models, tmp_path):
+    """hls4ml's io_parallel depthwise kernel asserts at run time under Resource: refused before any run."""
+    from hwflow.convert import convert, program_from_hls
+
+    hls = convert(models["1d"], HlsOptions.make("parallel", strategy="Resource", reuse_factor=2), tmp_path)
+    with pytest.raises(UnsupportedLayerError, match="'sepk1_depthwise'.*no Resource kernel.*io_parallel"):
+        program_from_hls(hls)
+
+
+# --- against hls4ml's C simulation --------------------------------------------------------------------
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_logits_and_every_layer_equal_csim(csim):
+    from hwflow.verify import compare_layers
+
+    model, design = csim
+    x = inputs(model)
+    np.testing.assert_array_equal(Emulator(design.program, design.image).logits(x).reshape(len(x), -1),
+                                  design.csim_logits(x))
+    check = compare_layers(design, x)
+    assert set(check.not_compared) == {"x", "flat"}  # no C++ function of their own in hls4ml
+    assert len(check.compared) == len(design.program.layers) - 2
+    assert check.first is None, check.summary()
+    kinds = {layer.kind for layer in design.program.layers}
+    depthwise = Kind.DEPTHWISE2D if model.name == "conv2d_kinds" else Kind.DEPTHWISE1D
+    assert depthwise in kinds
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_separable_layers_are_split_and_every_array_is_stored(csim):
+    """hls4ml 1.3.0 splits each separable layer (every backend, every io type): its depthwise kernel, a
+    zero one-bit bias, the pointwise kernel and the bias are four stored arrays, in firmware order."""
+    model, design = csim
+    image = design.image
+    name = "sep" if model.name == "conv2d_kinds" else "sep1"
+    keras = model.get_layer(name)
+    depthwise_kernel, pointwise_kernel, bias = keras.get_weights()
+    assert image.get(f"{name}_depthwise", "weight").shape == depthwise_kernel.shape
+    zero = image.get(f"{name}_depthwise", "bias")
+    assert (zero.format.fixed.width, zero.format.fixed.signed) == (1, False)
+    assert not zero.words.any()
+    assert image.get(f"{name}_pointwise", "weight").shape == pointwise_kernel.shape
+    assert image.get(f"{name}_pointwise", "bias").shape == bias.shape
+    assert not any(a.var[0] in "dpz" for a in image)  # SeparableConv's d/p/z variables never reach the firmware
+    resource = design.program.source.get("strategy") == "Resource"
+    for array in image:
+        if array.name == "weight" and array.layer != "out":
+            transposed = (len(array.shape) - 1,) + tuple(range(len(array.shape) - 1))
+            assert array.axes == (transposed if resource else tuple(range(len(array.shape)))), array.key
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_folded_batch_norm_arrays_are_hls4mls(designs):
+    """QConv2DBatchnorm: the stored kernel is the kernel quantizer of hls4ml's fold ``W * gamma /
+    sqrt(var + eps)``, the bias ``gamma * (b - mean) / sqrt(var + eps) + beta`` through the bias quantizer."""
+    import qkeras
+
+    model, design = designs("2d", "parallel", "Latency", 1)
+    layer = model.get_layer("cbn")
+    weights = {w.name.split("/")[-1].split(":")[0]: w.numpy() for w in layer.weights}
+    inv = weights["gamma"] / np.sqrt(weights["moving_variance"] + layer.batchnorm.epsilon)
+    kernel = qkeras.quantized_bits(6, 0, alpha=1)(inv * weights["kernel"]).numpy()
+    bias = qkeras.quantized_bits(6, 0, alpha=1)(inv * (weights["bias"] - weights["moving_mean"])
+                                                + weights["beta"]).numpy()
+    np.testing.assert_array_equal(design.image.get("cbn", "weight").values(), kernel)
+    np.testing.assert_array_equal(design.image.get("cbn", "bias").values(), bias)
