@@ -121,13 +121,13 @@ def test_a_rounding_division_would_not_match(compared, monkeypatch):
     assert any((exact[name] != floored[name]).any() for name in ("gap1", "gap2", "avg3"))
 
 
+@needs_gxx
 @pytest.mark.slow
-@pytest.mark.parametrize("io", ["parallel", "stream"])
-def test_engine_equals_full_emulation_through_the_family(io, tmp_path):
+def test_engine_equals_full_emulation_through_the_family(compared):
     from hwflow.campaign import TrialEvaluator
     from hwflow.faults import fault_model_from_spec
 
-    csim = _converted(io, tmp_path / io)
+    csim = compared[0]
     program, image = csim.program, csim.image
     x = _inputs(60, seed=2)
     y = np.argmax(Emulator(program, image).run(x), axis=-1)
@@ -143,6 +143,53 @@ def test_engine_equals_full_emulation_through_the_family(io, tmp_path):
         assert outcome == evaluator.full_evaluate(faultmap, x), i
         hurt += outcome.mismatches > 0
     assert hurt > 3
+
+
+def _diff_block(clean: np.ndarray, faulty: np.ndarray) -> list:
+    """The traced difference of one layer as the engine carries it (one block, or none)."""
+    from hwflow.campaign.delta import Block
+
+    differs = clean != faulty
+    lead = differs.reshape(len(clean), -1, differs.shape[-1])
+    samples = np.flatnonzero(lead.any(axis=(1, 2)))
+    if not len(samples):
+        return []
+    channels = np.flatnonzero(lead[samples].any(axis=(0, 1)))
+    return [Block(samples, channels, np.take(faulty[samples], channels, axis=-1).astype(np.float64))]
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_each_rule_of_the_family_gives_the_traced_difference(compared):
+    """Per layer: the family's per-channel rules (not the generic recompute), given the traced input
+    difference, return exactly the traced output difference of two full runs."""
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.campaign.delta import rule_for
+    from hwflow.campaign.delta.channelwise import Channelwise
+    from hwflow.campaign.delta.state import apply
+    from hwflow.faults import fault_model_from_spec
+
+    csim = compared[0]
+    program, image = csim.program, csim.image
+    x = _inputs(40, seed=3)
+    evaluator = TrialEvaluator(program, image, x, np.zeros(len(x), dtype=np.int64))
+    clean = Emulator(program, image).trace(x)
+    rng = np.random.default_rng(11)
+    checked = set()
+    for i in range(6):
+        faultmap = fault_model_from_spec({"model": "bitflip"}, [3e-3, 1e-2][i % 2]).sample(image, rng)
+        faulty = Emulator(program, faultmap.apply(image)).trace(x)
+        for layer in program.layers[1:]:
+            if layer.kind not in POOL_SHAPE_KINDS - {Kind.RESHAPE}:
+                continue
+            assert isinstance(rule_for(layer), Channelwise), layer.name
+            inputs = _diff_block(clean[layer.inputs[0]], faulty[layer.inputs[0]])
+            if not inputs:
+                continue
+            out = rule_for(layer).delta(evaluator.layer_step(layer.name, inputs, faultmap))
+            np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
+            checked.add(layer.kind)
+    assert POOL_SHAPE_KINDS - {Kind.RESHAPE} == checked
 
 
 # --- kernels on codes: hls4ml's arithmetic, spelled out -------------------------------------------------
