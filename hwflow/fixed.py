@@ -140,6 +140,8 @@ def from_hls4ml(precision: object) -> FixedType:
     width = getattr(precision, "width", None)
     if "IntegerPrecisionType" in bases:
         return FixedType(width, width, bool(precision.signed))
+    if "XnorPrecisionType" in bases:  # hls4ml's binary (XNOR) data: ap_uint<1>, 0 meaning -1 (hwflow.image.quantized)
+        return FixedType(1, 1, False)
     if "FixedPrecisionType" not in bases:
         msg = f"hls4ml precision {precision} ({name}) is not a fixed-point type; the emulator needs fixed point"
         raise FormatError(msg)

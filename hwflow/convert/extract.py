@@ -179,7 +179,8 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
             if quantized is None:
                 ftype = from_hls4ml(var.type.precision)
                 text_values = np.array([float(var.precision_fmt.format(v)) for v in data.reshape(-1)])
-                fmt, words = StorageFormat(FormatKind.FIXED, ftype), ftype.to_unsigned(quantize_float(text_values, ftype))
+                fmt = StorageFormat(FormatKind.FIXED, ftype)
+                words = ftype.to_unsigned(quantize_float(text_values, ftype))
             else:
                 fmt, words = quantized
             axes = tuple(range(data.ndim))

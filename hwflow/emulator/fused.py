@@ -248,6 +248,8 @@ class FusedRunner:
             accum = head.accum
             if not w.is_fixed or (b is not None and not b.is_fixed) or accum is None:
                 return None
+            if head.attrs.get("product") in ("data_binary", "both_binary"):  # XNOR data: hwflow.emulator.products
+                return None
             p_frac = x_type.frac + w.type.frac
             if accum.overflow is not Overflow.WRAP or accum.frac < p_frac:
                 return None  # truncating or saturating accumulator: the stepwise reference

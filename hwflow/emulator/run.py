@@ -24,6 +24,8 @@ import numpy as np
 from hwflow.emulator import gemm, kernels, ops, pooling
 from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.fused import FusedRunner, pool_geometry, sequential
+from hwflow.emulator.products import THRESHOLD_ACTIVATIONS, Exponents, special, threshold_activation
+from hwflow.emulator.products import linear as product_linear
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
 from hwflow.fixed import FixedType, cast, monotone_cast, quantize_float
@@ -40,11 +42,14 @@ class Weights:
     codes: np.ndarray | None
     type: FixedType | None
     values: np.ndarray | None
+    exponent: Exponents | None = None  # po2 words (sign, exponent), for weight_exponential
 
     @classmethod
     def of(cls, array: StoredArray) -> Weights:
-        if array.format.kind is FormatKind.FIXED:  # a constant scale is divided back exactly, on codes
+        if array.format.coded:  # fixed point (a constant scale is divided back exactly), XNOR, ternary
             return cls(array.codes(), array.compute_type(), None)
+        if array.format.kind is FormatKind.EXPONENT:
+            return cls(None, None, array.values(), Exponents.of(array))
         return cls(None, None, array.values())
 
     @property
@@ -280,6 +285,9 @@ class Emulator:
         wmat = w.codes if w.is_fixed else w.values
         if shape is not None:
             wmat = wmat.reshape(shape)
+        if special(layer, w):  # XNOR data, po2 weights
+            return product_linear(layer, x, x_type, w, b, layer.accum, layer.result,
+                                   resource_order(layer, wmat.shape), wmat.shape)
         if w.is_fixed and (b is None or b.is_fixed):
             return ops.linear_fixed(x, x_type, wmat, w.type, b.codes if b else None, b.type if b else None,
                                     layer.accum, layer.result, resource_order(layer, wmat.shape))
@@ -311,6 +319,8 @@ class Emulator:
             return cast(np.maximum(x, 0), x_type, layer.result)
         if fn == "linear":
             return cast(x, x_type, layer.result)
+        if fn in THRESHOLD_ACTIVATIONS:  # binary_tanh, ternary_tanh (QKeras binary / ternary)
+            return threshold_activation(layer, x, x_type, self.program.io_type)
         from hwflow.emulator import activations  # table activations: sigmoid, tanh, softplus, softsign
 
         y = activations.activation(layer, x, x_type)

@@ -15,15 +15,20 @@ import numpy as np
 
 from hwflow.errors import FormatError
 from hwflow.fixed import FixedType, parse_type, quantize_float
+from hwflow.image import quantized
 
 
 class Kind(enum.Enum):
     FIXED = "fixed"
     FLOAT16 = "float16"
     FLOAT32 = "float32"
+    XNOR = "xnor"  # binary weights, 1 bit (hwflow.image.quantized)
+    TERNARY = "ternary"  # ternary weights, 2 bits
+    EXPONENT = "exponent"  # quantized_po2 weights: sign + exponent bits
 
 
 _FLOAT_DTYPES = {Kind.FLOAT16: (np.float16, np.uint16), Kind.FLOAT32: (np.float32, np.uint32)}
+_QUANTIZED_WIDTH = {Kind.XNOR: 1, Kind.TERNARY: 2}
 
 
 @dataclass(frozen=True)
@@ -32,17 +37,32 @@ class StorageFormat:
 
     kind: Kind
     fixed: FixedType | None = None
+    exponent_bits: int = 0  # EXPONENT only: the width of the exponent (the word adds a sign bit)
 
     def __post_init__(self) -> None:
         if (self.kind is Kind.FIXED) != (self.fixed is not None):
             msg = "a fixed storage format needs a FixedType, and a float format must not have one"
             raise FormatError(msg)
+        if self.kind is Kind.EXPONENT:
+            quantized.check_exponent_bits(self.exponent_bits)
+        elif self.exponent_bits:
+            msg = f"only an exponent storage format has exponent bits ({self.kind.value} has none)"
+            raise FormatError(msg)
+
+    @property
+    def coded(self) -> bool:
+        """Whether a word decodes to an integer code of a fixed-point compute type (fixed, XNOR, ternary)."""
+        return self.kind in (Kind.FIXED, Kind.XNOR, Kind.TERNARY)
 
     @property
     def width(self) -> int:
         """Bits per stored word."""
         if self.kind is Kind.FIXED:
             return self.fixed.width
+        if self.kind in _QUANTIZED_WIDTH:
+            return _QUANTIZED_WIDTH[self.kind]
+        if self.kind is Kind.EXPONENT:
+            return self.exponent_bits + 1
         return 16 if self.kind is Kind.FLOAT16 else 32
 
     @classmethod
@@ -53,15 +73,27 @@ class StorageFormat:
             return cls(Kind.FLOAT16)
         if key in ("float32", "float", "single", "fp32"):
             return cls(Kind.FLOAT32)
+        if key in ("xnor", "ternary"):
+            return cls(Kind(key))
+        if key.startswith("exponent<") and key.endswith(">") and key[9:-1].strip().isdigit():
+            return cls(Kind.EXPONENT, exponent_bits=int(key[9:-1]))
         return cls(Kind.FIXED, parse_type(text))
 
     def __str__(self) -> str:
+        if self.kind is Kind.EXPONENT:
+            return f"exponent<{self.exponent_bits}>"
         return str(self.fixed) if self.kind is Kind.FIXED else self.kind.value
 
     def encode(self, values: np.ndarray) -> np.ndarray:
         """Stored words (uint64) for real values, rounding as the format's type does."""
         if self.kind is Kind.FIXED:
             return self.fixed.to_unsigned(quantize_float(values, self.fixed))
+        if self.kind is Kind.XNOR:
+            return quantized.encode_xnor(values)
+        if self.kind is Kind.TERNARY:
+            return quantized.encode_ternary(values)
+        if self.kind is Kind.EXPONENT:
+            return quantized.encode_exponent(values, self.exponent_bits)
         ftype, utype = _FLOAT_DTYPES[self.kind]
         return np.asarray(values, dtype=np.float64).astype(ftype).view(utype).astype(np.uint64)
 
@@ -69,6 +101,12 @@ class StorageFormat:
         """Real values (float64) of stored words; exact for every format up to 53-bit fixed point."""
         if self.kind is Kind.FIXED:
             return self.fixed.to_float(self.fixed.from_unsigned(words))
+        if self.kind is Kind.XNOR:
+            return quantized.xnor_codes(words).astype(np.float64)
+        if self.kind is Kind.TERNARY:
+            return quantized.ternary_codes(words).astype(np.float64)
+        if self.kind is Kind.EXPONENT:
+            return quantized.exponent_values(words, self.exponent_bits)
         ftype, utype = _FLOAT_DTYPES[self.kind]
         with np.errstate(invalid="ignore"):  # NaN words (a faulty exponent) stay NaN
             return np.asarray(words, dtype=np.uint64).astype(utype).view(ftype).astype(np.float64)

@@ -20,7 +20,7 @@ import numpy as np
 
 from hwflow.errors import FormatError
 from hwflow.fixed import FixedType
-from hwflow.image import divide
+from hwflow.image import divide, quantized
 from hwflow.image.formats import Kind, Scale, StorageFormat
 
 MANIFEST = "weight_image.json"
@@ -49,6 +49,9 @@ class StoredArray:
         if words.size and int(words.max()) >> self.format.width:
             msg = f"{self.key}: a word is wider than the {self.format.width}-bit format {self.format}"
             raise FormatError(msg)
+        if self.format.kind in (Kind.XNOR, Kind.TERNARY, Kind.EXPONENT) and not self.scale.is_identity:
+            msg = f"{self.key}: {self.format} words cannot be scaled (scale {self.scale}); weight scaling is for fixed point"
+            raise FormatError(msg)
 
     @property
     def key(self) -> str:
@@ -71,6 +74,8 @@ class StoredArray:
         """The type the hardware computes with: the stored type with the binary point moved by a
         power-of-two scale (``fixed<W,I>`` storing ``2**s * w`` is read as ``fixed<W,I-s>``), or,
         for a constant scale, the type the divide-back casts to (``hwflow.image.divide``)."""
+        if self.format.kind in (Kind.XNOR, Kind.TERNARY):  # multipliers -1, 0, +1 (hwflow.image.quantized)
+            return quantized.MULTIPLIER_TYPE
         if self.format.kind is not Kind.FIXED:
             msg = f"{self.key}: words stored as {self.format} have no fixed-point compute type"
             raise FormatError(msg)
@@ -85,12 +90,16 @@ class StoredArray:
         if self.format.kind is Kind.FIXED and not self.scale.is_power_of_two:
             t = self.format.fixed
             return self.to_logical(divide.divide_codes(t.from_unsigned(self.words), self.scale.constant, t))
+        if self.format.kind is Kind.XNOR:
+            return self.to_logical(quantized.xnor_codes(self.words))
+        if self.format.kind is Kind.TERNARY:
+            return self.to_logical(quantized.ternary_codes(self.words))
         return self.to_logical(self.compute_type().from_unsigned(self.words))
 
     def values(self) -> np.ndarray:
         """Real values after the divide-back (float64, logical layout), whatever the format: the
         hardware's divide-back for fixed point, a float64 division for float words."""
-        if self.format.kind is Kind.FIXED:
+        if self.format.coded:
             return self.compute_type().to_float(self.codes())
         with np.errstate(over="ignore", invalid="ignore"):  # a faulty float word may be inf or NaN
             return self.to_logical(self.format.decode_float(self.words) / self.scale.factor)

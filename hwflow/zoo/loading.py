@@ -48,6 +48,11 @@ ACTIVATIONS = frozenset({"linear", "relu", "softmax"})
 """Activations allowed in an ``Activation`` layer or inside a Dense/Conv layer."""
 QUANTIZED_ACTIVATIONS = frozenset({"quantized_relu", "quantized_bits"})
 """Quantizers allowed in a ``QActivation`` layer (and inside a QDense/QConv layer)."""
+QUANTIZED_ACTIVATIONS = QUANTIZED_ACTIVATIONS | frozenset({"binary", "ternary", "binary_tanh", "ternary_tanh"})
+WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1, "auto"),
+                     "ternary": (None, 1, "auto"), "quantized_po2": (None,)}
+"""Kernel and bias quantizers hls4ml converts and hwflow emulates (hwflow.convert.layers_quant), with
+the ``alpha`` values each is checked with; ``quantized_po2`` for kernels only."""
 
 _HINTS = {
     "QDepthwiseConv2DBatchnorm": ("; hls4ml 1.3.0 has no converter for it: train with QDepthwiseConv2D followed by "
@@ -169,6 +174,8 @@ def _check_layer(layer: Any) -> None:
             f"{where} is not supported{hint}. Supported layers: {', '.join(sorted(SUPPORTED_LAYERS))}"
         )
         raise UnsupportedLayerError(msg)
+    if kind.startswith("Q"):
+        _check_quantizers(layer, where)
     if "Depthwise" in kind or "Separable" in kind:
         multiplier = layer.get_config().get("depth_multiplier", 1)
         if multiplier != 1:
@@ -190,6 +197,28 @@ def _check_layer(layer: Any) -> None:
         allowed = ACTIVATIONS | (QUANTIZED_ACTIVATIONS if kind.startswith("Q") else frozenset())
         if name not in allowed:
             msg = f"{where} uses activation {name!r}; supported: {', '.join(sorted(allowed))}"
+            raise UnsupportedLayerError(msg)
+
+
+def _check_quantizers(layer: Any, where: str) -> None:
+    """Refuse a weight quantizer hls4ml would silently replace by ``fixed<16,6>`` or mis-convert."""
+    for key, value in layer.get_config().items():
+        if not key.endswith("_quantizer") or value is None:
+            continue
+        name = value.get("class_name") if isinstance(value, dict) else _activation_name(value)
+        config = value.get("config", {}) if isinstance(value, dict) else {}
+        if name not in WEIGHT_QUANTIZERS:
+            msg = (f"{where}: {key} {name} is not supported; supported: {', '.join(sorted(WEIGHT_QUANTIZERS))}")
+            raise UnsupportedLayerError(msg)
+        if name == "quantized_po2" and key != "kernel_quantizer" and key not in ("depthwise_quantizer",
+                                                                                 "pointwise_quantizer"):
+            msg = f"{where}: {key} quantized_po2 is not supported (hls4ml 1.3.0 takes po2 kernels only)"
+            raise UnsupportedLayerError(msg)
+        alpha = config.get("alpha")
+        alpha = 1 if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha == 1 else alpha
+        if alpha not in WEIGHT_QUANTIZERS[name] and name != "quantized_po2":
+            allowed = ", ".join(repr(a) for a in WEIGHT_QUANTIZERS[name])
+            msg = f"{where}: {key} {name} with alpha={alpha!r} is not supported; use alpha in ({allowed})"
             raise UnsupportedLayerError(msg)
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from hwflow.campaign.delta.golden import accumulator_key, columns_key
 from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, ChannelMajor, Delta, fill, rest_of, take
-from hwflow.emulator import Kind, LayerSpec, ops
+from hwflow.emulator import Kind, LayerSpec, ops, products
 from hwflow.emulator.run import Weights, resource_order
 from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize, value_range
 
@@ -179,6 +179,9 @@ class Mac:
         wmat = w.codes if w.is_fixed else w.values
         if shape is not None:
             wmat = wmat.reshape(shape)
+        if products.special(layer, w):  # XNOR data, po2 weights: the emulator's products
+            return products.linear(layer, x, x_type, w, b, layer.accum, result, resource_order(layer, wmat.shape),
+                                   wmat.shape)
         if w.is_fixed and (b is None or b.is_fixed):
             return ops.linear_fixed(x, x_type, wmat, w.type, b.codes if b else None, b.type if b else None,
                                     layer.accum, result, resource_order(layer, wmat.shape))
@@ -196,7 +199,7 @@ class Mac:
         layer = step.layer
         w, b = step.weights["weight"], step.weights.get("bias")
         acc = layer.accum
-        if not w.is_fixed or (b is not None and not b.is_fixed) or acc is None:
+        if not w.is_fixed or (b is not None and not b.is_fixed) or acc is None or products.special(layer, w):
             return False
         if step.x_type.width + w.type.width > 60:
             return False
