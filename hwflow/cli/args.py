@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 
 def integer(text: str) -> int:
@@ -35,6 +36,8 @@ def add_hls_options(p, hls_config: bool = True) -> None:
     p.add_argument("--backend", choices=["Vitis", "Vivado"], help="hls4ml backend (default Vitis)")
     p.add_argument("--strategy", choices=["Latency", "Resource"], help="hls4ml strategy (default Latency)")
     p.add_argument("--reuse-factor", type=integer, help="hls4ml reuse factor (default 1)")
+    p.add_argument("--keep-softmax", action="store_true",
+                   help="keep the model's final softmax and compare after it (default: removed, logits compared)")
     if hls_config:
         p.add_argument("--hls-config", metavar="FILE", help=HLS_CONFIG_HELP)
 
@@ -46,10 +49,11 @@ def hls_options(args):
 
     io, backend, strategy, reuse = (getattr(args, k, None) for k in ("io", "backend", "strategy", "reuse_factor"))
     path = getattr(args, "hls_config", None)
+    keep = bool(getattr(args, "keep_softmax", False))
     if path is None:
         reuse = 1 if reuse is None else reuse
-        return HlsOptions.make(io or "parallel", backend or "Vitis", strategy or "Latency", reuse)
-    return resolve_options(load_hls_config(path), io, backend, strategy, reuse)
+        return HlsOptions.make(io or "parallel", backend or "Vitis", strategy or "Latency", reuse, keep_softmax=keep)
+    return replace(resolve_options(load_hls_config(path), io, backend, strategy, reuse), keep_softmax=keep)
 
 
 def config_line(report) -> str:

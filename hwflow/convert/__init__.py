@@ -6,6 +6,7 @@ from hwflow.convert import (
            layers_merge,  # noqa: F401 - registers Merge and Concatenate
 )
 from hwflow.convert import layers_pool_shape  # noqa: F401 - registers cropping and resize, checks pooling
+from hwflow.convert import layers_activation  # noqa: F401 - registers activations and softmax
 from hwflow.convert import layers_quant  # noqa: F401 - registers ApplyAlpha, BatchNormalizationQuantizedTanh, TernaryTanh
 from hwflow.convert.extract import image_from_hls, program_from_hls
 from hwflow.convert.hls import HlsOptions, compile_csim, convert, strip_softmax

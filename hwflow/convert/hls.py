@@ -6,6 +6,8 @@ hls4ml is turned into a ``ConversionError`` that says what to change. Types are 
 
 A trailing softmax is removed before conversion: hwflow compares and classifies on the logits
 (argmax is unchanged), and hls4ml's table softmax is not what the weight-fault study is about.
+``HlsOptions(keep_softmax=True)`` keeps it (``hwflow.emulator.activations`` emulates each of hls4ml's
+softmax implementations), so the output compared is the softmax's.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ class HlsOptions:
     """Clock period in ns; only matters for synthesis."""
     trace: bool = False
     """Compile every layer's output into the C simulation's trace (for locating mismatches)."""
+    keep_softmax: bool = False
+    """Keep a final softmax: the network's output is then the softmax's (hls4ml's table softmax,
+    emulated bit-exactly and compared after it). By default it is removed and the logits compared."""
     user_config: UserHlsConfig | None = None
     """The user's own hls4ml configuration (``hwflow.convert.hls_config``): given to hls4ml as written,
     with only what hwflow must set merged in (``hls_merge``). Make the options with ``resolve_options``
@@ -163,7 +168,8 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     import hls4ml
 
     original = model
-    model = strip_softmax(model)
+    if not options.keep_softmax:
+        model = strip_softmax(model)
     names = NameMap.for_model(model)  # layer names hls4ml cannot carry, renamed inside (hwflow.convert.names)
     if names:
         log.debug("renamed for hls4ml: %s", ", ".join(f"{k} -> {v}" for k, v in names.internal.items()))

@@ -5,6 +5,7 @@ from hwflow.emulator import (
     merge,  # noqa: F401 - registers the merge kernels
 )
 from hwflow.emulator import shape  # noqa: F401 - registers the cropping and resize kernels
+from hwflow.emulator import activations  # noqa: F401 - registers the activation and softmax kernels
 from hwflow.emulator import products  # noqa: F401 - registers ApplyAlpha and the binary/ternary thresholds
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.emulator.run import Emulator

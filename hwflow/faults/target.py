@@ -15,7 +15,7 @@ import numpy as np
 from hwflow.errors import FaultSpecError
 from hwflow.image import Kind, StoredArray, WeightImage
 
-ROLES = ("weight", "bias", "scale")  # the array roles a WeightImage holds (scale: batch-norm)
+ROLES = ("weight", "bias", "scale", "param")  # the array roles a WeightImage holds (scale: batch-norm; param: PReLU)
 BIT_ALIASES = ("msb", "sign")  # resolved per array: bit width-1 (the sign bit of signed fixed and float)
 
 
@@ -85,7 +85,7 @@ class Target:
     ``bits``: bit positions, or ``"msb"`` / ``"sign"`` (bit width-1 of each array; ``"sign"`` skips
     unsigned fixed-point arrays, which have none). A bit past an array's width is skipped for that
     array; only a target that leaves no bit at all is an error.
-    ``arrays``: array roles, by default all of them (weight, bias and batch-norm scale).
+    ``arrays``: array roles, by default all of them (weight, bias, batch-norm scale, PReLU param).
     """
 
     layers: tuple[str | int, ...] | None = None

@@ -43,10 +43,13 @@ SUPPORTED_LAYERS = frozenset({
     "DepthwiseConv1D", "DepthwiseConv2D", "QDepthwiseConv2D",  # depth multiplier 1 (hwflow.convert.layers_conv)
     "SeparableConv1D", "SeparableConv2D", "QSeparableConv1D", "QSeparableConv2D",
     "QConv2DBatchnorm",  # hls4ml folds the batch norm into the kernel and bias
+    "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",  # hwflow.emulator.activations (no Softmax layer: see _HINTS)
 })  # fmt: skip
-ACTIVATIONS = frozenset({"linear", "relu", "softmax"})
+ACTIVATIONS = frozenset({"linear", "relu", "softmax",
+                         "sigmoid", "tanh", "softplus", "softsign", "hard_sigmoid", "elu"})  # emulator.activations
 """Activations allowed in an ``Activation`` layer or inside a Dense/Conv layer."""
-QUANTIZED_ACTIVATIONS = frozenset({"quantized_relu", "quantized_bits"})
+QUANTIZED_ACTIVATIONS = frozenset({"quantized_relu", "quantized_bits",
+                                   "quantized_tanh", "quantized_sigmoid"})  # hwflow.emulator.activations
 """Quantizers allowed in a ``QActivation`` layer (and inside a QDense/QConv layer)."""
 QUANTIZED_ACTIVATIONS = QUANTIZED_ACTIVATIONS | frozenset({"binary", "ternary", "binary_tanh", "ternary_tanh"})
 WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1, "auto"),
@@ -57,6 +60,8 @@ the ``alpha`` values each is checked with; ``quantized_po2`` for kernels only.""
 _HINTS = {
     "QDepthwiseConv2DBatchnorm": ("; hls4ml 1.3.0 has no converter for it: train with QDepthwiseConv2D followed by "
                                   "BatchNormalization instead"),
+    "Softmax": ("; hls4ml 1.3.0 writes C++ for a Softmax layer that does not compile (config Softmax_config<N>, "
+                "call softmax_config<N>): use Activation('softmax') or activation='softmax' instead"),
 }
 """Why a Keras class that looks supported is not, where there is more to say than that."""
 

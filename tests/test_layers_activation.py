@@ -1,0 +1,215 @@
+"""Lookup-table and parametrized activations and softmax against hls4ml's C simulation, layer by layer.
+
+One Keras model holds every activation hwflow emulates beyond ReLU (sigmoid, tanh, softplus, softsign,
+LeakyReLU, PReLU, ELU, ThresholdedReLU, QKeras' hard quantized_tanh / quantized_sigmoid and their
+``use_real_*`` forms, quantized_relu with a negative slope, an activation inside a Dense layer) and one
+softmax of each implementation (latency, legacy and argmax in the middle, stable at the end, kept), so
+one compile per io type checks them all: every traced layer equals the emulator, word for word.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import needs_gxx
+
+N_SAMPLES = 200
+SOFTMAX_IMPLEMENTATIONS = {"sm_latency": "latency", "sm_legacy": "legacy", "sm_argmax": "argmax",
+                           "sm_stable": "stable"}
+NARROW = {"d_sm1": "fixed<8,4,RND,SAT>", "d_sm3": "fixed<10,4,RND,SAT>"}
+"""Result types of the Dense layers feeding the latency and stable softmax: narrow inputs make their
+tables index on every code (hls4ml shrinks the tables to the input's width)."""
+
+
+def _model(seed: int = 0):
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, quantized_bits
+
+    tf.keras.utils.set_random_seed(seed)
+    layers = tf.keras.layers
+
+    def dense(x, n, name, **kw):
+        init = tf.keras.initializers.RandomNormal(stddev=1.2, seed=seed + len(name))
+        return layers.Dense(n, name=name, kernel_initializer=init, bias_initializer=init, **kw)(x)
+
+    def qdense(x, n, name):
+        init = tf.keras.initializers.RandomNormal(stddev=1.0, seed=seed + len(name))
+        q = quantized_bits(6, 2, alpha=1)
+        return QDense(n, name=name, kernel_quantizer=q, bias_quantizer=q, kernel_initializer=init,
+                      bias_initializer=init)(x)
+
+    inp = tf.keras.Input((8,), name="x")
+    x = dense(inp, 16, "d_sig", activation="sigmoid")  # inside the Dense: hls4ml splits it off
+    x = layers.Activation("tanh", name="tanh")(dense(x, 16, "d_tanh"))
+    x = layers.Activation("softplus", name="softplus")(dense(x, 16, "d_softplus"))
+    x = layers.Activation("softsign", name="softsign")(dense(x, 16, "d_softsign"))
+    x = layers.LeakyReLU(0.3, name="leaky")(dense(x, 16, "d_leaky"))
+    x = layers.PReLU(name="prelu", alpha_initializer=tf.keras.initializers.RandomUniform(-0.5, 1.5, seed=seed))(
+        dense(x, 16, "d_prelu"))
+    x = layers.ELU(0.7, name="elu")(dense(x, 16, "d_elu"))
+    x = layers.ThresholdedReLU(0.4, name="thr")(dense(x, 16, "d_thr"))
+    x = QActivation("quantized_tanh(6)", name="qtanh")(qdense(x, 16, "q_tanh"))
+    x = QActivation("quantized_sigmoid(6)", name="qsig")(qdense(x, 16, "q_sig"))
+    x = QActivation("quantized_relu(6,2,negative_slope=0.25)", name="qleaky")(qdense(x, 16, "q_leaky"))
+    x = QActivation("quantized_tanh(8,use_real_tanh=True)", name="qtanh_real")(qdense(x, 16, "q_tanh_real"))
+    x = QActivation("quantized_sigmoid(8,use_real_sigmoid=True)", name="qsig_real")(qdense(x, 16, "q_sig_real"))
+    x = layers.Activation("hard_sigmoid", name="hard")(dense(x, 16, "d_hard"))
+    x = layers.Activation("softmax", name="sm_latency")(dense(x, 10, "d_sm1"))
+    x = layers.Activation("softmax", name="sm_legacy")(dense(x, 10, "d_sm2"))
+    x = layers.Activation("softmax", name="sm_stable")(dense(x, 10, "d_sm3"))
+    x = layers.Activation("softmax", name="sm_argmax")(dense(x, 10, "d_sm4"))  # the output, kept
+    return tf.keras.Model(inp, x, name="activations")
+
+
+def _inputs(n: int = N_SAMPLES, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, 8)) * 2.0).astype(np.float32)
+
+
+def _convert(model, io: str, output_dir):
+    """hwflow's configuration with each softmax's implementation set, converted by hls4ml itself
+    (hwflow's options set one implementation for the whole model)."""
+    import hls4ml
+
+    from hwflow.convert import HlsOptions, image_from_hls, program_from_hls
+    from hwflow.convert.hls import hls_config, quiet
+    from hwflow.verify import CSimModel
+
+    options = HlsOptions.make(io, keep_softmax=True)
+    config = hls_config(model, options)
+    for name, impl in SOFTMAX_IMPLEMENTATIONS.items():
+        config["LayerName"][name]["Implementation"] = impl
+    for name, precision in NARROW.items():
+        config["LayerName"][name]["Precision"]["result"] = precision
+    with quiet():
+        hls_model = hls4ml.converters.convert_from_keras_model(
+            model, hls_config=config, io_type=options.io_type.value, backend=options.backend.value,
+            output_dir=str(output_dir))
+    return CSimModel(hls_model, program_from_hls(hls_model), image_from_hls(hls_model), output_dir)
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+    return _model()
+
+
+@pytest.fixture(scope="module")
+def parallel(keras_model, tmp_path_factory):
+    return _convert(keras_model, "parallel", tmp_path_factory.mktemp("act-parallel"))
+
+
+@pytest.mark.slow
+@needs_gxx
+@pytest.mark.parametrize("io", ["parallel", "stream"])
+def test_every_layer_equals_csim_trace(keras_model, parallel, tmp_path, io):
+    """Each activation and softmax layer (and the final, kept softmax) equals hls4ml's traced output."""
+    from hwflow.emulator import Kind
+    from hwflow.verify import compare_layers
+
+    csim = parallel if io == "parallel" else _convert(keras_model, "stream", tmp_path)
+    kinds = {layer.kind for layer in csim.program.layers}
+    assert {Kind.ACTIVATION, Kind.PARAM_ACTIVATION, Kind.HARD_ACTIVATION, Kind.PRELU, Kind.SOFTMAX} <= kinds
+    assert csim.program.output.name == "sm_argmax"
+    impls = {layer.name: layer.attrs["implementation"] for layer in csim.program.layers if layer.kind is Kind.SOFTMAX}
+    assert impls == SOFTMAX_IMPLEMENTATIONS
+    check = compare_layers(csim, _inputs())
+    assert check.first is None, check.summary()
+    expected = {"d_sig_sigmoid", "tanh", "softplus", "softsign", "leaky", "prelu", "elu", "thr", "qtanh", "qsig",
+                "qleaky", "qtanh_real", "qsig_real", "hard", *SOFTMAX_IMPLEMENTATIONS}
+    assert expected <= set(check.compared), check.not_compared
+    assert set(check.not_compared) == {"x"}
+
+
+@pytest.mark.slow
+def test_engine_equals_full_emulation_with_prelu_param_faulted(parallel):
+    """The delta engine's outcomes and output codes equal full emulation over seeded fault maps, with
+    faults in PReLU's param words too (and maps that fault only those)."""
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.emulator import Emulator
+    from hwflow.faults import fault_model_from_spec
+
+    program, image = parallel.program, parallel.image
+    assert image.has("prelu", "param")
+    x = _inputs(120, seed=3)
+    y = Emulator(program, image).predict_classes(x)
+    evaluator = TrialEvaluator(program, image, x, y, chunk=64)
+    rng = np.random.default_rng(7)
+    specs = [({"model": "bitflip"}, 3e-3), ({"model": "stuck-at", "value": "mixed"}, 1e-3),
+             ({"model": "bitflip", "layers": ["prelu"], "arrays": ["param"]}, 0.05),
+             ({"model": "bitflip", "layers": ["d_prelu", "prelu", "d_sm2"]}, 0.02)]
+    param_hit = changed = 0
+    for i in range(24):
+        spec, rate = specs[i % len(specs)]
+        faultmap = fault_model_from_spec(spec, rate).sample(image, rng)
+        param_hit += "prelu/param" in faultmap.array_keys and len(faultmap) > 0
+        reference = Emulator(program, faultmap.apply(image)).run(x)
+        np.testing.assert_array_equal(evaluator.output_codes(faultmap), reference, err_msg=f"{spec} {i}")
+        outcome = evaluator.evaluate(faultmap)
+        assert outcome == evaluator.full_evaluate(faultmap, x), (spec, i)
+        changed += outcome.mismatches > 0
+    assert param_hit >= 6
+    assert changed >= 4
+
+
+def test_keep_softmax_keeps_the_final_softmax(tmp_path):
+    """By default the final softmax is removed (logits compared); ``keep_softmax`` keeps it as the output."""
+    import tensorflow as tf
+
+    from hwflow.convert import HlsOptions, convert, program_from_hls
+    from hwflow.emulator import Emulator, Kind
+
+    inp = tf.keras.Input((4,))
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax", name="out")(inp))
+    stripped = program_from_hls(convert(model, HlsOptions.make("parallel"), tmp_path / "a"))
+    kept_hls = convert(model, HlsOptions.make("parallel", keep_softmax=True), tmp_path / "b")
+    kept = program_from_hls(kept_hls, source={})
+    assert stripped.output.kind is Kind.DENSE
+    assert kept.output.kind is Kind.SOFTMAX
+    assert kept.output.attrs["implementation"] == "stable"
+    from hwflow.convert import image_from_hls
+
+    probs = Emulator(kept, image_from_hls(kept_hls)).logits(_inputs(50)[:, :4])
+    assert np.all(probs >= 0)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=0.05)
+
+
+def test_cli_keep_softmax_flag():
+    import argparse
+
+    from hwflow.cli.args import add_hls_options, hls_options
+
+    p = argparse.ArgumentParser()
+    add_hls_options(p)
+    assert hls_options(p.parse_args(["--keep-softmax"])).keep_softmax
+    assert not hls_options(p.parse_args([])).keep_softmax
+
+
+def test_tables_follow_libm_single_precision():
+    """The table words are the C++'s: float arithmetic with libm's expf/tanhf, then the table type."""
+    from hwflow.emulator.activations import elu_table, expf, lut_table, tanhf
+    from hwflow.fixed import FixedType, quantize_float
+
+    t = FixedType(18, 8)
+    sig = lut_table("sigmoid", 1024, t)
+    assert sig[512] == quantize_float(np.float64(0.5), t)  # sigmoid(0)
+    assert np.all(np.diff(sig) >= 0)
+    assert sig[0] == 0
+    tanh = lut_table("tanh", 1024, t)
+    assert tanh[512] == 0
+    assert tanh[768] == quantize_float(np.float64(tanhf(2.0)), t)
+    assert elu_table(1024, t)[0] == 0
+    assert elu_table(1024, t)[-1] == quantize_float(
+        np.float64(np.float32(expf(float(np.float32(-8.0 * 1023 / 1024))) - 1.0)), t)
+
+
+def test_unsupported_activation_is_refused_by_name():
+    import tensorflow as tf
+
+    from hwflow.errors import UnsupportedLayerError
+    from hwflow.zoo.loading import check_supported
+
+    inp = tf.keras.Input((4,))
+    model = tf.keras.Model(inp, tf.keras.layers.Activation("selu", name="odd")(inp))
+    with pytest.raises(UnsupportedLayerError, match="'odd'.*selu"):
+        check_supported(model)
