@@ -21,14 +21,17 @@ ROUNDINGS = list(Rounding)
 OVERFLOWS = list(Overflow)
 
 
-def _emulators(layers: list[LayerSpec], weights: dict) -> tuple[Emulator, Emulator]:
-    """A fused and a plain emulator on the given layers and arrays (no WeightImage needed)."""
+def _emulators(layers: list[LayerSpec], weights: dict, use_compiled: bool = True) -> tuple[Emulator, Emulator]:
+    """A fused and a plain emulator on the given layers and arrays (no WeightImage needed).
+
+    ``use_compiled=False``: the fused path's numpy kernels (what runs without numba).
+    """
     out = []
     for fused in (True, False):
         emu = object.__new__(Emulator)
         emu.program, emu.chunk, emu.fused, emu.threads, emu.image = Program(tuple(layers)), 64, fused, 1, None
         emu._weights = dict(weights)
-        emu._runner = FusedRunner(emu)
+        emu._runner = FusedRunner(emu, use_compiled=use_compiled)
         out.append(emu)
     return out[0], out[1]
 
@@ -101,10 +104,11 @@ def _case(seed: int, wide_accum: bool = True):
     return layers, weights, x
 
 
+@pytest.mark.parametrize("use_compiled", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("seed", range(120))
-def test_conv_bn_activation_pool_group_equals_plain(seed):
+def test_conv_bn_activation_pool_group_equals_plain(seed, use_compiled):
     layers, weights, x = _case(seed)
-    fast, plain = _emulators(layers, weights)
+    fast, plain = _emulators(layers, weights, use_compiled)
     for upto in ("conv", "bn", "act", "pool"):  # every group boundary the runner can stop at
         np.testing.assert_array_equal(fast.run_codes(x, "x", upto), plain.run_codes(x, "x", upto))
 
@@ -141,8 +145,9 @@ def test_chain_without_multiply_accumulate_equals_plain(seed):
     np.testing.assert_array_equal(fast.run_codes(other, "conv", "pool"), plain.run_codes(x, "conv", "pool"))
 
 
+@pytest.mark.parametrize("use_compiled", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("seed", range(40))
-def test_dense_bn_relu_and_clip_saturate_equal_plain(seed):
+def test_dense_bn_relu_and_clip_saturate_equal_plain(seed, use_compiled):
     rng = np.random.default_rng(seed)
     x_t = _rand_type(rng, (3, 9), (1, 4), signed=False, modes=False)
     w_t = _rand_type(rng, (3, 8), (0, 2), signed=True, modes=False)
@@ -169,7 +174,7 @@ def test_dense_bn_relu_and_clip_saturate_equal_plain(seed):
         ("bn", "bias"): Weights(_codes(rng, sb_t, n), sb_t, None),
     }
     x = _codes(rng, x_t, (50, 20))
-    fast, plain = _emulators(layers, weights)
+    fast, plain = _emulators(layers, weights, use_compiled)
     np.testing.assert_array_equal(fast.run_codes(x, "x"), plain.run_codes(x, "x"))
 
 
@@ -301,8 +306,9 @@ def test_float_stored_arrays_run_plain_and_equal(stored):
     assert (stored == "bn") == any(v is not None for v in fast._runner.cache.values())  # conv alone still fuses
 
 
+@pytest.mark.parametrize("use_compiled", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("seed", range(30))
-def test_conv1d_and_padded_pooling_equal_plain(seed):
+def test_conv1d_and_padded_pooling_equal_plain(seed, use_compiled):
     """Conv1D groups (pool-window GEMM or im2col), and a padded max pooling (kept on the plain kernel)."""
     layers, weights, x = _case(4000 + seed)
     rng = np.random.default_rng(seed)
@@ -326,6 +332,6 @@ def test_conv1d_and_padded_pooling_equal_plain(seed):
     w = weights[("conv", "weight")]
     weights[("conv", "weight")] = Weights(_codes(rng, w.type, (k * c_in, c_out)), w.type, None)
     x = _codes(rng, layers[0].result, (29, length, c_in))
-    fast, plain = _emulators(layers, weights)
+    fast, plain = _emulators(layers, weights, use_compiled)
     for upto in ("conv", "act", "pool"):
         np.testing.assert_array_equal(fast.run_codes(x, "x", upto), plain.run_codes(x, "x", upto))

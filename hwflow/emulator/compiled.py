@@ -29,6 +29,7 @@ Exported for other engines (e.g. a campaign's delta kernels): :class:`StepParams
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -43,6 +44,8 @@ except ImportError:  # pragma: no cover - numba is a pinned dependency
     numba = None
 
 BLOCK_BYTES = 1 << 19
+SPECIALIZE = 8
+"""Channel counts divisible by this get kernels compiled for their shape (one compile each, cached)."""
 """Bytes of gathered windows plus GEMM output per block of :func:`conv_group` (stays in L2)."""
 
 # Rounding as flags of one branch-free formula (see _step_one): round up when
@@ -113,7 +116,9 @@ def max_step(y: np.ndarray, pool: int, row_step: int, col_step: int, p: StepPara
     (``pool=1``). ``out (B, C)`` has any integer (or float) dtype that holds the step's range.
     """
     if enabled():
-        _max_step_nb(y, pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k, p.flags, p.j, out)
+        c = out.shape[1]
+        kernel = _max_step_kernel(c, pool, col_step != 0) if c % SPECIALIZE == 0 else _max_step_kernel(0, 0, False)
+        kernel(y, pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k, p.flags, p.j, out)
         return out
     return max_step_ref(y, pool, row_step, col_step, p, out)
 
@@ -151,33 +156,42 @@ def apply_step(s: np.ndarray, p: StepParams, dtype: type) -> np.ndarray:
     return max_step(flat, 1, 0, 0, p, out).reshape(s.shape)
 
 
-def _max_step_py(y, pool, row_step, col_step, m, q, lo, hi, k, flags, j, out):  # pragma: no cover - compiled
+@functools.cache
+def _max_step_kernel(channels: int, pool: int, cols: bool):
+    """:func:`max_step` compiled for ``channels`` and ``pool`` as constants (LLVM unrolls and vectorizes
+    the channel loop; with runtime counts it runs scalar); ``cols``: offsets are column blocks.
+    ``channels == 0``: the one generic kernel (counts and layout at run time), for odd channel
+    counts, so that small test networks do not compile a kernel per shape.
+    """
     u = numba.uint64
-    b_count, c_count = out.shape
-    tmp = np.empty(c_count, y.dtype)
-    half = (np.int64(1) << (k - 1)) if k > 0 else np.int64(0)
-    g, z, ta, tn, tp, td = flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
-    rs, cs = u(row_step), u(col_step)
-    for b in range(b_count):
-        ub = u(b)
-        for c in range(c_count):
-            tmp[u(c)] = y[ub, u(c)]
-        for t in range(1, pool):
-            r, o = ub + u(t) * rs, u(t) * cs
-            for c in range(c_count):
+    generic = channels == 0
+
+    def kernel(y, pool_, row_step, col_step, m, q, lo, hi, k, flags, j, out):  # pragma: no cover - compiled
+        half = (np.int64(1) << (k - 1)) if k > 0 else np.int64(0)
+        g, z, ta, tn, tp, td = flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
+        rs, cs = u(row_step), u(col_step)
+        count = out.shape[1] if generic else channels
+        windows = pool_ if generic else pool
+        for b in range(out.shape[0]):
+            ub = u(b)
+            for c in range(count):
                 uc = u(c)
-                v, w = y[r, o + uc], tmp[uc]
-                tmp[uc] = v if v > w else w
-        for c in range(c_count):
-            uc = u(c)
-            n = np.int64(tmp[uc]) * m[uc] + q[uc]
-            fl = n >> k
-            rem = n - (fl << k)
-            neg = np.int64(n < 0)
-            tie = ta | (tn & neg) | (tp & (1 - neg)) | (td & fl)
-            up = (g & (np.int64(rem > half) | (np.int64(rem == half) & tie))) | (z & np.int64(rem != 0) & neg)
-            v = min(max(fl + (up & 1), lo[uc]), hi[uc])
-            out[ub, uc] = v << j
+                s = y[ub, uc]
+                for t in range(1, windows):
+                    if generic:
+                        v = y[ub + u(t) * rs, u(t) * cs + uc]
+                    else:
+                        v = y[ub, u(t * channels) + uc] if cols else y[ub + u(t) * rs, uc]
+                    s = v if v > s else s
+                n = np.int64(s) * m[uc] + q[uc]
+                fl = n >> k
+                rem = n - (fl << k)
+                neg = np.int64(n < 0)
+                tie = ta | (tn & neg) | (tp & (1 - neg)) | (td & fl)
+                up = (g & (np.int64(rem > half) | (np.int64(rem == half) & tie))) | (z & np.int64(rem != 0) & neg)
+                out[ub, uc] = min(max(fl + (up & 1), lo[uc]), hi[uc]) << j
+
+    return numba.njit(cache=True, nogil=True)(kernel)
 
 
 # --- window gather (im2col of one block) -----------------------------------------------------------
@@ -193,7 +207,11 @@ def gather(x: np.ndarray, out: np.ndarray, start: int, grid: tuple[int, int], si
     ``size[1] * C`` values (``K = size[0] * size[1] * C``, the Keras kernel's order).
     """
     if enabled():
-        _gather_nb(x, out, start, grid[0], grid[1], size[0], size[1], step[0], step[1], offsets)
+        run = out.shape[2] // size[0]
+        c = out.shape[2] // (size[0] * size[1])
+        special = c % SPECIALIZE == 0 or (c == 1 and size[1] <= SPECIALIZE)  # a network's first layer: C == 1
+        kernel = _gather_kernel(out.shape[0], size[0], run) if special else _gather_kernel(0, 0, 0)
+        kernel(x, out, start, grid[0], grid[1], size[0], step[0], step[1], out.shape[2] // (size[0] * size[1]), offsets)
         return out
     return gather_ref(x, out, start, grid, size, step, offsets)
 
@@ -213,25 +231,33 @@ def gather_ref(x: np.ndarray, out: np.ndarray, start: int, grid: tuple[int, int]
     return out
 
 
-def _gather_py(x, out, start, gh, gw, kh, kw, sh, sw, offsets):  # pragma: no cover - compiled
+@functools.cache
+def _gather_kernel(windows: int, rows: int, run: int):
+    """:func:`gather` compiled for ``windows`` per position, ``rows`` window rows of ``run`` values
+    (constants: short copies unrolled); ``windows == 0``: the generic kernel (counts at run time)."""
     u = numba.uint64
-    p_count, b_count, k = out.shape
-    run = k // kh  # kw * C values per window row
-    c = run // kw
-    per = gh * gw
-    for b in range(b_count):
-        g = start + b
-        n = g // per
-        r = g - n * per
-        py = r // gw
-        px = r - py * gw
-        for t in range(p_count):
-            y0 = py * sh + offsets[t, 0]
-            x0 = u((px * sw + offsets[t, 1]) * c)
-            for ky in range(kh):
-                yy, base = u(y0 + ky), u(ky * run)
-                for i in range(run):
-                    out[u(t), u(b), base + u(i)] = x[u(n), yy, x0 + u(i)]
+    generic = windows == 0
+
+    def kernel(x, out, start, gh, gw, kh, sh, sw, c, offsets):  # pragma: no cover - compiled
+        per = gh * gw
+        windows_ = out.shape[0] if generic else windows
+        rows_ = kh if generic else rows
+        run_ = out.shape[2] // kh if generic else run
+        for b in range(out.shape[1]):
+            g = start + b
+            n = g // per
+            r = g - n * per
+            py = r // gw
+            px = r - py * gw
+            for t in range(windows_):
+                y0 = py * sh + offsets[t, 0]
+                x0 = u((px * sw + offsets[t, 1]) * c)
+                for ky in range(rows_):
+                    yy, base = u(y0 + ky), u(ky * run_)
+                    for i in range(run_):
+                        out[u(t), u(b), base + u(i)] = x[u(n), yy, x0 + u(i)]
+
+    return numba.njit(cache=True, nogil=True)(kernel)
 
 
 # --- one convolution group: gather, GEMM, max and step, block by block ---------------------------
@@ -285,8 +311,3 @@ def conv_group(x: np.ndarray, plan: ConvPlan, dtype: type) -> np.ndarray:
     return out.reshape((n,) + tuple(plan.grid) + (plan.channels,))
 
 
-if numba is not None:
-    _max_step_nb = numba.njit(cache=True, nogil=True)(_max_step_py)
-    _gather_nb = numba.njit(cache=True, nogil=True)(_gather_py)
-else:  # pragma: no cover
-    _max_step_nb = _gather_nb = None
