@@ -198,3 +198,118 @@ def test_folded_batch_norm_arrays_are_hls4mls(designs):
                                                 + weights["beta"]).numpy()
     np.testing.assert_array_equal(design.image.get("cbn", "weight").values(), kernel)
     np.testing.assert_array_equal(design.image.get("cbn", "bias").values(), bias)
+
+
+# --- fault campaigns through the engine ---------------------------------------------------------------
+
+ENGINE_SPECS = [{"model": "bitflip"}, {"model": "stuck-at", "value": "mixed"}, {"model": "bitflip", "bits": ["msb"]}]
+
+
+def _new_layers(program) -> list[str]:
+    """The layers of this module's kinds that hold arrays (depthwise, pointwise, folded)."""
+    return [layer.name for layer in program.layers
+            if layer.kind in (Kind.DEPTHWISE1D, Kind.DEPTHWISE2D) or "pointwise" in layer.name or layer.name == "cbn"]
+
+
+def check_engine(program, image, x, seed: int) -> tuple[int, set[str]]:
+    """Seeded maps, each confined to one array of the new layers (a few faulty bits each), then over the whole image:
+    the engine's output codes and outcome equal full emulation of the faulty image."""
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.faults import fault_model_from_spec
+
+    y = Emulator(program, image).predict_classes(x)
+    evaluator = TrialEvaluator(program, image, x, y, chunk=32)
+    rng = np.random.default_rng(seed)
+    hurt, touched = 0, set()
+    new = [a for a in image if a.layer in _new_layers(program)]
+    targets = [({"layers": [a.layer], "arrays": [a.name]}, min(0.5, 4 / (a.words.size * a.format.fixed.width)))
+               for a in new] + [({}, 3e-3)]
+    for i, ((target, rate), spec) in enumerate((t, s) for t in targets for s in ENGINE_SPECS):
+        faultmap = fault_model_from_spec({**spec, **target}, rate).sample(image, rng)
+        faulty = faultmap.apply(image)
+        touched |= {a.key for a, f in zip(image, faulty, strict=True) if np.any(a.words != f.words)}
+        reference = Emulator(program, faulty).run(x)
+        np.testing.assert_array_equal(evaluator.output_codes(faultmap), reference, err_msg=f"{target} {spec} {i}")
+        assert evaluator.evaluate(faultmap) == evaluator.full_evaluate(faultmap, x), (target, spec, i)
+        hurt += int(np.any(reference != Emulator(program, image).run(x)))
+    return hurt, touched
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_engine_equals_full_emulation(csim):
+    model, design = csim
+    hurt, touched = check_engine(design.program, design.image, inputs(model, 60), seed=3)
+    assert hurt > 5
+    new = {a.key for a in design.image if a.layer in _new_layers(design.program)}
+    assert new <= touched, new - touched  # faults landed in every array of the new kinds
+
+
+def _saturating(program):
+    """``program`` with narrow saturating accumulators in the depthwise layers: linearity breaks."""
+    from dataclasses import replace
+
+    from hwflow.emulator import Program
+    from hwflow.fixed import Overflow
+
+    layers = []
+    for layer in program.layers:
+        if layer.kind in (Kind.DEPTHWISE1D, Kind.DEPTHWISE2D):
+            acc = replace(layer.accum, width=layer.accum.width - 14, integer=layer.accum.integer - 14,
+                          overflow=Overflow.SAT)
+            layer = replace(layer, accum=acc, result=acc)
+        layers.append(layer)
+    return Program(tuple(layers), program.io_type, program.source)
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_engine_equals_full_emulation_with_saturating_depthwise_accumulators(designs):
+    """Saturating accumulators in hls4ml's Resource order (io_stream, reuse factor 3): the per-channel
+    recompute is exact there too."""
+    model, design = designs("2d", "stream", "Resource", 3)
+    program = _saturating(design.program)
+    x = inputs(model, 60)
+    saturated = Emulator(program, design.image).trace(x)["dw"]
+    assert np.any(np.abs(saturated) == program.layer("dw").accum.max_code)  # the accumulators do saturate
+    hurt, _ = check_engine(program, design.image, x, seed=4)
+    assert hurt > 5
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_depthwise_rule_gives_the_traced_difference(designs):
+    """Per depthwise layer: given the traced input difference and the faulty words, the rule returns
+    exactly the traced output difference of two full runs."""
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.campaign.delta import Block, rule_for
+    from hwflow.campaign.delta.state import apply
+    from hwflow.faults import fault_model_from_spec
+
+    model, design = designs("2d", "parallel", "Latency", 1)
+    program, image = design.program, design.image
+    x = inputs(model, 40)
+    evaluator = TrialEvaluator(program, image, x, Emulator(program, image).predict_classes(x))
+    clean = Emulator(program, image).trace(x)
+    rng = np.random.default_rng(9)
+    checked = 0
+    for i in range(8):
+        faultmap = fault_model_from_spec({"model": "bitflip"}, [1e-2, 3e-2][i % 2]).sample(image, rng)
+        faulty = Emulator(program, faultmap.apply(image)).trace(x)
+        for layer in program.layers:
+            if layer.kind is not Kind.DEPTHWISE2D:
+                continue
+            src_clean, src_faulty = clean[layer.inputs[0]], faulty[layer.inputs[0]]
+            differs = (src_clean != src_faulty).reshape(len(x), -1, src_clean.shape[-1])
+            samples = np.flatnonzero(differs.any(axis=(1, 2)))
+            blocks = []
+            if len(samples):
+                channels = np.flatnonzero(differs[samples].any(axis=(0, 1)))
+                blocks = [Block(samples, channels, np.take(src_faulty[samples], channels, axis=-1).astype(float))]
+            step = evaluator.layer_step(layer.name, blocks, faultmap)
+            if not blocks and not step.changed:
+                continue
+            out = rule_for(layer).delta(step)
+            np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
+            checked += 1
+    assert checked >= 8
