@@ -70,11 +70,30 @@ def _inputs(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 2.0, (n, 11, 13, 2)).astype(np.float32)
 
 
+NARROW = {  # accumulators set in hls4ml's configuration: fewer fractional bits than the input, saturating, wrapping
+    "avg2": "fixed<12,4,RND,SAT>",
+    "avg3": "fixed<10,3,TRN,SAT>",
+    "gmp1": "fixed<8,3,TRN,WRAP>",
+    "gap2": "fixed<4,0,RND_CONV,SAT_SYM>",
+}
+"""The other pooling layers keep hls4ml's inferred accumulators (``avg1``; ``gap1``'s default fixed<16,6>)."""
+
+
 def _converted(io: str, out):
-    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+    """Converted by hls4ml itself with hwflow's per-layer configuration plus the ``NARROW`` accumulators."""
+    import hls4ml
+
+    from hwflow.convert import HlsOptions, image_from_hls, program_from_hls
+    from hwflow.convert.hls import hls_config, quiet
     from hwflow.verify import CSimModel
 
-    hls = convert(pool_shape_model(io), HlsOptions.make(io), out)
+    model = pool_shape_model(io)
+    config = hls_config(model, HlsOptions.make(io))
+    for name, accum in NARROW.items():
+        config["LayerName"][name]["Precision"].update(accum=accum, result="fixed<16,6>")
+    with quiet():
+        hls = hls4ml.converters.convert_from_keras_model(model, hls_config=config, io_type=f"io_{io}",
+                                                         backend="Vitis", output_dir=str(out))
     return CSimModel(hls, program_from_hls(hls), image_from_hls(hls), out)
 
 
@@ -101,9 +120,13 @@ def test_every_layer_and_the_logits_equal_csim(compared):
     for name in ("avg1", "pad1", "crop1", "up1", "avg2", "avg3", "pad2", "crop2", "up2", "gap1", "gmp1", "gap2",
                  "gmp2", "out"):
         assert name in check.compared, name
+    for name, accum in NARROW.items():
+        assert str(csim.program.layer(name).accum) == str(parse_type(accum)), name
     logits = Emulator(csim.program, csim.image).logits(x).reshape(len(x), -1)
     np.testing.assert_array_equal(logits, csim.csim_logits(x))
-    assert len(np.unique(logits, axis=0)) > SAMPLES // 2  # the samples do not collapse onto one output
+    gap1 = Emulator(csim.program, csim.image).trace(x)["gap1"]
+    assert len(np.unique(gap1, axis=0)) == SAMPLES  # the samples do not collapse onto one output
+    assert len(np.unique(logits, axis=0)) > 1
 
 
 @needs_gxx
@@ -119,6 +142,25 @@ def test_a_rounding_division_would_not_match(compared, monkeypatch):
     monkeypatch.setattr(pooling, "divide", lambda acc, count: np.asarray(acc, dtype=np.int64) // count)
     floored = Emulator(csim.program, csim.image).trace(x)
     assert any((exact[name] != floored[name]).any() for name in ("gap1", "gap2", "avg3"))
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_each_narrow_accumulator_changes_its_layer(compared):
+    """With a wide wrapping accumulator instead, each ``NARROW`` layer computes another output on these
+    samples: the C-simulation equality above sees the rounding, saturation and wrap of each."""
+    from dataclasses import replace
+
+    csim, x, _ = compared
+    trace = Emulator(csim.program, csim.image).trace(x)
+    for name in NARROW:
+        i = csim.program.index(name)
+        layer = csim.program.layers[i]
+        wide = replace(layer, accum=parse_type("fixed<40,20>"))
+        program = Program(csim.program.layers[:i] + (wide,) + csim.program.layers[i + 1 :], csim.program.io_type)
+        out = Emulator(program, csim.image, fused=False).run_codes(trace[layer.inputs[0]], start=layer.inputs[0],
+                                                                   upto=name)
+        assert np.any(out != trace[name]), name
 
 
 @needs_gxx
