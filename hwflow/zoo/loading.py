@@ -52,8 +52,8 @@ QUANTIZED_ACTIVATIONS = frozenset({"quantized_relu", "quantized_bits",
                                    "quantized_tanh", "quantized_sigmoid"})  # hwflow.emulator.activations
 """Quantizers allowed in a ``QActivation`` layer (and inside a QDense/QConv layer)."""
 QUANTIZED_ACTIVATIONS = QUANTIZED_ACTIVATIONS | frozenset({"binary", "ternary", "binary_tanh", "ternary_tanh"})
-WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1, "auto"),
-                     "ternary": (None, 1, "auto"), "quantized_po2": (None,)}
+WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1, "auto", "auto_po2"),
+                     "ternary": (None, 1, "auto", "auto_po2"), "quantized_po2": (None,)}
 """Kernel and bias quantizers hls4ml converts and hwflow emulates (hwflow.convert.layers_quant), with
 the ``alpha`` values each is checked with; ``quantized_po2`` for kernels only."""
 
