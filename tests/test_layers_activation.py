@@ -213,3 +213,24 @@ def test_unsupported_activation_is_refused_by_name():
     model = tf.keras.Model(inp, tf.keras.layers.Activation("selu", name="odd")(inp))
     with pytest.raises(UnsupportedLayerError, match="'odd'.*selu"):
         check_supported(model)
+
+
+def test_clipact_refuses_relu_family_layers_with_the_reason():
+    """FT-ClipAct replaces plain quantized ReLUs only: a LeakyReLU, PReLU, ELU or a quantized_relu with a
+    negative slope is refused by name, saying why."""
+    import tensorflow as tf
+    from qkeras import QActivation, quantized_relu
+
+    from hwflow.errors import HardenError
+    from hwflow.harden.clipact import apply_clipact
+
+    inp = tf.keras.Input((4,))
+    x = QActivation(quantized_relu(6, 2), name="relu")(inp)
+    x = tf.keras.layers.LeakyReLU(0.2, name="leaky")(x)
+    x = QActivation(quantized_relu(6, 2, negative_slope=0.25), name="qleaky")(x)
+    model = tf.keras.Model(inp, tf.keras.layers.PReLU(name="prelu")(x))
+    for name in ("leaky", "qleaky", "prelu"):
+        with pytest.raises(HardenError, match=f"does not clip {name} .*plain QActivation"):
+            apply_clipact(model, {name: 1.0})
+    assert [layer.name for layer in apply_clipact(model, {"relu": 1.0}).layers if "Clip" in type(layer).__name__] \
+        == ["relu"]

@@ -119,6 +119,31 @@ def clip_layers(model: tf.keras.Model) -> dict[str, tuple[int, int]]:
     return out
 
 
+RELU_FAMILY = ("LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "ReLU")
+"""ReLU-like Keras layers FT-ClipAct leaves alone (``unclippable``): ClipActivation is a quantized ReLU."""
+
+
+def unclippable(model: tf.keras.Model, names: list[str]) -> str:
+    """Why the ReLU-family layers among ``names`` are not clipped ('' when none of them is one).
+
+    ClipActivation replaces a ``quantized_relu`` one for one; a layer that passes negative values (a
+    negative slope, PReLU's alpha, ELU) or computes in another type would change its function."""
+    reasons = []
+    by_name = {layer.name: layer for layer in model.layers}
+    for name in names:
+        layer = by_name.get(name)
+        kind = type(layer).__name__ if layer is not None else ""
+        quantizer = getattr(layer, "activation", None) if kind == "QActivation" else None
+        q_name = quantizer.split("(")[0] if isinstance(quantizer, str) else type(quantizer).__name__
+        if kind in RELU_FAMILY or q_name == "quantized_relu":
+            what = "quantized_relu with a negative slope, sigmoid form or upper bound" if quantizer else kind
+            reasons.append(f"{name} ({what})")
+    if not reasons:
+        return ""
+    return (f"; FT-ClipAct does not clip {', '.join(reasons)}: it replaces plain QActivation(quantized_relu(bits, "
+            "integer)) layers only, and these pass negative values or use another function")
+
+
 def _check_thresholds(model: tf.keras.Model, thresholds: dict[str, float]) -> dict[str, float]:
     if not isinstance(thresholds, dict) or not thresholds:
         msg = "thresholds must be a non-empty mapping {layer name: threshold}"
@@ -130,7 +155,8 @@ def _check_thresholds(model: tf.keras.Model, thresholds: dict[str, float]) -> di
         raise HardenError(msg)
     unknown = sorted(set(thresholds) - set(layers))
     if unknown:
-        msg = f"no clippable layer named {', '.join(unknown)} in {model.name}; clippable: {', '.join(layers)}"
+        msg = (f"no clippable layer named {', '.join(unknown)} in {model.name}; clippable: {', '.join(layers)}"
+               f"{unclippable(model, unknown)}")
         raise HardenError(msg)
     return {name: check_threshold(t, f"threshold of {name}", HardenError) for name, t in thresholds.items()}
 

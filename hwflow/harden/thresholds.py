@@ -46,6 +46,7 @@ from hwflow.harden.clipact import (
     describe_thresholds,
     profile_thresholds,
     sidecar_entry,
+    unclippable,
 )
 from hwflow.image import WeightImage
 from hwflow.metrics import MetricSpec
@@ -270,7 +271,7 @@ def search_thresholds(model: tf.keras.Model, dataset: Dataset, config: ClipSearc
     unknown = [n for n in layers if n not in available]
     if unknown or not layers:
         msg = (f"cannot clip {', '.join(unknown) or 'no layers'} in {model.name}; "
-               f"clippable layers: {', '.join(available) or 'none'}")
+               f"clippable layers: {', '.join(available) or 'none'}{unclippable(model, unknown)}")
         raise HardenError(msg)
     if len(dataset.x_val) == 0:
         msg = f"data set {dataset.name} has an empty validation split: the search scores on it"
