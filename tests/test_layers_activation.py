@@ -240,3 +240,54 @@ def test_clipact_refuses_relu_family_layers_with_the_reason():
             apply_clipact(model, {name: 1.0})
     assert [layer.name for layer in apply_clipact(model, {"relu": 1.0}).layers if "Clip" in type(layer).__name__] \
         == ["relu"]
+
+
+@pytest.mark.slow
+def test_weight_scaling_moves_the_prelu_param_and_keeps_the_outputs(parallel):
+    """Weight scaling covers PReLU's param like any weight array: the plan shifts it into its headroom,
+    and the emulator, reading the scaled words through their compute type, gives the same outputs."""
+    from hwflow.emulator import Emulator
+    from hwflow.harden.scale import plan_rule, scaled_image
+
+    plan = plan_rule(parallel.image)
+    assert plan.shifts().get("prelu/param", 0) > 0
+    scaled = scaled_image(parallel.image, plan)
+    x = _inputs(60)
+    np.testing.assert_array_equal(Emulator(parallel.program, scaled).run(x),
+                                  Emulator(parallel.program, parallel.image).run(x))
+
+
+@pytest.mark.slow
+@needs_gxx
+def test_prelu_param_runs_on_the_csim_board(tmp_path):
+    """The build puts PReLU's param (a{index}) in BRAM behind the host port beside the Dense arrays, and
+    the C-simulation board (io_stream, final softmax kept) equals the emulator fault-free and under
+    fault maps."""
+    import tensorflow as tf
+    from qkeras import QDense, quantized_bits
+
+    from hwflow.convert import HlsOptions
+    from hwflow.emulator import Emulator
+    from hwflow.faults import fault_model_from_spec
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, check_board
+    from hwflow.hardware.project import BuildOptions, generate
+
+    tf.keras.utils.set_random_seed(4)
+    inp = tf.keras.Input((8,), name="x")
+    q = quantized_bits(6, 2, alpha=1)  # PReLU's param takes its input's type: it must fit a 32-bit bus word
+    x = QDense(12, kernel_quantizer=q, bias_quantizer=q, name="d1")(inp)
+    x = tf.keras.layers.PReLU(name="prelu", alpha_initializer=tf.keras.initializers.RandomUniform(-0.5, 1.0))(x)
+    x = tf.keras.layers.Dense(6, activation="tanh", name="d2")(x)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(4, activation="softmax", name="out")(x))
+    build = generate(model, load_board("pynq-z2"), tmp_path,
+                     BuildOptions(HlsOptions.make("stream", keep_softmax=True), min_words=1))
+    assert "prelu/param" in build.manifest.keys
+    assert build.program.output.name == "out_softmax"
+    xb = _inputs(24, seed=5)
+    rng = np.random.default_rng(2)
+    maps = [fault_model_from_spec({"model": "bitflip", "layers": ["prelu"]}, 0.05).sample(build.image, rng),
+            *(fault_model_from_spec({"model": "bitflip"}, 1e-2).sample(build.image, rng) for _ in range(4))]
+    check = check_board(CSimBoard(tmp_path), build.program, build.image, xb, maps)
+    assert check.ok, check
+    assert Emulator(build.program, build.image).run(xb).shape == (24, 4)
