@@ -25,7 +25,8 @@ def _pool_attrs(layer) -> dict:
     pads = [int(layer.get_attr(k) or 0) for k in ("pad_top", "pad_bottom", "pad_left", "pad_right")]
     if stream and any(pads):
         msg = (f"{_where(layer)}: hls4ml's io_stream pooling has no padding (its C simulation aborts on an "
-               "assertion); use padding='valid' (or a ZeroPadding layer before it), or io_parallel")
+               "assertion); use padding='valid', or io_parallel (a ZeroPadding layer before a valid pooling "
+               "is not the same: its zeros count in an average and in a maximum of negative values)")
         raise UnsupportedLayerError(msg)
     windows = [("pool_width", "stride_width")] + ([("pool_height", "stride_height")] if two_d else [])
     encoded = str(layer.get_attr("implementation", "linebuffer")).lower() == "encoded"
