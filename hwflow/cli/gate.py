@@ -13,7 +13,8 @@ from pathlib import Path
 from hwflow.cli.args import positive
 
 DEFAULT_CACHE = ".hwflow-cache"
-"""The CI cache folder (trained zoo models, conversions), unless --cache or HWFLOW_CACHE names another."""
+"""The CI cache folder (trained zoo models, conversions, fault-free passes), unless --cache or HWFLOW_CACHE names
+another."""
 
 
 def add_parser(sub) -> None:
@@ -34,7 +35,8 @@ def add_parser(sub) -> None:
                    help="trials per point per batch (default: a tenth of the spec's trials, rounded up)")
     p.add_argument("--workers", type=positive, default=1, help="local worker processes for the trials (default: 1)")
     p.add_argument("--cache", default=None,
-                   help=f"cache folder for trained models and conversions (default: $HWFLOW_CACHE or {DEFAULT_CACHE})")
+                   help="cache folder for trained models, conversions and fault-free passes "
+                   f"(default: $HWFLOW_CACHE or {DEFAULT_CACHE})")
     p.add_argument("--no-cache", action="store_true", help="build every variant afresh, caching nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
