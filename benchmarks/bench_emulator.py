@@ -3,7 +3,8 @@
 ``make bench`` runs it. Each comparison prints one line ``bench <name>: <ratio>x (<A> vs <B>)`` for
 scripts. The emulator must be bit-exact with the C simulation on every image (checked here too),
 and its fused path identical to the plain reference path (``Emulator(..., fused=False)``, checked
-and printed). Targets (issue 11): one full exact pass at least 4x QKeras's ``model.predict``, and
+and printed), on the compiled kernels and on their numpy fallback (``HWFLOW_NO_NUMBA=1``) alike.
+Targets (issue 11): one full exact pass at least 4x QKeras's ``model.predict``, and
 at least 25 % of numpy's float32 GEMM peak measured in the same run (a large square sgemm, best of
 several), counting the network's multiply-accumulates. Peak memory (ru_maxrss) is printed too.
 Other processes on the machine change every figure: run it a few times and compare ratios.
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from hwflow.convert import HlsOptions
     from hwflow.data import load_dataset
-    from hwflow.emulator import Emulator
+    from hwflow.emulator import Emulator, compiled
     from hwflow.verify import build_csim
     from hwflow.zoo.train import TrainConfig, load_or_train
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     csim = build_csim(trained.model, HlsOptions(), out / f"hls-{args.model}")
     emulator = Emulator(csim.program, csim.image)
 
-    emulator.logits(x[:64])  # warm-up (BLAS threads, allocations)
+    emulator.logits(x[:64])  # warm-up (BLAS threads, allocations, numba kernels compiled or loaded)
     peak_before = sgemm_peak()
     plain = Emulator(csim.program, csim.image, fused=False)
     reference, t_plain = timed(plain.run, x)
@@ -106,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         t_keras, cpu_keras = min(t_keras, t), min(cpu_keras, cpu)
     emu = csim.program.output.result.to_float(codes)
     same = bool(np.array_equal(codes, reference))
+    os.environ["HWFLOW_NO_NUMBA"] = "1"  # the fused path's numpy kernels (what runs without numba)
+    try:
+        emulator.run(x[:64])
+        numpy_codes, t_numpy = best_of(3, emulator.run, x)
+    finally:
+        os.environ.pop("HWFLOW_NO_NUMBA")
+    same = same and bool(np.array_equal(numpy_codes, reference))
     peak = max(peak_before, sgemm_peak())  # before and after the passes: the less disturbed one
     macs = macs_per_sample(csim.program, csim.image) * n
 
@@ -115,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{mismatches} output words differ from C-sim)")
     print(f"bench emulator-fused-equals-plain: {same} ({n} images; plain path {t_plain:.3f} s, "
           f"fused {t_emu:.3f} s: {t_plain / t_emu:.1f}x)")
+    print(f"bench emulator-compiled-vs-numpy: {t_numpy / t_emu:.2f}x (fused pass on the numba kernels "
+          f"{t_emu * 1e3:.0f} ms vs HWFLOW_NO_NUMBA=1 {t_numpy * 1e3:.0f} ms, best of 3; "
+          f"numba {'on' if compiled.enabled() else 'off'})")
     print(f"bench emulator-vs-csim: {t_csim / t_emu:.1f}x ({n / t_emu:.0f} vs {n / t_csim:.0f} images/s)")
     print(f"bench emulator-vs-qkeras: {t_keras / t_emu:.2f}x ({n / t_emu:.0f} vs {n / t_keras:.0f} images/s, "
           f"one full exact pass {t_emu * 1e3:.0f} ms vs predict {t_keras * 1e3:.0f} ms)")

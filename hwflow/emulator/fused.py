@@ -15,6 +15,12 @@ codes; here each group is
 3. that step function, evaluated exactly on the pooled values, written as the next layer's
    codes in the narrowest integer dtype.
 
+Where numba runs (``compiled.enabled()``), a convolution group runs block by block on the compiled
+kernels instead (``compiled.conv_group``: gather the windows, GEMM, then max and step function in
+exact int64 arithmetic, straight into the narrow dtype; one block stays in cache), and a dense
+group's step function runs compiled after its GEMM. ``FusedRunner(..., use_compiled=False)`` or
+``HWFLOW_NO_NUMBA=1`` keeps the numpy kernels; both give identical codes.
+
 Whatever a group cannot prove exact runs through the plain kernels, layer by layer: a wrapping or
 saturating accumulator (whose stepwise kernel ``ops._linear_stepwise`` stays the reference),
 float-stored weights, pooling with padding. Where only the chain stops folding (FT-ClipAct's zero
