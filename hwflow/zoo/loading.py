@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MERGES = frozenset({"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"})
+"""Keras's merge layers hls4ml converts (two inputs; hwflow.convert.layers_merge); not Dot."""
+
 # Exact class names: QDense subclasses Dense, so isinstance() would let look-alikes through.
 SUPPORTED_LAYERS = frozenset({
     "InputLayer",
@@ -39,7 +42,7 @@ SUPPORTED_LAYERS = frozenset({
     "ZeroPadding1D", "ZeroPadding2D", "Cropping1D", "Cropping2D", "UpSampling1D", "UpSampling2D", "Reshape",
     "Flatten",
     "Dropout",  # the identity at inference
-    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",  # two inputs (layers_merge)
+    *MERGES,
     "DepthwiseConv1D", "DepthwiseConv2D", "QDepthwiseConv2D",  # depth multiplier 1 (hwflow.convert.layers_conv)
     "SeparableConv1D", "SeparableConv2D", "QSeparableConv1D", "QSeparableConv2D",
     "QConv2DBatchnorm",  # hls4ml folds the batch norm into the kernel and bias
@@ -181,6 +184,9 @@ def _check_layer(layer: Any) -> None:
         raise UnsupportedLayerError(msg)
     if kind.startswith("Q"):
         _check_quantizers(layer, where)
+    if kind in MERGES and len(layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]) != 2:
+        msg = f"{where} merges {len(layer.input)} inputs; hls4ml 1.3.0 merges two: chain two-input merges instead"
+        raise UnsupportedLayerError(msg)
     if "Depthwise" in kind or "Separable" in kind:
         multiplier = layer.get_config().get("depth_multiplier", 1)
         if multiplier != 1:
