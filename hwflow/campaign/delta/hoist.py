@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwflow.campaign.delta import compiled
+from hwflow.campaign.delta.convsum import PendingConv
 from hwflow.campaign.delta.state import Block, Delta
 from hwflow.emulator import Kind, LayerSpec, Program, ops
 from hwflow.emulator import step as steps
@@ -97,10 +99,24 @@ def apply_step(delta: Delta, bound) -> Delta:
                                  tuple((f, c[b.channels]) for f, c in fn.clamps), fn.scale)
         first = np.moveaxis(values, -1, 0)
         if values.ndim > 1 and first.flags.c_contiguous:
-            y = fn.channels_first(first.reshape(len(first), -1)).reshape(first.shape)
+            y = step_channels_first(fn, first.reshape(len(first), -1)).reshape(first.shape)
             out.append(Block(b.samples, b.channels, np.moveaxis(y, 0, -1)))
         else:
             out.append(Block(b.samples, b.channels, fn(values)))
+    return out
+
+
+def step_channels_first(fn: steps.BoundStep, s: np.ndarray) -> np.ndarray:
+    """``fn.channels_first(s)`` for ``s (C, R)``, in one compiled pass (``compiled.step_channels_first``)."""
+    lo = hi = np.zeros(0, dtype=fn.dtype)
+    for op, bound in fn.clamps:
+        if op is np.maximum:
+            lo = np.asarray(bound, dtype=fn.dtype)
+        else:
+            hi = np.asarray(bound, dtype=fn.dtype)
+    out = np.empty(s.shape, dtype=fn.dtype)
+    compiled.step_channels_first(s, fn.alpha, fn.beta, compiled.ROUNDING_CODES[fn.rounding], lo, hi,
+                                 float(fn.scale or 0.0), out)
     return out
 
 
@@ -117,6 +133,11 @@ def pool_blocks(delta: Delta, pool: LayerSpec, signs) -> Delta:
             sgn = np.broadcast_to(np.asarray(signs), (int(pool.output_shape[-1]),))[b.channels]
             if (sgn > 0).all():
                 sgn = None
+        if isinstance(b, PendingConv):  # summed and pooled in one pass, never written in full
+            pooled = b.acc.pooled(size, stride, sgn)
+            if pooled is not None:
+                out.append(Block(b.samples, b.channels, np.moveaxis(pooled, 0, -1)))
+                continue
         values = np.asarray(b.values)
         first = np.moveaxis(values, -1, 0)
         if values.ndim > 2 and first.flags.c_contiguous:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwflow.campaign.delta import compiled
+
 
 @dataclass
 class Block:
@@ -132,11 +134,13 @@ def fill(block: Block, golden: np.ndarray) -> np.ndarray:
 
 def trim(delta: Delta, golden: np.ndarray) -> Delta:
     """Drop the samples and channels of each block whose codes equal the fault-free ones."""
+    codes = np.moveaxis(golden.array, 0, -1) if isinstance(golden, ChannelMajor) else np.asarray(golden)
+    codes = codes.reshape(len(codes), -1, codes.shape[-1])
     out = []
     for b in delta:
-        differs = b.values != take(golden, b.samples, b.channels)
-        lead = differs.reshape(len(b.samples), -1, differs.shape[-1])
-        per_cell = lead.any(axis=1)  # (samples, channels): one reduction over the positions
+        values = np.asarray(b.values)
+        per_cell = np.empty((len(b.samples), len(b.channels)), dtype=bool)  # (samples, channels)
+        compiled.differs(values.reshape(len(b.samples), -1, values.shape[-1]), codes, b.samples, b.channels, per_cell)
         keep_s = per_cell.any(axis=1)
         if not keep_s.any():
             continue

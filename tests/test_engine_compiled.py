@@ -1,0 +1,220 @@
+"""The engine's compiled kernels (``hwflow.campaign.delta.compiled``) against their numpy references:
+identical codes on random inputs, edge cases included (wrapping accumulators, negative codes, pooling
+with negative signs, rounding ties and clamps at their boundary, every code dtype the golden store
+uses); the switch that runs the references; and the engine giving the same outcomes either way."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+
+import numpy as np
+import pytest
+
+from hwflow.campaign import TrialEvaluator
+from hwflow.campaign.delta import compiled
+from hwflow.campaign.delta.compiled import ROUNDING_CODES, use_numba
+from hwflow.emulator import Emulator
+from hwflow.emulator.step import BoundStep
+from hwflow.faults import fault_model_from_spec
+from tests.conftest import zoo_model
+
+pytestmark = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is pinned in pyproject.toml")
+CODE_DTYPES = [np.int8, np.int16, np.int32, np.float32]
+
+
+def _both(fn, *args, out):
+    """``fn`` compiled and as its numpy reference, each into a fresh copy of ``out``."""
+    results = []
+    for on in (True, False):
+        o = np.full_like(out, 7)
+        with use_numba(on):
+            fn(*args, out=o)
+        results.append(o)
+    return results
+
+
+def _conv_sum_case(rng, gold_dtype, partial_dtype, cols_dtype, wrap_bits, pooled, signed_pool):
+    m, n, h, w = 5, 13, 7, 6
+    gh, gw = 6, 4  # a crop of the 7 x 6 grid
+    hi = 2 ** (wrap_bits - 1) if wrap_bits else 2**20
+    info = np.iinfo(gold_dtype) if np.issubdtype(gold_dtype, np.integer) else None
+    g_hi = min(hi, int(info.max)) if info else hi
+    gold = rng.integers(-g_hi, g_hi, (m, n, h, w)).astype(gold_dtype)
+    channels = np.array([0, 2, 3], dtype=np.int64)
+    samples = np.sort(rng.choice(n, 9, replace=False)).astype(np.int64)
+    p_hi = hi if wrap_bits else 2**12  # near the accumulator's ends: the wrap bites
+    partial = rng.integers(-p_hi, p_hi, (len(samples), gh, gw, len(channels))).astype(partial_dtype)
+    c_info = np.iinfo(cols_dtype)
+    cols = rng.integers(int(c_info.min), int(c_info.max) + 1, (11, n, h, w)).astype(cols_dtype)
+    wptr = np.array([0, 2, 2, 5], dtype=np.int64)
+    wrow = rng.integers(0, 11, 5).astype(np.int64)
+    wval = rng.integers(-300, 300, 5).astype(np.int64)
+    db = rng.integers(-50, 50, len(channels)).astype(np.int64)
+    lo = -(2 ** (wrap_bits - 1)) if wrap_bits else 0
+    if pooled:
+        idx = np.arange(gh * gw).reshape(gh, gw)
+        win = np.lib.stride_tricks.sliding_window_view(idx, (2, 2))[::2, ::2].reshape(-1, 4).astype(np.int64)
+        win = np.ascontiguousarray(win)
+    else:
+        win = np.zeros((0, 1), dtype=np.int64)
+    sgn = np.array([1, -1, 1] if signed_pool else [1, 1, 1], dtype=np.int64)
+    width = win.shape[0] if pooled else gh * gw
+    out_dtype = np.int64 if wrap_bits or partial_dtype == np.int64 else np.float64
+    out = np.zeros((len(channels), len(samples), width), dtype=out_dtype)
+    args = (partial, gold, channels, samples, cols, wptr, wrow, wval, db, (wrap_bits, lo), (gh, gw), win, sgn)
+    return args, out, out_dtype != np.int64
+
+
+@pytest.mark.parametrize(("gold_dtype", "partial_dtype", "cols_dtype"), [
+    (np.int8, np.float32, np.int8), (np.int16, np.float64, np.uint8), (np.int32, np.int64, np.int16),
+    (np.float32, np.float32, np.uint8)])
+def test_conv_sum_equals_numpy(gold_dtype, partial_dtype, cols_dtype):
+    """Every code dtype of the golden store, with and without a wrap, pooled (max, and min where the
+    sign is negative) and not."""
+    rng = np.random.default_rng([CODE_DTYPES.index(gold_dtype), np.dtype(partial_dtype).num])
+    for wrap_bits in (0, 14):
+        for pooled, signed_pool in ((False, False), (True, False), (True, True)):
+            args, out, exact_float = _conv_sum_case(rng, gold_dtype, partial_dtype, cols_dtype, wrap_bits, pooled,
+                                                    signed_pool)
+            fast, ref = _both(functools.partial(compiled.conv_sum, exact_float=exact_float), *args, out=out)
+            np.testing.assert_array_equal(fast, ref, err_msg=f"wrap {wrap_bits} pool {pooled} signed {signed_pool}")
+            if wrap_bits and not pooled:  # the sums leave the accumulator's range: the wrap bites
+                plain = np.zeros(out.shape, dtype=np.int64)
+                with use_numba(False):
+                    compiled.conv_sum(*args[:9], (0, 0), *args[10:], plain, exact_float=False)
+                assert (plain != ref).any()
+
+
+def test_conv_sum_wraps_and_pools_as_defined():
+    """The reference itself against the definition written out: one sample, one channel, one word."""
+    gold = np.array([[[[8000, -8000], [100, 5]]]], dtype=np.int32)  # (m=1, N=1, 2, 2)
+    cols = np.array([[[[1, 2], [3, 4]]]], dtype=np.int8)
+    partial = np.array([[[[300], [-300]], [[0], [1]]]], dtype=np.int64)  # (S=1, 2, 2, |C|=1)
+    win = np.array([[0, 1, 2, 3]], dtype=np.int64)
+    args = (partial, gold, np.array([0]), np.array([0]), cols, np.array([0, 1]), np.array([0]), np.array([100]),
+            np.array([10]), (14, -8192))
+    acc = gold[0, 0] + partial[0, :, :, 0] + 10 + 100 * cols[0, 0].astype(np.int64)
+    wrapped = ((acc.astype(np.int64) + 8192) % 16384) - 8192
+    for sgn, expect in ((1, wrapped.max()), (-1, wrapped.min())):
+        for on in (True, False):
+            out = np.zeros((1, 1, 1), dtype=np.int64)
+            with use_numba(on):
+                compiled.conv_sum(*args, (2, 2), win, np.array([sgn]), out, exact_float=False)
+            assert out[0, 0, 0] == expect, (sgn, on)
+    assert acc.max() == 8410
+    assert wrapped[0, 0] == 8410 - 2**14  # the largest sum wrapped to a negative code
+
+
+@pytest.mark.parametrize("golden_dtype", [np.uint8, np.int8, np.int16, np.int32])
+def test_dx_columns_equals_numpy(golden_dtype):
+    rng = np.random.default_rng(np.dtype(golden_dtype).num)
+    n, h, w, c = 9, 8, 7, 6
+    info = np.iinfo(golden_dtype)
+    lo, hi = max(int(info.min), -(2**15)), min(int(info.max), 2**15)
+    golden = rng.integers(lo, hi, (n, h, w, c)).astype(golden_dtype)
+    channels = np.array([1, 4, 5], dtype=np.int64)
+    samples = np.array([0, 3, 4, 8], dtype=np.int64)
+    values_dtype = {np.uint8: np.float32, np.int8: np.float64, np.int16: np.int16, np.int32: np.float64}[golden_dtype]
+    values = golden[samples][..., channels].astype(values_dtype)
+    values[rng.random(values.shape) < 0.4] = rng.integers(lo, hi)  # some codes changed
+    for size, stride, pad, grid in (((3, 3), (1, 1), (0, 0), (6, 5)), ((3, 2), (2, 1), (1, 1), (4, 7)),
+                                    ((3, 3), (1, 1), (0, 0), (4, 4)), ((1, 3), (1, 2), (0, 1), (8, 4))):
+        out = np.zeros((len(samples),) + grid + (size[0] * size[1] * len(channels),), dtype=np.float32)
+        fast, ref = _both(compiled.dx_columns, values, golden, samples, channels, size, stride, pad, out=out)
+        np.testing.assert_array_equal(fast, ref, err_msg=f"{values_dtype} {size} {stride} {pad}")
+        # the definition, at the last output position (in the padding for some geometries)
+        ky, kx, cc = size[0] - 1, size[1] - 1, 2
+        k = (ky * size[1] + kx) * len(channels) + cc
+        iy, ix = (grid[0] - 1) * stride[0] + ky - pad[0], (grid[1] - 1) * stride[1] + kx - pad[1]
+        inside = 0 <= iy < h and 0 <= ix < w
+        expect = float(values[1, iy, ix, cc]) - float(golden[samples[1], iy, ix, channels[cc]]) if inside else 0.0
+        assert ref[1, grid[0] - 1, grid[1] - 1, k] == expect
+
+
+@pytest.mark.parametrize("rounding", list(ROUNDING_CODES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_equals_numpy_and_the_bound_step(rounding, dtype):
+    """Codes at every tie (x.5), at and across both clamps, negative codes, and a scale."""
+    rng = np.random.default_rng(ROUNDING_CODES[rounding])
+    c, r = 4, 301
+    s = rng.integers(-600, 600, (c, r)).astype(np.float32 if dtype == np.float32 else np.int64)
+    alpha = np.array([0.25, -0.5, 0.125, 1.0], dtype=dtype)
+    beta = np.array([0.5, -0.25, 0.0, 0.5], dtype=dtype)
+    lo = np.array([-20.0, 0.0, -7.0, -100.0], dtype=dtype)
+    hi = np.array([30.0, 15.0, 7.0, 100.0], dtype=dtype)
+    for clamps, scale in ((((np.maximum, lo), (np.minimum, hi)), 4.0), (((np.maximum, lo),), None), ((), None)):
+        bound = BoundStep(dtype, alpha, beta, rounding, clamps, scale)
+        expect = bound.channels_first(s)
+        lo_arr = next((b for f, b in clamps if f is np.maximum), np.zeros(0, dtype))
+        hi_arr = next((b for f, b in clamps if f is np.minimum), np.zeros(0, dtype))
+        out = np.zeros((c, r), dtype=dtype)
+        fast, ref = _both(compiled.step_channels_first, s, alpha, beta, ROUNDING_CODES[rounding], lo_arr, hi_arr,
+                          float(scale or 0), out=out)
+        np.testing.assert_array_equal(fast, expect)
+        np.testing.assert_array_equal(ref, expect)
+        assert (np.modf(s * alpha[:, None] + beta[:, None])[0] == 0.5).any() or rounding is None  # ties tested
+
+
+@pytest.mark.parametrize("dtype", CODE_DTYPES)
+def test_differs_equals_numpy(dtype):
+    rng = np.random.default_rng(np.dtype(dtype).num)
+    golden = rng.integers(-100, 100, (20, 9, 6)).astype(dtype)
+    samples = np.array([1, 2, 7, 19], dtype=np.int64)
+    channels = np.array([0, 3, 5], dtype=np.int64)
+    values = golden[samples][..., channels].astype(np.float64)
+    values[1, 8, 2] += 1  # one change at the last position
+    values[3, 0, 0] -= 1
+    out = np.zeros((len(samples), len(channels)), dtype=bool)
+    fast, ref = _both(compiled.differs, values, golden, samples, channels, out=out)
+    np.testing.assert_array_equal(fast, ref)
+    assert ref.sum() == 2
+    assert ref[1, 2]
+    assert ref[3, 0]
+
+
+def test_the_switch(monkeypatch):
+    monkeypatch.delenv("HWFLOW_NO_NUMBA", raising=False)
+    assert compiled.enabled()
+    monkeypatch.setenv("HWFLOW_NO_NUMBA", "1")
+    assert not compiled.enabled()
+    with use_numba(True):
+        assert compiled.enabled()
+    monkeypatch.delenv("HWFLOW_NO_NUMBA")
+    with use_numba(False):
+        assert not compiled.enabled()
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", False)  # numba not importable: the references run
+    assert not compiled.enabled()
+    with use_numba(True):
+        assert not compiled.enabled()
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hls = convert(zoo_model("cnn-digits", 8, 8, seed=4), HlsOptions.make("parallel"), tmp)
+        return program_from_hls(hls), image_from_hls(hls)
+
+
+def test_engine_equals_full_emulation_with_and_without_numba(cnn, digits):
+    """Both kernel sets give the full emulation's outcomes and output codes on the same seeded maps."""
+    program, image = cnn
+    x, y = digits.x_test[:200], digits.y_test[:200]
+    rng = np.random.default_rng(11)
+    maps = [fault_model_from_spec({"model": "bitflip"}, rate).sample(image, rng)
+            for rate in (1e-4, 1e-3, 3e-3, 1e-2, 3e-2) for _ in range(3)]
+    results = {}
+    for on in (True, False):
+        with use_numba(on):
+            evaluator = TrialEvaluator(program, image, x, y)
+            results[on] = (evaluator.evaluate_many(maps, threads=2), [evaluator.output_codes(m) for m in maps])
+    hurt = 0
+    for i, m in enumerate(maps):
+        reference = Emulator(program, m.apply(image)).run(x)
+        for on in (True, False):
+            np.testing.assert_array_equal(results[on][1][i], reference, err_msg=f"numba {on}, map {i}")
+        assert results[True][0][i] == results[False][0][i] == evaluator.full_evaluate(m, x)
+        hurt += results[True][0][i].mismatches > 0
+    assert hurt >= 5
