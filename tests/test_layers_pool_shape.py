@@ -301,6 +301,27 @@ def test_average_pooling_is_never_hoisted_as_max():
     np.testing.assert_array_equal(fused[0], [[4, 3], [3, 5]])
 
 
+def test_stream_max_pooling_compares_after_a_wrapping_accumulator_cast():
+    """io_stream's reduce_pool compares values already cast to accum_t; where that cast wraps, the
+    maximum is taken after it, and no path pools the ReLU first."""
+    from hwflow.campaign.delta.hoist import chains
+
+    relu_t, acc = parse_type("ufixed<8,3>"), parse_type("fixed<4,1,TRN,WRAP>")  # 0..8 wraps into -1..0.875
+    relu = LayerSpec("r", Kind.ACTIVATION, ("x",), (4, 1), relu_t, attrs={"activation": "relu"})
+    pool = LayerSpec("p", Kind.POOL1D, ("r",), (2, 1), parse_type("fixed<8,3>"), acc,
+                     {"pool_op": "Max", "pool_width": 2, "stride_width": 2, "pad_left": 0, "pad_right": 0})
+    x = np.array([[[32.0], [4.0], [8.0], [40.0]]])  # ufixed<8,3> codes: 1.0, 0.125, 0.25, 1.25
+    # in accum_t 1.0 wraps to -1.0 and 1.25 to -0.75; results in fixed<8,3> codes (1/32)
+    expected = {"io_parallel": [-32, -24],  # the maxima 1.0 and 1.25, then cast (wrapped)
+                "io_stream": [4, 8]}  # the casts -1.0, 0.125 and 0.25, -0.75, then their maxima
+    for io, want in expected.items():
+        program = Program((LayerSpec("x", Kind.INPUT, (), (4, 1), relu_t), relu, pool), io)
+        for fused in (True, False):
+            out = Emulator(program, _empty_image(), fused=fused).run_codes(x, start="x")
+            np.testing.assert_array_equal(out[0, :, 0], want, err_msg=f"{io} fused={fused}")
+        assert (chains(program) == {}) == (io == "io_stream")
+
+
 def _empty_image():
     from hwflow.image import WeightImage
 

@@ -347,6 +347,8 @@ class Emulator:
             return False
         if nxt.attrs.get("pool_op") != "Max" or any(self._pool_geometry(nxt)[2]) or any(self._pool_geometry(nxt)[3]):
             return False
+        if self.program.io_type == "io_stream" and not monotone_cast(layer.result, nxt.accum or layer.result):
+            return False  # io_stream casts each value to accum_t before the maximum: a wrap reorders
         return monotone_cast(x_type, layer.result)  # a wrap or SAT_ZERO overflow is not monotonic
 
     def _pool(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:

@@ -20,7 +20,7 @@ from hwflow.emulator import Kind, LayerSpec, Program, ops
 from hwflow.emulator import step as steps
 from hwflow.emulator.clip import check_mode
 from hwflow.emulator.run import Weights
-from hwflow.fixed import FixedType, cast
+from hwflow.fixed import FixedType, cast, monotone_cast
 
 CHAIN_KINDS = (Kind.BATCHNORM, Kind.ACTIVATION, Kind.CLIPACT)
 
@@ -49,6 +49,9 @@ def chains(program: Program) -> dict[int, int]:
             continue
         if pool.attrs.get("pool_op") != "Max" or any(pool_geometry(pool)[2]):
             continue
+        before = layers[j - 1].result
+        if program.io_type == "io_stream" and not monotone_cast(before, pool.accum or before):
+            continue  # io_stream casts each value to accum_t before the maximum (reduce_pool): a wrap reorders
         out[i] = j
     return out
 
