@@ -5,8 +5,10 @@ restored cache folder never runs the fault-free pass."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -220,11 +222,21 @@ def test_a_failed_write_leaves_no_entry(net, samples, built, tmp_path, monkeypat
         saved.append(path)
         real_save(path, a, **kwargs)
 
-    monkeypatch.setattr(gc.np, "save", failing_save)
-    ev = TrialEvaluator(program, image, x, y, golden_cache=tmp_path)
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setattr(gc.np, "save", failing_save)
+        ev = TrialEvaluator(program, image, x, y, golden_cache=tmp_path)
     assert list(tmp_path.iterdir()) == []  # neither an entry nor the temporary folder
     assert ev.evaluate_many(_maps(image, 3)) == TrialEvaluator(program, image, x, y).evaluate_many(_maps(image, 3))
+    # A killed writer's temporary folder (no finally ran) is never read, and swept once old.
+    killed, recent = tmp_path / ".tmp-killed", tmp_path / ".tmp-writing"
+    for folder in (killed, recent):
+        folder.mkdir()
+        (folder / "a0.npy").write_bytes(b"half")
+    old = time.time() - gc.STALE_SECONDS - 60
+    os.utime(killed, (old, old))
+    TrialEvaluator(program, image, x, y, golden_cache=tmp_path)
+    assert len(built) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-writing", gc.entry_key(program, image, x, 0, len(x))]
 
 
 def test_an_attribute_the_cache_cannot_store_leaves_the_pass_uncached(net, samples, tmp_path):

@@ -13,7 +13,7 @@ checkout changes code without changing its version), and numpy's version. An ent
 read, whose manifest or arrays disagree with it, or whose checksums fail is a miss: the pass is
 recomputed and the entry rewritten; nothing read from the cache is trusted unchecked. Entries are
 written into a temporary folder and renamed, so a killed job leaves no half entry (only a
-``.tmp-*`` folder, never read).
+``.tmp-*`` folder, never read, and removed by a later write once an hour old).
 
 Arrays are mapped copy-on-write (``mmap_mode="c"``): worker processes reading one entry share its
 pages, and a write by the engine, if there ever were one, stays private to the process.
@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,6 +56,7 @@ ENV = "HWFLOW_GOLDEN_CACHE"
 """The folder campaign evaluators cache fault-free passes in when none is given to them."""
 
 MANIFEST = "manifest.json"
+STALE_SECONDS = 3600  # a temporary folder this old belongs to a killed writer (a 1 GiB entry is written in seconds)
 
 
 class GoldenCacheError(HwflowError):
@@ -156,6 +158,7 @@ def save(golden: Golden, entry: Path, key: str) -> None:
     arrays: dict[str, np.ndarray] = {}
     tree = _encode(vars(golden), golden.program, arrays, {})
     entry.parent.mkdir(parents=True, exist_ok=True)
+    _sweep(entry.parent)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:
         files = {}
@@ -178,6 +181,18 @@ def save(golden: Golden, entry: Path, key: str) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _sweep(root: Path) -> None:
+    """Remove what killed writers left (``.tmp-*`` folders untouched for :data:`STALE_SECONDS`), so a CI
+    cache that outlives many jobs does not keep them forever."""
+    now = time.time()
+    for tmp in root.glob(".tmp-*"):
+        try:
+            if now - tmp.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except OSError:  # another process swept it first
+            continue
 
 
 def load(entry: Path, program: Program, key: str) -> Golden:
