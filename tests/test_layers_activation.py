@@ -2,9 +2,10 @@
 
 One Keras model holds every activation hwflow emulates beyond ReLU (sigmoid, tanh, softplus, softsign,
 LeakyReLU, PReLU, ELU, ThresholdedReLU, QKeras' hard quantized_tanh / quantized_sigmoid and their
-``use_real_*`` forms, quantized_relu with a negative slope, an activation inside a Dense layer) and one
-softmax of each implementation (latency, legacy and argmax in the middle, stable at the end, kept), so
-one compile per io type checks them all: every traced layer equals the emulator, word for word.
+``use_real_*`` forms, quantized_relu with a negative slope, activations inside a Conv2D and a Dense layer,
+a PReLU on a convolution's output and a softmax over its channels) and one softmax of each
+implementation (latency, legacy and stable in the middle, argmax at the end, kept), so one compile per
+io type checks them all: every traced layer equals the emulator, word for word.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import pytest
 from tests.conftest import needs_gxx
 
 N_SAMPLES = 200
-SOFTMAX_IMPLEMENTATIONS = {"sm_latency": "latency", "sm_legacy": "legacy", "sm_argmax": "argmax",
-                           "sm_stable": "stable"}
-NARROW = {"d_sm1": "fixed<8,4,RND,SAT>", "d_sm3": "fixed<10,4,RND,SAT>"}
-"""Result types of the Dense layers feeding the latency and stable softmax: narrow inputs make their
-tables index on every code (hls4ml shrinks the tables to the input's width)."""
+SOFTMAX_IMPLEMENTATIONS = {"sm_pixels": "latency", "sm_latency": "latency", "sm_legacy": "legacy",
+                           "sm_argmax": "argmax", "sm_stable": "stable"}
+NARROW = {"c2": "fixed<8,3,RND,SAT>", "d_sm1": "fixed<8,4,RND,SAT>", "d_sm2": "fixed<9,4,RND,SAT>",
+          "d_sm3": "fixed<10,4,RND,SAT>"}
+"""Result types of the layers feeding the softmax (and of the linear activation hls4ml puts after each,
+which would otherwise widen them again to the default type): narrow inputs make
+the latency and stable tables index on every code (hls4ml shrinks the tables to the input's width),
+and the legacy one shows io_parallel's shrunk tables against io_stream's fixed 1024 entries."""
 
 
 def _model(seed: int = 0):
@@ -39,8 +43,13 @@ def _model(seed: int = 0):
         return QDense(n, name=name, kernel_quantizer=q, bias_quantizer=q, kernel_initializer=init,
                       bias_initializer=init)(x)
 
-    inp = tf.keras.Input((8,), name="x")
-    x = dense(inp, 16, "d_sig", activation="sigmoid")  # inside the Dense: hls4ml splits it off
+    inp = tf.keras.Input((6, 6, 2), name="x")
+    init = tf.keras.initializers.RandomNormal(stddev=0.8, seed=seed)
+    x = layers.Conv2D(4, 3, activation="tanh", kernel_initializer=init, bias_initializer=init, name="c1")(inp)
+    x = layers.PReLU(name="c_prelu", alpha_initializer=tf.keras.initializers.RandomUniform(-0.5, 1.5, seed=seed))(x)
+    x = layers.Activation("softmax", name="sm_pixels")(layers.Conv2D(3, 1, kernel_initializer=init, name="c2")(x))
+    x = layers.Flatten(name="flat")(x)
+    x = dense(x, 16, "d_sig", activation="sigmoid")  # inside the Dense: hls4ml splits it off
     x = layers.Activation("tanh", name="tanh")(dense(x, 16, "d_tanh"))
     x = layers.Activation("softplus", name="softplus")(dense(x, 16, "d_softplus"))
     x = layers.Activation("softsign", name="softsign")(dense(x, 16, "d_softsign"))
@@ -62,9 +71,9 @@ def _model(seed: int = 0):
     return tf.keras.Model(inp, x, name="activations")
 
 
-def _inputs(n: int = N_SAMPLES, seed: int = 1) -> np.ndarray:
+def _inputs(n: int = N_SAMPLES, seed: int = 1, shape: tuple[int, ...] = (6, 6, 2)) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((n, 8)) * 2.0).astype(np.float32)
+    return (rng.standard_normal((n, *shape)) * 2.0).astype(np.float32)
 
 
 def _convert(model, io: str, output_dir):
@@ -81,7 +90,8 @@ def _convert(model, io: str, output_dir):
     for name, impl in SOFTMAX_IMPLEMENTATIONS.items():
         config["LayerName"][name]["Implementation"] = impl
     for name, precision in NARROW.items():
-        config["LayerName"][name]["Precision"]["result"] = precision
+        for layer in (name, f"{name}_linear"):
+            config["LayerName"][layer]["Precision"]["result"] = precision
     with quiet():
         hls_model = hls4ml.converters.convert_from_keras_model(
             model, hls_config=config, io_type=options.io_type.value, backend=options.backend.value,
@@ -113,6 +123,7 @@ def test_every_layer_equals_csim_trace(keras_model, parallel, tmp_path, io):
     assert csim.program.output.name == "sm_argmax"
     impls = {layer.name: layer.attrs["implementation"] for layer in csim.program.layers if layer.kind is Kind.SOFTMAX}
     assert impls == SOFTMAX_IMPLEMENTATIONS
+    assert csim.program.layer("sm_legacy").attrs["exp_table_size"] == 512  # 2**9: shrunk to the input's width
     x = _inputs()
     check = compare_layers(csim, x)
     assert check.first is None, check.summary()
@@ -121,10 +132,11 @@ def test_every_layer_equals_csim_trace(keras_model, parallel, tmp_path, io):
     plain = emulator.trace(x)
     for name in check.compared:
         np.testing.assert_array_equal(emulator.run(x, upto=name), plain[name], err_msg=name)
-    expected = {"d_sig_sigmoid", "tanh", "softplus", "softsign", "leaky", "prelu", "elu", "thr", "qtanh", "qsig",
+    expected = {"c1_tanh", "c_prelu", "d_sig_sigmoid", "tanh", "softplus", "softsign", "leaky", "prelu", "elu",
+                "thr", "qtanh", "qsig",
                 "qleaky", "qtanh_real", "qsig_real", "hard", *SOFTMAX_IMPLEMENTATIONS}
     assert expected <= set(check.compared), check.not_compared
-    assert set(check.not_compared) == {"x"}
+    assert set(check.not_compared) <= {"x", "flat"}  # hls4ml runs no function for a flatten in io_parallel
 
 
 @pytest.mark.slow
@@ -175,7 +187,7 @@ def test_keep_softmax_keeps_the_final_softmax(tmp_path):
     assert kept.output.attrs["implementation"] == "stable"
     from hwflow.convert import image_from_hls
 
-    probs = Emulator(kept, image_from_hls(kept_hls)).logits(_inputs(50)[:, :4])
+    probs = Emulator(kept, image_from_hls(kept_hls)).logits(_inputs(50, shape=(4,)))
     assert np.all(probs >= 0)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=0.05)
 
@@ -284,7 +296,7 @@ def test_prelu_param_runs_on_the_csim_board(tmp_path):
                      BuildOptions(HlsOptions.make("stream", keep_softmax=True), min_words=1))
     assert "prelu/param" in build.manifest.keys
     assert build.program.output.name == "out_softmax"
-    xb = _inputs(24, seed=5)
+    xb = _inputs(24, seed=5, shape=(8,))
     rng = np.random.default_rng(2)
     maps = [fault_model_from_spec({"model": "bitflip", "layers": ["prelu"]}, 0.05).sample(build.image, rng),
             *(fault_model_from_spec({"model": "bitflip"}, 1e-2).sample(build.image, rng) for _ in range(4))]

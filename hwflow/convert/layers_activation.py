@@ -9,7 +9,8 @@ reads off the layer after hls4ml's optimizers ran.
 - ``HardActivation`` (QKeras ``quantized_sigmoid`` / ``quantized_tanh`` unless ``use_real_*``, Keras
   ``hard_sigmoid``): slope and shift with their types;
 - ``PReLU``: nothing beyond its ``param`` array, which ``image_from_hls`` stores like any weight;
-- ``Softmax``: the implementation and every table size and type as the generated config has them.
+- ``Softmax``: the implementation, its slices (``n_outer`` x ``n_slice`` x ``n_inner`` in io_parallel),
+  and every table size and type as the generated config has them.
   The config (``config_cpp``) is what the C++ compiles, so sizes that hls4ml derives while writing
   it (the stable form's smaller exp table, its ``inp_norm_t``) are read from there.
 """
@@ -82,13 +83,16 @@ def _softmax_attrs(layer) -> dict:
     n_inner, n_outer = int(layer.get_attr("n_inner", 1)), int(layer.get_attr("n_outer", 1))
     axis = int(layer.get_attr("axis", -1))
     rank = len(layer.get_input_variable().shape)
-    if n_inner != 1 or axis not in (-1, rank - 1):
-        msg = (f"softmax layer {_user(layer)!r} over axis {axis}: only a softmax over the last axis is emulated "
-               f"(n_outer={n_outer}, n_inner={n_inner})")
+    stream = layer.model.config.get_config_value("IOType") == "io_stream"
+    if stream and axis not in (-1, rank - 1):  # nnet_activation_stream.h asserts axis == -1
+        msg = (f"softmax layer {_user(layer)!r} over axis {axis} in io_stream: hls4ml's stream softmax normalizes "
+               "the last axis only (its C simulation asserts it); use io_parallel or axis=-1")
         raise UnsupportedLayerError(msg)
     table_size = int(layer.get_attr("table_size", 1024))
     attrs = {
         "implementation": impl,
+        "n_outer": n_outer,
+        "n_inner": n_inner,
         "exp_table_size": int(layer.get_attr("exp_table_size", table_size)),
         "inv_table_size": int(layer.get_attr("inv_table_size", table_size)),
         "exp_scale": float(layer.get_attr("exp_scale", 1.0)),

@@ -16,7 +16,7 @@ Each kernel mirrors one routine of hls4ml 1.3.0's ``nnet_activation.h`` / ``nnet
   array (``param``), read from the WeightImage like any other, so faults reach it.
 - **Hard** sigmoid / tanh (QKeras' ``quantized_sigmoid`` / ``quantized_tanh``): ``slope * x + shift``
   exactly, clamped to ``[0, 1]`` (tanh: ``2 y - 1``), then cast.
-- **Softmax** over the last axis: ``latency``, ``stable``, ``legacy`` and ``argmax``, with the
+- **Softmax** over the slices hls4ml's config makes: ``latency``, ``stable``, ``legacy`` and ``argmax``, with the
   adder tree of ``nnet::reduce`` (a cast to ``accum_t`` after each addition) and, for ``legacy``,
   the types and sizes its config inherits from ``nnet::activ_config`` (hls4ml's softmax config does
   not set ``table_t``; the stream kernel reads ``table_size``, which it does not set either).
@@ -334,7 +334,22 @@ def prelu_codes(x: np.ndarray, x_type: FixedType, alpha: np.ndarray, alpha_type:
 
 
 def softmax(layer: LayerSpec, x: np.ndarray, x_type: FixedType, io_type: str) -> np.ndarray:
-    """hls4ml's softmax over the last axis, in the layer's implementation."""
+    """hls4ml's softmax in the layer's implementation, over the slices its config makes.
+
+    io_stream normalizes each pack (the last axis). io_parallel views a sample's words as
+    ``(n_outer, n_slice, n_inner)`` and normalizes along ``n_slice`` (``softmax_multidim``); with
+    ``n_outer = n_inner = 1``, what hls4ml 1.3.0 configures for a Keras softmax on a feature map, that
+    is the whole flattened sample, not each pixel's channels."""
+    if io_type == "io_stream":
+        return _softmax_last(layer, x, x_type, io_type)
+    outer, inner = int(layer.attrs.get("n_outer", 1)), int(layer.attrs.get("n_inner", 1))
+    view = np.moveaxis(np.asarray(x).reshape(len(x), outer, -1, inner), 2, -1)
+    y = _softmax_last(layer, view, x_type, io_type)
+    return np.moveaxis(y, -1, 2).reshape(np.shape(x))
+
+
+def _softmax_last(layer: LayerSpec, x: np.ndarray, x_type: FixedType, io_type: str) -> np.ndarray:
+    """Softmax along the last axis (each slice a row)."""
     impl = layer.attrs["implementation"]
     codes = _int_codes(x)
     if impl == "argmax":
