@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwflow.emulator import gemm
 from hwflow.emulator.step import StepFunction
 from hwflow.fixed import Rounding
 
@@ -116,11 +117,15 @@ def max_step(y: np.ndarray, pool: int, row_step: int, col_step: int, p: StepPara
     (``pool=1``). ``out (B, C)`` has any integer (or float) dtype that holds the step's range.
     """
     if enabled():
-        c = out.shape[1]
-        kernel = _max_step_kernel(c, pool, col_step != 0) if c % SPECIALIZE == 0 else _max_step_kernel(0, 0, False)
-        kernel(y, pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k, p.flags, p.j, out)
+        _max_step_for(out.shape[1], pool, col_step != 0)(y, pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k,
+                                                          p.flags, p.j, out)
         return out
     return max_step_ref(y, pool, row_step, col_step, p, out)
+
+
+def _max_step_for(channels: int, pool: int, cols: bool):
+    """The compiled :func:`max_step` for this shape: specialized, or the generic one."""
+    return _max_step_kernel(channels, pool, cols) if channels % SPECIALIZE == 0 else _max_step_kernel(0, 0, False)
 
 
 def max_step_ref(y: np.ndarray, pool: int, row_step: int, col_step: int, p: StepParams,
@@ -207,13 +212,16 @@ def gather(x: np.ndarray, out: np.ndarray, start: int, grid: tuple[int, int], si
     ``size[1] * C`` values (``K = size[0] * size[1] * C``, the Keras kernel's order).
     """
     if enabled():
-        run = out.shape[2] // size[0]
         c = out.shape[2] // (size[0] * size[1])
-        special = c % SPECIALIZE == 0 or (c == 1 and size[1] <= SPECIALIZE)  # a network's first layer: C == 1
-        kernel = _gather_kernel(out.shape[0], size[0], run) if special else _gather_kernel(0, 0, 0)
-        kernel(x, out, start, grid[0], grid[1], size[0], step[0], step[1], out.shape[2] // (size[0] * size[1]), offsets)
+        _gather_for(out.shape[0], size, c)(x, out, start, grid[0], grid[1], size[0], step[0], step[1], c, offsets)
         return out
     return gather_ref(x, out, start, grid, size, step, offsets)
+
+
+def _gather_for(windows: int, size: tuple[int, int], c: int):
+    """The compiled :func:`gather` for this shape: specialized, or the generic one."""
+    special = c % SPECIALIZE == 0 or (c == 1 and size[1] <= SPECIALIZE)  # a network's first layer: C == 1
+    return _gather_kernel(windows, size[0], size[1] * c) if special else _gather_kernel(0, 0, 0)
 
 
 def gather_ref(x: np.ndarray, out: np.ndarray, start: int, grid: tuple[int, int], size: tuple[int, int],
@@ -260,6 +268,64 @@ def _gather_kernel(windows: int, rows: int, run: int):
     return numba.njit(cache=True, nogil=True)(kernel)
 
 
+# --- input quantization --------------------------------------------------------------------------
+
+# Tie rules of quantize_f32 as (move a tie up, move it down) per sign: the nearest-even r of rint
+# is kept unless the mode sends the tie the other way.
+_TIES = {Rounding.RND: 0, Rounding.RND_ZERO: 1, Rounding.RND_INF: 2, Rounding.RND_MIN_INF: 3, Rounding.RND_CONV: 4}
+
+
+def quantize_f32(x: np.ndarray, dst) -> np.ndarray | None:
+    """``gemm.quantize_f32`` (the reference) in one compiled pass: float32 codes of ``dst``, or None.
+
+    None exactly where the reference returns None (a value not finite, too large, or a code out of
+    ``dst``'s range): the caller then falls back to the int64 path.
+    """
+    x = np.asarray(x, dtype=np.float32)  # as the reference: C simulation receives float32 samples
+    if not enabled() or dst.frac < 0 or dst.frac > 100 or dst.width > 53 or x.size == 0:
+        return gemm.quantize_f32(x, dst)  # (wider codes: the range check needs exact integers)
+    mode = -1 if dst.rounding is Rounding.TRN else -2 if dst.rounding is Rounding.TRN_ZERO else _TIES[dst.rounding]
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty(flat.shape, dtype=np.float32)
+    ok = _quantize_kernel()(flat, np.float32(2.0**dst.frac), mode, float(dst.min_code), float(dst.max_code), out)
+    return out.reshape(x.shape) if ok else None
+
+
+@functools.cache
+def _quantize_kernel():
+    def kernel(x, scale, mode, lo_code, hi_code, out):  # pragma: no cover - compiled
+        limit = 2.0**60 / float(scale)  # |x| * 2**frac below 2**60, as the reference checks
+        fine = True
+        v_lo, v_hi = np.inf, -np.inf
+        for i in range(x.shape[0]):
+            a = x[i]
+            fine = fine and (abs(a) < limit)  # False for inf and nan too
+            v = a * scale
+            if mode == -1:
+                r = np.floor(v)
+            elif mode == -2:
+                r = np.trunc(v)
+            else:
+                r = np.rint(v)
+                d = r - v
+                if abs(d) == 0.5:  # a tie: rint went to the even neighbour
+                    up = d < 0  # v > r: the tie lies above r
+                    if mode == 0:  # RND: towards plus infinity
+                        r = r + 1 if up else r
+                    elif mode == 1:  # RND_ZERO
+                        r = r + 1 if up and v < 0 else r - 1 if (not up) and v > 0 else r
+                    elif mode == 2:  # RND_INF: away from zero
+                        r = r + 1 if up and v > 0 else r - 1 if (not up) and v < 0 else r
+                    elif mode == 3:  # RND_MIN_INF
+                        r = r - 1 if not up else r
+            out[i] = r
+            v_lo = min(v_lo, r)
+            v_hi = max(v_hi, r)
+        return fine and v_lo >= lo_code and v_hi <= hi_code
+
+    return numba.njit(cache=True, nogil=True)(kernel)
+
+
 # --- one convolution group: gather, GEMM, max and step, block by block ---------------------------
 
 
@@ -293,21 +359,31 @@ def conv_group(x: np.ndarray, plan: ConvPlan, dtype: type) -> np.ndarray:
     total = n * plan.grid[0] * plan.grid[1]
     windows, k = len(plan.offsets), plan.w.shape[0]
     out = np.empty((total, plan.channels), dtype=dtype)
-    itemsize = plan.w.dtype.itemsize
-    per_row = itemsize * windows * (k + plan.w.shape[1])
-    rows = max(64, min(total, BLOCK_BYTES // per_row))
+    width, c_in = plan.w.shape[1], k // (plan.size[0] * plan.size[1])
+    rows = max(64, min(total, BLOCK_BYTES // (plan.w.dtype.itemsize * windows * (k + width))))
     cols_buf = np.empty(windows * rows * k, dtype=plan.w.dtype)
-    y_buf = np.empty(windows * rows * plan.w.shape[1], dtype=plan.w.dtype)
+    y_buf = np.empty(windows * rows * width, dtype=plan.w.dtype)
+    cols_layout = plan.layout == "cols"
+    p = plan.params
+    numba_on = enabled()  # resolved once: a block costs a few microseconds of Python, held under the GIL
+    if numba_on:
+        gather_k = _gather_for(windows, plan.size, c_in)
+        step_k = _max_step_for(plan.channels, plan.pool, cols_layout)
     for start in range(0, total, rows):
         b = min(rows, total - start)
         cols = cols_buf[: windows * b * k].reshape(windows, b, k)
-        gather(x3, cols, start, plan.grid, plan.size, plan.step, plan.offsets)
-        y = y_buf[: windows * b * plan.w.shape[1]].reshape(windows * b, plan.w.shape[1])
-        np.matmul(cols.reshape(windows * b, k), plan.w, out=y)
-        if plan.layout == "cols":
-            max_step(y, plan.pool, 0, plan.channels, plan.params, out[start : start + b])
+        y = y_buf[: windows * b * width].reshape(windows * b, width)
+        part = out[start : start + b]
+        row_step, col_step = (0, plan.channels) if cols_layout else (b, 0)
+        if numba_on:
+            gather_k(x3, cols, start, plan.grid[0], plan.grid[1], plan.size[0], plan.step[0], plan.step[1], c_in,
+                     plan.offsets)
+            np.matmul(cols.reshape(windows * b, k), plan.w, out=y)
+            step_k(y, plan.pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k, p.flags, p.j, part)
         else:
-            max_step(y, plan.pool, b, 0, plan.params, out[start : start + b])
+            gather_ref(x3, cols, start, plan.grid, plan.size, plan.step, plan.offsets)
+            np.matmul(cols.reshape(windows * b, k), plan.w, out=y)
+            max_step_ref(y, plan.pool, row_step, col_step, p, part)
     return out.reshape((n,) + tuple(plan.grid) + (plan.channels,))
 
 
