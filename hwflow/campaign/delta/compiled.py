@@ -191,25 +191,31 @@ def dx_columns_numpy(values, golden, samples, channels, kh, kw, sh, sw, pt, pl, 
 
 
 def _dx_columns_kernel(values, golden, samples, channels, kh, kw, sh, sw, pt, pl, out):  # pragma: no cover
+    """Per sample: the difference once into a zero-padded plane, then each (output position, kernel
+    row) copies one contiguous run of ``KW * |C|`` values (the padded plane's row, the output's row)."""
     s_n, h, w, nc = values.shape
     out_h, out_w = out.shape[1], out.shape[2]
+    ph = max(h + pt, (out_h - 1) * sh + kh)
+    pw = max(w + pl, (out_w - 1) * sw + kw)
+    plane = np.zeros((ph, pw * nc), dtype=out.dtype)
+    run = kw * nc
     for si in range(s_n):
         n = samples[si]
+        for iy in range(h):
+            for ix in range(w):
+                base = (ix + pl) * nc
+                for c in range(nc):
+                    dv = np.float64(values[si, iy, ix, c]) - np.float64(golden[n, iy, ix, channels[c]])
+                    plane[iy + pt, base + c] = dv
         for oy in range(out_h):
             for ox in range(out_w):
                 o = out[si, oy, ox]
+                start = ox * sw * nc
                 for ky in range(kh):
-                    iy = oy * sh + ky - pt
-                    for kx in range(kw):
-                        ix = ox * sw + kx - pl
-                        k0 = (ky * kw + kx) * nc
-                        if 0 <= iy < h and 0 <= ix < w:
-                            for c in range(nc):
-                                dv = np.float64(values[si, iy, ix, c]) - np.float64(golden[n, iy, ix, channels[c]])
-                                o[k0 + c] = dv
-                        else:
-                            for c in range(nc):
-                                o[k0 + c] = 0
+                    src = plane[oy * sh + ky]
+                    k0 = ky * run
+                    for t in range(run):
+                        o[k0 + t] = src[start + t]
 
 
 _dx_columns_nb = _jit(_dx_columns_kernel)
