@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import gemm
 from hwflow.emulator.step import StepFunction
 from hwflow.fixed import Rounding
 
@@ -264,64 +263,6 @@ def _gather_kernel(windows: int, rows: int, run: int):
                     yy, base = u(y0 + ky), u(ky * run_)
                     for i in range(run_):
                         out[u(t), u(b), base + u(i)] = x[u(n), yy, x0 + u(i)]
-
-    return numba.njit(cache=True, nogil=True)(kernel)
-
-
-# --- input quantization --------------------------------------------------------------------------
-
-# Tie rules of quantize_f32 as (move a tie up, move it down) per sign: the nearest-even r of rint
-# is kept unless the mode sends the tie the other way.
-_TIES = {Rounding.RND: 0, Rounding.RND_ZERO: 1, Rounding.RND_INF: 2, Rounding.RND_MIN_INF: 3, Rounding.RND_CONV: 4}
-
-
-def quantize_f32(x: np.ndarray, dst) -> np.ndarray | None:
-    """``gemm.quantize_f32`` (the reference) in one compiled pass: float32 codes of ``dst``, or None.
-
-    None exactly where the reference returns None (a value not finite, too large, or a code out of
-    ``dst``'s range): the caller then falls back to the int64 path.
-    """
-    x = np.asarray(x, dtype=np.float32)  # as the reference: C simulation receives float32 samples
-    if not enabled() or dst.frac < 0 or dst.frac > 100 or dst.width > 53 or x.size == 0:
-        return gemm.quantize_f32(x, dst)  # (wider codes: the range check needs exact integers)
-    mode = -1 if dst.rounding is Rounding.TRN else -2 if dst.rounding is Rounding.TRN_ZERO else _TIES[dst.rounding]
-    flat = np.ascontiguousarray(x).reshape(-1)
-    out = np.empty(flat.shape, dtype=np.float32)
-    ok = _quantize_kernel()(flat, np.float32(2.0**dst.frac), mode, float(dst.min_code), float(dst.max_code), out)
-    return out.reshape(x.shape) if ok else None
-
-
-@functools.cache
-def _quantize_kernel():
-    def kernel(x, scale, mode, lo_code, hi_code, out):  # pragma: no cover - compiled
-        limit = 2.0**60 / float(scale)  # |x| * 2**frac below 2**60, as the reference checks
-        fine = True
-        v_lo, v_hi = np.inf, -np.inf
-        for i in range(x.shape[0]):
-            a = x[i]
-            fine = fine and (abs(a) < limit)  # False for inf and nan too
-            v = a * scale
-            if mode == -1:
-                r = np.floor(v)
-            elif mode == -2:
-                r = np.trunc(v)
-            else:
-                r = np.rint(v)
-                d = r - v
-                if abs(d) == 0.5:  # a tie: rint went to the even neighbour
-                    up = d < 0  # v > r: the tie lies above r
-                    if mode == 0:  # RND: towards plus infinity
-                        r = r + 1 if up else r
-                    elif mode == 1:  # RND_ZERO
-                        r = r + 1 if up and v < 0 else r - 1 if (not up) and v > 0 else r
-                    elif mode == 2:  # RND_INF: away from zero
-                        r = r + 1 if up and v > 0 else r - 1 if (not up) and v < 0 else r
-                    elif mode == 3:  # RND_MIN_INF
-                        r = r - 1 if not up else r
-            out[i] = r
-            v_lo = min(v_lo, r)
-            v_hi = max(v_hi, r)
-        return fine and v_lo >= lo_code and v_hi <= hi_code
 
     return numba.njit(cache=True, nogil=True)(kernel)
 

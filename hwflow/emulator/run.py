@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import compiled, kernels, ops, pooling
+from hwflow.emulator import gemm, kernels, ops, pooling
 from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.fused import FusedRunner, pool_geometry, sequential
 from hwflow.emulator.products import THRESHOLD_ACTIVATIONS, Exponents, special, threshold_activation
@@ -181,12 +181,12 @@ class Emulator:
         return len(self.program.layers) - 1 if upto is None else self.program.index(upto)
 
     def _input_codes(self, x: np.ndarray) -> np.ndarray:
-        """The input codes, exact, as float32 when quantizing there is exact (``compiled.quantize_f32``)."""
+        """The input codes, exact, as float32 when quantizing there is exact (``gemm.quantize_f32``)."""
         spec = self.program.input
         x = np.asarray(x)
         expected = tuple(spec.output_shape)
         if x.shape[1:] == expected:
-            fast = compiled.quantize_f32(x, spec.result)  # gemm.quantize_f32 where numba is off
+            fast = gemm.quantize_f32(x, spec.result)
             if fast is not None:
                 return fast
         return self.quantize_input(x)
