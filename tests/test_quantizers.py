@@ -223,10 +223,10 @@ def _random_batch_norm(model, rng):
 
 def _deep_binary():
     """A binary network as hls4ml converts one: XNOR data between layers (both_binary, data_binary),
-    ternary thresholds, a TernaryTanh, po2 weights, binary_tanh and an auto_po2 layer."""
+    ternary thresholds, po2 weights on unsigned data, binary_tanh and an auto_po2 layer."""
     import tensorflow as tf
     from qkeras import QActivation, QDense
-    from qkeras.quantizers import binary, quantized_bits, quantized_po2, ternary
+    from qkeras.quantizers import binary, quantized_bits, quantized_po2, quantized_relu, ternary
     from tensorflow.keras.layers import BatchNormalization, Input
     from tensorflow.keras.models import Model
 
@@ -239,14 +239,34 @@ def _deep_binary():
     h = QDense(10, kernel_quantizer=quantized_bits(4, 0, alpha=1), bias_quantizer=quantized_bits(4, 0, alpha=1),
                name="d3")(h)
     h = QActivation("ternary", name="a3")(BatchNormalization(name="bn3")(h))
-    h = QDense(10, kernel_quantizer=ternary(), bias_quantizer=quantized_bits(5, 2), name="d4")(h)
-    h = QActivation(ternary(threshold=0.5), name="a4")(h)
+    h = QDense(10, kernel_quantizer=ternary(alpha=1), bias_quantizer=quantized_bits(5, 2), name="d4")(h)
+    h = QActivation(quantized_relu(3, 0), name="a4")(h)
     h = QDense(8, kernel_quantizer=quantized_po2(5), bias_quantizer=quantized_bits(6, 2), name="d5")(h)
     h = QActivation("binary_tanh", name="a5")(h)
     h = QDense(6, kernel_quantizer=quantized_bits(6, 0, alpha="auto_po2"), bias_quantizer=quantized_bits(6, 0, alpha=1),
                name="d6")(h)
     model = Model(inp, h)
     _random_batch_norm(model, np.random.default_rng(0))
+    return model
+
+
+def _binary_net():
+    """The deep network's binary and ternary layers only (no po2 word, which the build cannot hold yet)."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense
+    from qkeras.quantizers import binary, quantized_bits, ternary
+    from tensorflow.keras.layers import BatchNormalization, Input
+    from tensorflow.keras.models import Model
+
+    tf.keras.utils.set_random_seed(1)
+    inp = Input((10,), name="x")
+    h = QDense(16, kernel_quantizer=binary(), bias_quantizer=quantized_bits(5, 2), name="d1")(inp)
+    h = QActivation("binary", name="a1")(BatchNormalization(name="bn1")(h))
+    h = QDense(12, kernel_quantizer=binary(), bias_quantizer=quantized_bits(5, 2), name="d2")(h)
+    h = QActivation("ternary", name="a2")(BatchNormalization(name="bn2")(h))
+    h = QDense(6, kernel_quantizer=ternary(alpha=1), bias_quantizer=quantized_bits(5, 2), name="d3")(h)
+    model = Model(inp, h)
+    _random_batch_norm(model, np.random.default_rng(1))
     return model
 
 
@@ -262,14 +282,17 @@ class _Builds:
         self.root, self.built = root, {}
 
     def get(self, name: str, io: str = "parallel"):
-        from hwflow.convert import HlsOptions
-        from hwflow.verify import build_csim
+        """Converted, not compiled: hls4ml's ``trace`` compiles (once) when a test compares the layers."""
+        from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+        from hwflow.verify import CSimModel
         from hwflow.zoo.loading import check_supported
 
         if (name, io) not in self.built:
             model = _deep_binary() if name == "deep" else _eleven(name)
             check_supported(model)
-            self.built[(name, io)] = build_csim(model, HlsOptions.make(io, trace=True), self.root / f"{name}-{io}")
+            out = self.root / f"{name}-{io}"
+            hls_model = convert(model, HlsOptions.make(io, trace=True), out)
+            self.built[(name, io)] = CSimModel(hls_model, program_from_hls(hls_model), image_from_hls(hls_model), out)
         return self.built[(name, io)]
 
 
@@ -322,7 +345,6 @@ def test_a_deep_binary_network_equals_the_c_simulation(builds, io):
     csim = builds.get("deep", io)
     products = {layer.attrs.get("product") for layer in csim.program.layers}
     assert {"weight_binary", "both_binary", "data_binary", "weight_ternary", "weight_exponential"} <= products
-    assert "ternary_tanh" in {layer.attrs.get("activation") for layer in csim.program.layers}
     _assert_every_layer_equal(csim, _inputs(200, 10))
 
 
@@ -356,3 +378,67 @@ def test_engine_equals_full_emulation_with_faults_in_the_new_words(builds, name)
         hurt += outcome.mismatches > 0
     assert hit > 5  # maps really hit the new words
     assert hurt > 3  # and changed outputs
+
+
+def test_a_ternary_activation_hls4ml_writes_no_call_for_is_refused(tmp_path):
+    """hls4ml 1.3.0 keeps ternary(threshold=0.5) without a batch norm as a TernaryTanh and calls nothing for it."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense
+    from qkeras.quantizers import quantized_bits, ternary
+
+    from hwflow.convert import HlsOptions, convert, program_from_hls
+
+    model = tf.keras.Sequential([QDense(4, input_shape=(6,), kernel_quantizer=quantized_bits(4, 0, alpha=1),
+                                        bias_quantizer=quantized_bits(4, 0, alpha=1), name="fc"),
+                                 QActivation(ternary(threshold=0.5), name="tern")])
+    hls_model = convert(model, HlsOptions.make("parallel"), tmp_path)
+    with pytest.raises(UnsupportedLayerError, match=r"layer 'tern' \(TernaryTanh\): hls4ml 1.3.0 writes no C\+\+"):
+        program_from_hls(hls_model)
+
+
+# --- hardening and the build -----------------------------------------------------------------------
+
+
+def test_weight_scaling_leaves_binary_ternary_po2_words_and_thresholds_alone(builds):
+    from hwflow.harden.scale import plan_rule
+
+    image = builds.get("deep").image
+    plan = plan_rule(image)
+    untouched = {a.key for a in image if a.format.kind.value in ("xnor", "ternary", "exponent")
+                 or a.name.startswith("threshold")}
+    assert untouched
+    assert not untouched & set(plan.scales)
+    assert any(s.shift > 0 for s in plan.scales.values())
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_binary_words_in_bram_through_the_csim_board(tmp_path):
+    """XNOR and ternary words and the thresholds in BRAM behind the host port, the fixed arrays scaled
+    (power-of-two rule): the built design's C simulation equals the emulator, fault-free and under faults."""
+    from hwflow.convert import HlsOptions, convert, image_from_hls
+    from hwflow.harden.scale import plan_rule
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
+    from hwflow.hardware.project import BuildOptions, generate
+
+    model = _binary_net()
+    options = HlsOptions.make("parallel")
+    plan = plan_rule(image_from_hls(convert(model, options, tmp_path / "plan")))
+    build = generate(model, load_board("pynq-z2"), tmp_path / "build", BuildOptions(options, min_words=1),
+                     storage=plan)
+    formats = {str(m.format) for m in build.manifest.weight_memories}
+    assert {"xnor", "ternary"} <= formats
+    board = CSimBoard(tmp_path / "build")
+    maps = sample_fault_maps(board_image(board.image, board.manifest), 20, seed=0)
+    check = check_board(board, board.program, board.image, _inputs(64, 10), maps)
+    assert check.ok, check.summary()
+    assert check.words_written > 20
+
+
+def test_a_po2_build_is_refused_with_the_reason(builds, tmp_path):
+    from hwflow.errors import BuildError
+    from hwflow.hardware.project import _check_image
+
+    with pytest.raises(BuildError, match=r"po2 \(exponent\) weight storage cannot be built yet: dense/weight"):
+        _check_image(builds.get("po2").image)

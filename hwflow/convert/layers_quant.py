@@ -10,8 +10,8 @@
   subclass) whose ``scale`` is a po2 exponent array and whose ``bias`` is the layer's moved bias.
 - ``binary`` / ``ternary`` activations: after a batch norm (or an ApplyAlpha) hls4ml merges both into
   ``BatchNormalizationQuantizedTanh``, comparisons against per-channel thresholds (arrays
-  ``threshold``, or ``threshold_hi`` and ``threshold_lo``); alone they stay activations
-  (``binary_tanh``; ``TernaryTanh``, read as an activation).
+  ``threshold``, or ``threshold_hi`` and ``threshold_lo``); alone, ``binary_tanh`` stays an activation
+  and a ``TernaryTanh`` is refused (hls4ml 1.3.0 writes no C++ call for it).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwflow.convert.extract import register_layer
+from hwflow.convert.names import names_of
 from hwflow.emulator.program import Kind, register_arrays
 from hwflow.errors import UnsupportedLayerError
 from hwflow.fixed import from_hls4ml
@@ -49,6 +50,11 @@ def mac_attrs(layer) -> dict:
 
 
 def _threshold_attrs(layer) -> dict:
+    if layer.class_name == "TernaryTanh":
+        msg = (f"layer {names_of(layer.model).to_user(layer.name)!r} (TernaryTanh): hls4ml 1.3.0 writes no C++ call "
+               "for a ternary activation it cannot merge into a batch norm (its output is never computed). Put a "
+               "BatchNormalization before it, or give ternary() a threshold other than 0.5 (hls4ml then merges it)")
+        raise UnsupportedLayerError(msg)
     quantize = int(layer.get_attr("quantize"))
     if quantize not in (2, 3):
         msg = f"layer {layer.name}: BatchNormalizationQuantizedTanh with quantize={quantize} (hls4ml has 2 and 3)"
@@ -97,4 +103,4 @@ register_arrays(Kind.APPLY_ALPHA, ("scale", "bias"))
 register_arrays(Kind.BN_QUANTIZED_TANH, ("threshold", "threshold_hi", "threshold_lo"))
 register_layer("ApplyAlpha", Kind.APPLY_ALPHA, attrs=_alpha_attrs)
 register_layer("BatchNormalizationQuantizedTanh", Kind.BN_QUANTIZED_TANH, attrs=_threshold_attrs)
-register_layer("TernaryTanh", Kind.ACTIVATION)  # its activation attribute is 'ternary_tanh'
+register_layer("TernaryTanh", Kind.BN_QUANTIZED_TANH, attrs=_threshold_attrs)  # read to be refused by name

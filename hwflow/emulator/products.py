@@ -21,9 +21,9 @@ beyond; ``ashr``: 0 at the width); beyond that the C++ is undefined (it asserts,
 64) and we take the hardware's answer, the sign.
 
 Threshold layers: ``BatchNormalizationQuantizedTanh`` (``normalize_binary_tanh``: ``x >= t``;
-``normalize_ternary_tanh``: ``x > hi`` -> 1, ``x <= lo`` -> -1, else 0), and the activations
-``binary_tanh`` (+-1, or 1/0 into ``ap_uint<1>``) and ``ternary_tanh``, whose io_parallel kernel
-compares ``2 x`` (cast back to the input type) with +-1 and whose io_stream kernel compares ``x``.
+``normalize_ternary_tanh``: ``x > hi`` -> 1, ``x <= lo`` -> -1, else 0), and the activation
+``binary_tanh`` (+-1, or 1/0 into ``ap_uint<1>``). A ternary activation hls4ml does not merge into a
+batch norm (a ``TernaryTanh``) gets no C++ call from hls4ml 1.3.0: the converter refuses it.
 ``ApplyAlpha`` is hls4ml's ``normalize`` with the product of its scale type.
 """
 
@@ -41,7 +41,7 @@ from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize
 from hwflow.image import quantized
 
 DATA_BINARY = ("data_binary", "both_binary")
-THRESHOLD_ACTIVATIONS = ("binary_tanh", "binary", "ternary_tanh", "ternary")
+THRESHOLD_ACTIVATIONS = ("binary_tanh", "binary")
 _MAX_FAST_WIDTH = 40  # widest +-2**e multiplier type the fixed-point kernels are given
 
 
@@ -230,8 +230,15 @@ def _per_channel(values: np.ndarray, layer: LayerSpec) -> np.ndarray:
 
 def apply_alpha(emulator, layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
     """``res = product(x, scale) + bias`` (``nnet::normalize`` with the scale's product type)."""
-    x, x_type = inputs[0], types[0]
-    s, b = emulator.weights(layer, "scale"), emulator.weights(layer, "bias")
+    return alpha_on(layer, inputs[0], types[0], {name: emulator.weights(layer, name) for name in ("scale", "bias")})
+
+
+def alpha_on(layer: LayerSpec, x: np.ndarray, x_type: FixedType, weights: dict) -> np.ndarray:
+    """ApplyAlpha on given arrays (``Weights``: the image's, or a delta rule's channels of them)."""
+    s, b = weights.get("scale"), weights.get("bias")
+    if s is None:
+        msg = f"layer {layer.name}: ApplyAlpha has no scale array"
+        raise EmulatorError(msg)
     if b is None or not b.is_fixed:
         msg = f"layer {layer.name}: ApplyAlpha needs a fixed-point bias"
         raise EmulatorError(msg)
@@ -264,11 +271,19 @@ def _aligned(x: np.ndarray, x_type: FixedType, t: np.ndarray, t_type: FixedType)
     return xs, ts
 
 
+def threshold_names(layer: LayerSpec) -> tuple[str, ...]:
+    return ("threshold",) if layer.attrs["quantize"] == 2 else ("threshold_hi", "threshold_lo")
+
+
 def bn_quantized_tanh(emulator, layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
     """``normalize_binary_tanh`` (``x >= t``: 1, else 0) and ``normalize_ternary_tanh``."""
-    x, x_type = inputs[0], types[0]
-    names = ("threshold",) if layer.attrs["quantize"] == 2 else ("threshold_hi", "threshold_lo")
-    arrays = [emulator.weights(layer, name) for name in names]
+    return thresholds_on(layer, inputs[0], types[0], {n: emulator.weights(layer, n) for n in threshold_names(layer)})
+
+
+def thresholds_on(layer: LayerSpec, x: np.ndarray, x_type: FixedType, weights: dict) -> np.ndarray:
+    """BatchNormalizationQuantizedTanh on given threshold arrays (``Weights``)."""
+    names = threshold_names(layer)
+    arrays = [weights.get(name) for name in names]
     if any(a is None or not a.is_fixed for a in arrays):
         msg = f"layer {layer.name}: thresholds {', '.join(names)} must be fixed-point arrays in the WeightImage"
         raise EmulatorError(msg)
@@ -284,25 +299,12 @@ def bn_quantized_tanh(emulator, layer: LayerSpec, inputs: list[np.ndarray], type
 
 
 def threshold_activation(layer: LayerSpec, x: np.ndarray, x_type: FixedType, io_type: str) -> np.ndarray:
-    """``binary_tanh`` and ``ternary_tanh`` (``nnet_activation.h`` / ``nnet_activation_stream.h``)."""
-    fn = layer.attrs["activation"]
-    x = np.asarray(x).astype(np.int64)
-    int2 = FixedType(2, 2)
-    if fn.startswith("binary"):
-        y = np.where(x >= 0, 1, -1)  # an ap_int<2> cache
-        if layer.result == FixedType(1, 1, False):  # binary_cast into ap_uint<1>: 1 if positive, else 0
-            return np.where(y > 0, 1, 0).astype(np.float64)
-        return cast(y, int2, layer.result)
-    one = 1 << x_type.frac if x_type.frac >= 0 else 0
-    if io_type == "io_stream":  # in_data[j] > 1 / <= -1, no doubling
-        v = x
-    else:  # datareg = 2 * data[ii], assigned back to data_T (its overflow mode applies)
-        v = requantize(2 * x, x_type.frac, x_type)
-    if x_type.frac < 0:  # +-1 is not a multiple of the LSB: compare values
-        y = np.where(v * (1 << -x_type.frac) > 1, 1, np.where(v * (1 << -x_type.frac) <= -1, -1, 0))
-    else:
-        y = np.where(v > one, 1, np.where(v <= -one, -1, 0))
-    return cast(y, int2, layer.result)
+    """``binary_tanh`` (``nnet_activation.h`` / ``nnet_activation_stream.h``): +-1 in an ``ap_int<2>``,
+    then ``binary_cast`` (1 if positive, else 0, into ``ap_uint<1>``; a plain cast into any other type)."""
+    y = np.where(np.asarray(x) >= 0, 1, -1)
+    if layer.result == FixedType(1, 1, False):
+        return np.where(y > 0, 1, 0).astype(np.float64)
+    return cast(y, FixedType(2, 2), layer.result)
 
 
 register_op(Kind.APPLY_ALPHA, apply_alpha)

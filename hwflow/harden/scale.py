@@ -51,8 +51,16 @@ def _check_storage(storage: str) -> str:
     return storage
 
 
+NOT_SCALED = (Kind.XNOR, Kind.TERNARY, Kind.EXPONENT)
+"""Binary, ternary and po2 words (hwflow.image.quantized): a product reads them, no divide-back can."""
+THRESHOLDS = ("threshold", "threshold_hi", "threshold_lo")
+"""Binary/ternary thresholds: hls4ml types them as the layer's input (a moved binary point breaks the C++)."""
+
+
 def _unscaled(image: WeightImage) -> None:
     for arr in image:
+        if arr.format.kind in NOT_SCALED:
+            continue
         if arr.format.kind is not Kind.FIXED or not arr.scale.is_identity:
             msg = (f"{arr.key} is already stored as {arr.format} scaled by {arr.scale}: weight scaling starts "
                    "from the unscaled fixed-point image (image_from_hls without storage)")
@@ -73,7 +81,8 @@ def selected_arrays(image: WeightImage, layers: Iterable[str] | None = None,
             raise HardenError(msg)
     else:
         wanted = image.layers
-    return [a for a in image if a.layer in wanted and (batchnorm or a.layer not in bn_layers)]
+    return [a for a in image if a.layer in wanted and (batchnorm or a.layer not in bn_layers)
+            and a.format.kind not in NOT_SCALED and a.name not in THRESHOLDS]
 
 
 # --- the rule ---------------------------------------------------------------------------------------

@@ -231,7 +231,12 @@ def _check_part(hls: HlsOptions, board) -> None:
 
 
 def _check_image(image: WeightImage) -> None:
-    floats = [f"{a.key} ({a.format})" for a in image if a.format.kind is not Kind.FIXED]
+    exponents = [a.key for a in image if a.format.kind is Kind.EXPONENT]
+    if exponents:  # hls4ml's {sign, exponent} struct arrays have no single word to unpack into
+        msg = (f"po2 (exponent) weight storage cannot be built yet: {', '.join(exponents)}; hwflow's weight "
+               "port writes words into plain ap_fixed/ap_int arrays (emulate and campaign it instead)")
+        raise BuildError(msg)
+    floats = [f"{a.key} ({a.format})" for a in image if a.format.kind in (Kind.FLOAT16, Kind.FLOAT32)]
     if floats:
         msg = (f"float weight storage cannot be built: {', '.join(floats)}. Float storage is an emulator study "
                "(contract 7); build with fixed-point storage (a storage plan with storage 'fixed')")
@@ -268,6 +273,8 @@ def _bram_variables(hls_model, image: WeightImage, keys: tuple[str, ...]) -> dic
             raise BuildError(msg)
         array = image.get(*key.split("/"))
         theirs, ours = from_hls4ml(var.type.precision), array.compute_type()
+        if array.format.kind in (Kind.XNOR, Kind.TERNARY):  # the word's bits are hls4ml's ap_uint<1> / ap_int<2>
+            ours = FixedType(array.format.width, array.format.width, array.format.kind is Kind.TERNARY)
         if (theirs.width, theirs.integer, theirs.signed) != (ours.width, ours.integer, ours.signed):
             msg = (f"hls4ml computes {key} ({var.name}) in {theirs}, but its stored words ({array.format}, scale "
                    f"{array.scale.factor:g}) decode to {ours}: convert with the model's storage plan")

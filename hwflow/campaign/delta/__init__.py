@@ -15,6 +15,7 @@ from hwflow.campaign.delta import channelwise, depthwise, mac, merge, reshape  #
 from hwflow.campaign.delta import pooling  # noqa: F401 - cropping and resize rules
 from hwflow.campaign.delta import activations  # noqa: F401 - activation rules (PReLU, parametrized, hard)
 from hwflow.campaign.delta.golden import Golden
+from hwflow.campaign.delta.quantizers import PerChannel  # noqa: F401 - registers ApplyAlpha, binary/ternary thresholds
 from hwflow.campaign.delta.registry import RULES, Rule, Step, register_rule, rule_for
 from hwflow.campaign.delta.state import Block, Delta
 
