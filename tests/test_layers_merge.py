@@ -56,7 +56,8 @@ def residual_model(seed: int = 0):
     y = QActivation(relu, name="relu2")(QConv2D(4, 3, padding="same", name="conv2", **_q())(r1))
     y = QConv2D(6, 3, padding="same", name="conv3", **_q())(y)
     s = QConv2D(6, 1, name="short", **_q())(r1)  # the 1x1 shortcut
-    a = QActivation(relu, name="relu3")(layers.Add(name="add")([y, s]))
+    r3 = QActivation(relu, name="relu3")(layers.Add(name="add")([y, s]))
+    a = layers.MaxPooling2D(2, name="pool3")(r3)  # relu3 is read unpooled too (flat3): it may not pool first
     b1 = QConv2D(6, 1, name="b1", **_q())(a)
     b2 = QConv2D(6, 1, name="b2", **_q())(a)
     sub = layers.Subtract(name="sub")([a, b1])
@@ -65,9 +66,10 @@ def residual_model(seed: int = 0):
     mn = layers.Minimum(name="min")([layers.Maximum(name="max")([avg, b1]), b2])
     cat = layers.Concatenate(name="cat")([QActivation(relu, name="relu4")(mn), a])
     cath = layers.Concatenate(axis=1, name="cath")([cat, cat])
-    flat = layers.Flatten(name="flat")(layers.MaxPooling2D(4, name="pool")(cath))
+    flat = layers.Flatten(name="flat")(layers.MaxPooling2D(2, name="pool")(cath))
     d1 = QActivation(relu, name="relu_d1")(QDense(4, name="d1", **_q())(flat))
-    d2 = QActivation(quantized_relu(8, 2), name="relu_d2")(QDense(4, name="d2", **_q())(flat))
+    flat3 = layers.Flatten(name="flat3")(r3)
+    d2 = QActivation(quantized_relu(8, 2), name="relu_d2")(QDense(4, name="d2", **_q())(flat3))
     out = QDense(5, name="out", **_q())(layers.Concatenate(name="cat1d")([d1, d2]))
     return tf.keras.Model(inp, out, name="merges")
 
