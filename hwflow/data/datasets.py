@@ -11,6 +11,11 @@ at run time:
 - ``fashion-mnist`` (Zalando's 28x28 images from Debian's ``dataset-fashion-mnist``): the
   official 10,000 test images are the test split; the last 5,000 of the 60,000 training images
   are the validation split (55,000 / 5,000 / 10,000). Pixels are divided by 255.
+- ``fashion-mnist-32``: the same images and split, zero-padded by 2 pixels on each side to 32x32 and
+  repeated on 3 channels, so that models made for CIFAR-10's ``(32, 32, 3)`` inputs train offline
+  (:func:`load_fashion_mnist_32`; 55,000 x 3,072 floats: about 0.9 GB in memory).
+- ``cifar-10``: the python-pickle batches, from ``root`` or ``$HWFLOW_CIFAR10``; never downloaded
+  (see :mod:`hwflow.data.cifar` for where it is looked for and its split).
 - a path ending in ``.npz``: the user's own split (see :mod:`hwflow.data.npz`).
 
 Images are channels-last ``(N, H, W, 1)`` float32 in [0, 1], labels int64, which is what the
@@ -45,7 +50,9 @@ DIGITS_TEST_FRACTION = 0.2
 DIGITS_VAL_FRACTION = 0.1
 DIGITS_SPLIT_SEED = 0
 
-KNOWN_DATASETS = ("digits", "fashion-mnist")
+KNOWN_DATASETS = ("digits", "fashion-mnist", "fashion-mnist-32", "cifar-10")
+PAD_32 = 2
+"""Pixels of zeros on each side that make Fashion-MNIST's 28x28 images 32x32 (``fashion-mnist-32``)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +60,7 @@ class Dataset:
     """A data set with its fixed train / validation / test split."""
 
     name: str
-    """``digits``, ``fashion-mnist`` or the path of the ``.npz`` it came from."""
+    """``digits``, ``fashion-mnist``, ``fashion-mnist-32``, ``cifar-10`` or the path of the ``.npz`` it came from."""
     x_train: np.ndarray
     """Training inputs, float32, ``(N, H, W, C)`` (or ``(N, F)`` for feature vectors from a .npz)."""
     y_train: np.ndarray
@@ -85,10 +92,12 @@ class Dataset:
 
 
 def load_dataset(name: str | os.PathLike[str], root: str | Path | None = None) -> Dataset:
-    """Load a data set by name (``digits``, ``fashion-mnist``) or from a ``.npz`` file.
+    """Load a data set by name (``digits``, ``fashion-mnist``, ``fashion-mnist-32``, ``cifar-10``) or from a
+    ``.npz`` file.
 
     ``root`` is the directory holding the Fashion-MNIST ``*.gz`` files when they are not in
-    ``/usr/share/datasets/fashion-mnist``; the other data sets ignore it.
+    ``/usr/share/datasets/fashion-mnist``, or CIFAR-10's ``cifar-10-batches-py`` (or the directory holding
+    it); digits and ``.npz`` files ignore it.
     """
     text = os.fspath(name)
     key = canonical_name(text)
@@ -100,6 +109,12 @@ def load_dataset(name: str | os.PathLike[str], root: str | Path | None = None) -
         return load_digits()
     if key == "fashion-mnist":
         return load_fashion_mnist(root)
+    if key == "fashion-mnist-32":
+        return load_fashion_mnist_32(root)
+    if key == "cifar-10":
+        from hwflow.data.cifar import load_cifar10
+
+        return load_cifar10(root)
     msg = (
         f"unknown data set {text!r}: known data sets are {', '.join(KNOWN_DATASETS)}, "
         "or give the path of a .npz file with x_train, y_train, x_test, y_test"
@@ -114,7 +129,9 @@ def canonical_name(name: str | os.PathLike[str]) -> str:
     if text.lower().endswith(".npz"):
         return text
     key = text.strip().lower().replace("_", "-")
-    return {"digits": "digits", "fashion-mnist": "fashion-mnist", "fmnist": "fashion-mnist"}.get(key, text)
+    return {"digits": "digits", "fashion-mnist": "fashion-mnist", "fmnist": "fashion-mnist",
+            "fashion-mnist-32": "fashion-mnist-32", "fmnist-32": "fashion-mnist-32", "fmnist32": "fashion-mnist-32",
+            "cifar-10": "cifar-10", "cifar10": "cifar-10"}.get(key, text)
 
 
 def load_digits() -> Dataset:
@@ -190,3 +207,16 @@ def load_fashion_mnist(root: str | Path | None = None) -> Dataset:
         images(arrays["x_test"]),
         arrays["y_test"].astype(np.int64),
     )
+
+
+def load_fashion_mnist_32(root: str | Path | None = None) -> Dataset:
+    """Fashion-MNIST with CIFAR-10's input shape: each image zero-padded to 32x32 and repeated on 3
+    channels, the split unchanged. The stand-in the 32x32 zoo models train on where CIFAR-10 is absent."""
+    base = load_fashion_mnist(root)
+    pad = ((0, 0), (PAD_32, PAD_32), (PAD_32, PAD_32), (0, 0))
+
+    def widen(x: np.ndarray) -> np.ndarray:
+        return np.repeat(np.pad(x, pad), 3, axis=3)
+
+    return Dataset("fashion-mnist-32", widen(base.x_train), base.y_train, widen(base.x_val), base.y_val,
+                   widen(base.x_test), base.y_test)
