@@ -303,3 +303,59 @@ def test_prelu_param_runs_on_the_csim_board(tmp_path):
     check = check_board(CSimBoard(tmp_path), build.program, build.image, xb, maps)
     assert check.ok, check
     assert Emulator(build.program, build.image).run(xb).shape == (24, 4)
+
+
+def _diff_block(clean: np.ndarray, faulty: np.ndarray):
+    """The traced difference of one layer as the engine carries it (one block, or none)."""
+    from hwflow.campaign.delta import Block
+
+    differs = clean != faulty
+    lead = differs.reshape(len(clean), -1, differs.shape[-1])
+    samples = np.flatnonzero(lead.any(axis=(1, 2)))
+    if not len(samples):
+        return []
+    channels = np.flatnonzero(lead[samples].any(axis=(0, 1)))
+    return [Block(samples, channels, np.take(faulty[samples], channels, axis=-1).astype(np.float64))]
+
+
+@pytest.mark.slow
+def test_each_activation_rule_gives_the_traced_difference(parallel):
+    """Per layer: the activations' rules (PReLU's own, the channelwise ones, softmax's fallback), given
+    the traced input difference and the fault map, return exactly the traced output difference of two
+    full runs, with PReLU's param words faulted too."""
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.campaign.delta import rule_for
+    from hwflow.campaign.delta.activations import PReLU
+    from hwflow.campaign.delta.channelwise import Channelwise
+    from hwflow.campaign.delta.fallback import Recompute
+    from hwflow.campaign.delta.state import apply
+    from hwflow.emulator import Emulator, Kind
+    from hwflow.faults import fault_model_from_spec
+
+    program, image = parallel.program, parallel.image
+    kinds = {Kind.ACTIVATION, Kind.PARAM_ACTIVATION, Kind.HARD_ACTIVATION, Kind.PRELU, Kind.SOFTMAX}
+    x = _inputs(40, seed=3)
+    evaluator = TrialEvaluator(program, image, x, np.zeros(len(x), dtype=np.int64))
+    clean = Emulator(program, image).trace(x)
+    rng = np.random.default_rng(11)
+    checked, param_changed = set(), False
+    for i in range(6):
+        spec = {"model": "bitflip"} if i % 2 else {"model": "bitflip", "layers": ["prelu", "c_prelu"]}
+        faultmap = fault_model_from_spec(spec, [1e-3, 0.05][i % 2 == 0]).sample(image, rng)
+        faulty = Emulator(program, faultmap.apply(image)).trace(x)
+        for layer in program.layers[1:]:
+            if layer.kind not in kinds:
+                continue
+            rule = rule_for(layer)
+            expected = {Kind.PRELU: PReLU, Kind.SOFTMAX: Recompute}.get(layer.kind, Channelwise)
+            assert isinstance(rule, expected), layer.name
+            inputs = _diff_block(clean[layer.inputs[0]], faulty[layer.inputs[0]])
+            step = evaluator.layer_step(layer.name, inputs, faultmap)
+            if not inputs and not any(len(v) for v in step.changed.values()):
+                continue
+            param_changed |= layer.kind is Kind.PRELU and any(len(v) for v in step.changed.values())
+            out = rule.delta(step)
+            np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
+            checked.add(layer.kind)
+    assert checked == kinds
+    assert param_changed
