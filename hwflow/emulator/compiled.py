@@ -105,6 +105,14 @@ def narrow_dtype(lo: int, hi: int) -> type:
     return np.int64
 
 
+def _jit(fn):
+    """``numba.njit``, cached on disk where numba finds a writable cache directory, else in memory only."""
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # numba: "cannot cache function ...: no locator available" (read-only install)
+        return numba.njit(nogil=True)(fn)
+
+
 # --- max over the pooling window, then the step function -----------------------------------------
 
 
@@ -195,7 +203,7 @@ def _max_step_kernel(channels: int, pool: int, cols: bool):
                 up = (g & (np.int64(rem > half) | (np.int64(rem == half) & tie))) | (z & np.int64(rem != 0) & neg)
                 out[ub, uc] = min(max(fl + (up & 1), lo[uc]), hi[uc]) << j
 
-    return numba.njit(cache=True, nogil=True)(kernel)
+    return _jit(kernel)
 
 
 # --- window gather (im2col of one block) -----------------------------------------------------------
@@ -264,7 +272,7 @@ def _gather_kernel(windows: int, rows: int, run: int):
                     for i in range(run_):
                         out[u(t), u(b), base + u(i)] = x[u(n), yy, x0 + u(i)]
 
-    return numba.njit(cache=True, nogil=True)(kernel)
+    return _jit(kernel)
 
 
 # --- one convolution group: gather, GEMM, max and step, block by block ---------------------------
