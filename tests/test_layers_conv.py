@@ -44,6 +44,7 @@ def build_2d(seed: int = 0):
     x = QConv2DBatchnorm(5, (2, 2), padding="same", kernel_quantizer=Q, bias_quantizer=Q, name="cbn")(x)
     x = QActivation("quantized_relu(6)", name="r3")(x)
     x = tf.keras.layers.SeparableConv2D(3, (2, 2), padding="valid", name="sepk")(x)
+    x = QActivation("quantized_relu(6)", name="r4")(x)  # narrow logits: they fit the board's 32-bit stream word
     x = tf.keras.layers.Flatten(name="flat")(x)
     x = QDense(3, kernel_quantizer=Q, bias_quantizer=Q, name="out")(x)
     return _fit(tf.keras.Model(inp, x, name="conv2d_kinds"), seed)
@@ -68,10 +69,23 @@ def build_1d(seed: int = 0):
 
 
 def _fit(model, seed: int):
-    """Two epochs on noise: the batch-norm statistics and biases move away from their initial values."""
-    model.compile("adam", "mse")
+    """Seeded weights (no training: the same model on every run), batch-norm statistics away from 0 and 1."""
     rng = np.random.default_rng(seed)
-    model.fit(rng.random((64,) + model.input_shape[1:]), rng.random((64, 3)), epochs=2, verbose=0)
+    for layer in model.layers:
+        values = []
+        for w in layer.weights:
+            name = w.name.split("/")[-1].split(":")[0]
+            shape = tuple(w.shape)
+            if name == "moving_variance":
+                values.append(rng.uniform(0.3, 2.0, shape))
+            elif name == "gamma":
+                values.append(rng.uniform(0.5, 1.5, shape))
+            elif w.dtype.is_integer:  # QKeras's folding iteration counter
+                values.append(w.numpy())
+            else:
+                values.append(rng.uniform(-0.9, 0.9, shape))
+        if values:
+            layer.set_weights(values)
     return model
 
 
@@ -255,7 +269,8 @@ def _saturating(program):
     layers = []
     for layer in program.layers:
         if layer.kind in (Kind.DEPTHWISE1D, Kind.DEPTHWISE2D):
-            acc = replace(layer.accum, width=layer.accum.width - 14, integer=layer.accum.integer - 14,
+            cut = min(14, layer.accum.width - 6)  # the top bits: the sums saturate
+            acc = replace(layer.accum, width=layer.accum.width - cut, integer=layer.accum.integer - cut,
                           overflow=Overflow.SAT)
             layer = replace(layer, accum=acc, result=acc)
         layers.append(layer)
@@ -313,3 +328,59 @@ def test_depthwise_rule_gives_the_traced_difference(designs):
             np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
             checked += 1
     assert checked >= 8
+
+
+# --- weight scaling and the C-simulation board -----------------------------------------------------------
+
+SCALED = ("dwk/weight", "sepk_depthwise/weight", "sepk_pointwise/weight")  # fixed<16,6> words with headroom
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_weight_scaling_of_depthwise_and_pointwise_arrays_equals_csim(models, tmp_path):
+    """The rule's power-of-two shifts on depthwise and pointwise arrays, compiled into the C simulation
+    (the separable layers are split before the binary points move); then faults through the engine."""
+    from hwflow.convert import convert, image_from_hls
+    from hwflow.harden.scale import plan_rule
+    from hwflow.verify import build_csim, compare_layers
+
+    model = models["2d"]
+    options = HlsOptions.make("parallel")
+    plan = plan_rule(image_from_hls(convert(model, options, tmp_path / "plain")))
+    assert all(plan.shifts().get(key, 0) > 0 for key in SCALED), plan.shifts()
+    design = build_csim(model, options, tmp_path / "scaled", storage=plan)
+    assert all(not design.image.get(*key.split("/")).scale.is_identity for key in SCALED)
+    x = inputs(model)
+    np.testing.assert_array_equal(Emulator(design.program, design.image).logits(x).reshape(len(x), -1),
+                                  design.csim_logits(x))
+    check = compare_layers(design, x)
+    assert check.first is None, check.summary()
+    assert len(check.compared) == len(design.program.layers) - 2
+    hurt, _ = check_engine(design.program, design.image, inputs(model, 60), seed=6)
+    assert hurt > 5
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_csim_board_with_depthwise_pointwise_and_folded_arrays_in_bram(models, tmp_path):
+    """The built design (io_stream, Resource, every array in BRAM behind the host port, scaled): fault-free
+    and under fault maps written through the port, it equals the emulator word for word."""
+    from hwflow.convert import convert, image_from_hls
+    from hwflow.harden.scale import plan_rule
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
+    from hwflow.hardware.project import BuildOptions, generate
+
+    model = models["2d"]
+    options = HlsOptions.make("stream", strategy="Resource", reuse_factor=3)
+    plan = plan_rule(image_from_hls(convert(model, options, tmp_path / "plain")))
+    build = generate(model, load_board("pynq-z2"), tmp_path / "build", BuildOptions(options, min_words=1),
+                     storage=plan)
+    keys = set(build.manifest.keys)
+    assert {a.key for a in build.image if a.layer in _new_layers(build.program)} <= keys
+    assert {m.name for m in build.manifest.weight_memories} >= {"w2", "b2"}  # hls4ml's variable names
+    board = CSimBoard(tmp_path / "build")
+    x = inputs(model, 24)
+    maps = sample_fault_maps(board_image(build.image, build.manifest), 20, seed=5)
+    result = check_board(board, build.program, build.image, x, maps)
+    assert result.ok, result.summary()

@@ -196,6 +196,9 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
                 output_dir=str(output_dir), part=options.part, clock_period=options.clock_period,
             )
             if shifts:
+                from hwflow.convert.layers_conv import split_separable
+
+                split_separable(hls_model)  # a plan names the arrays of the split layers
                 expected = move_binary_points(hls_model, shifts, options.default_precision)
                 flow = hls_model.config.backend.get_default_flow()
                 hls_model.config.flows = [flow]

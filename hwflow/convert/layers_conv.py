@@ -54,3 +54,16 @@ register_layer("DepthwiseConv2D", Kind.DEPTHWISE2D, attrs=_depthwise_attrs, reso
 register_layer("PointwiseConv1D", Kind.CONV1D)
 register_layer("PointwiseConv2D", Kind.CONV2D)
 register_layer("Conv2DBatchnorm", Kind.CONV2D)
+
+
+def split_separable(hls_model) -> None:
+    """Split every separable layer now, as hls4ml's ``convert`` flow will (a no-op without one).
+
+    Weight scaling moves the binary points of the stored arrays before hls4ml's flows run
+    (``hwflow.convert.hls.move_binary_points``); a plan names the arrays of the split layers
+    (``<name>_depthwise/weight``...), which must exist by then. Splitting first gives those layers
+    the same arrays and types the flow would give them (the flow's own pass then finds nothing).
+    """
+    from hls4ml.model.optimizer import optimize_model
+
+    optimize_model(hls_model, ["separable_to_depthwise_and_conv"])
