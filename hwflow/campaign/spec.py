@@ -286,7 +286,8 @@ def models_dataset(spec: CampaignSpec) -> str:
         if m.zoo is None and not spec.resolve(m.path).is_file():
             msg = f"{spec.source}: models: {m.name}: model file {spec.resolve(m.path)} not found"
             raise SpecError(msg)
-        name = ZOO[m.zoo].dataset if m.zoo is not None else sidecar_dataset(spec.resolve(m.path))
+        name = (ZOO[m.zoo].default_dataset(spec.data_root) if m.zoo is not None
+                else sidecar_dataset(spec.resolve(m.path)))
         if name is not None and name.lower().endswith(".npz"):
             name = str(Path(name).resolve())
         found[m.name] = canonical_name(name) if name is not None else None

@@ -11,7 +11,8 @@ from hwflow.zoo.models import ZOO
 
 
 def add_parser(sub) -> None:
-    zoo = ", ".join(f"{name} ({spec.dataset})" for name, spec in ZOO.items())
+    zoo = ", ".join(f"{name} ({spec.dataset or 'a .npz you give'}"
+                    f"{f', else {spec.fallback}' if spec.fallback else ''})" for name, spec in ZOO.items())
     p = sub.add_parser(
         "train",
         help="train a zoo model with quantization-aware training",
@@ -19,12 +20,17 @@ def add_parser(sub) -> None:
         f"with a .json sidecar recording how it was made. Zoo: {zoo}.",
     )
     p.add_argument("--model", required=True, metavar="NAME", help=f"zoo model: {', '.join(ZOO)}")
-    p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file (default: the zoo model's)")
-    p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files")
-    p.add_argument("--weight-bits", type=integer, default=8, help="bits per weight and bias, sign included (2..16)")
-    p.add_argument("--act-bits", type=integer, default=8, help="bits per ReLU output (2..16, default 8)")
+    p.add_argument("--dataset", help="digits, fashion-mnist, fashion-mnist-32, cifar-10 or an .npz file "
+                   "(default: the zoo model's; the 32x32 models: cifar-10 where found, else fashion-mnist-32)")
+    p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files, or CIFAR-10's "
+                   "cifar-10-batches-py (or its parent; else $HWFLOW_CIFAR10)")
+    p.add_argument("--weight-bits", type=integer,
+                   help="bits per weight and bias, sign included (2..16; default: the model's, 8 but jet-mlp's 6)")
+    p.add_argument("--act-bits", type=integer,
+                   help="bits per ReLU output (2..16; default: the model's, 8 but jet-mlp's 6)")
     p.add_argument(
-        "--weight-integer", type=integer, default=0, help="integer bits of the weights, sign excluded (default 0)"
+        "--weight-integer", type=integer, help="integer bits of the weights, sign excluded (default: the model's, 0 "
+        "but rn07's 2)"
     )
     p.add_argument("--epochs", type=positive, help="training epochs (default: the zoo model's)")
     p.add_argument("--batch-size", type=positive, help="batch size (default: the zoo model's)")

@@ -20,10 +20,16 @@ Choices shared by the whole zoo, and why:
   build the same model.
 
 TensorFlow is imported only when a model is built: the CLI lists the zoo without paying for it.
+
+The models after published architectures (``jet-mlp``, ``resnet8``, ``rn07``, ``ds-cnn``) live in
+:mod:`hwflow.zoo.published`; they keep the names and seeding but follow their sources where those
+differ from the choices above (a final softmax, the published integer bits, graphs with merges).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -34,6 +40,8 @@ from hwflow.errors import ModelError
 
 if TYPE_CHECKING:
     import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 WEIGHT_BITS_RANGE = (2, 16)
 ACT_BITS_RANGE = (2, 16)
@@ -48,7 +56,8 @@ def act_integer_bits(act_bits: int) -> int:
 class LayerFactory:
     """Makes the zoo's layers with the quantizers, names and seeded initializers described above."""
 
-    def __init__(self, weight_bits: int, act_bits: int, weight_integer: int, seed: int) -> None:
+    def __init__(self, weight_bits: int, act_bits: int, weight_integer: int, seed: int,
+                 act_integer: int | None = None) -> None:
         import qkeras
         import tensorflow as tf
 
@@ -57,6 +66,7 @@ class LayerFactory:
         self.weight_bits = weight_bits
         self.act_bits = act_bits
         self.weight_integer = weight_integer
+        self.act_integer = act_integer_bits(act_bits) if act_integer is None else min(act_integer, act_bits)
         self._seed = seed
         self._count = 0
 
@@ -68,11 +78,12 @@ class LayerFactory:
         layer_seed = int(np.random.SeedSequence([self._seed, self._count]).generate_state(1)[0] >> 1)
         return self._tf.keras.initializers.GlorotUniform(seed=layer_seed)
 
-    def conv(self, name: str, filters: int, kernel: int = 3) -> Any:
+    def conv(self, name: str, filters: int, kernel: int = 3, strides: int = 1, padding: str = "valid") -> Any:
         return self._qkeras.QConv2D(
             filters,
             (kernel, kernel),
-            padding="valid",
+            strides=(strides, strides),
+            padding=padding,
             kernel_quantizer=self._weight_quantizer(),
             bias_quantizer=self._weight_quantizer(),
             kernel_initializer=self._initializer(),
@@ -92,8 +103,35 @@ class LayerFactory:
         return self._tf.keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
 
     def relu(self, name: str) -> Any:
-        quantizer = self._qkeras.quantized_relu(self.act_bits, act_integer_bits(self.act_bits))
+        quantizer = self._qkeras.quantized_relu(self.act_bits, self.act_integer)
         return self._qkeras.QActivation(quantizer, name=name)
+
+    def conv_bn(self, name: str, filters: int, kernel: int, strides: int = 1, padding: str = "same") -> Any:
+        """QKeras's QConv2DBatchnorm: hls4ml folds the batch norm into the stored kernel and bias."""
+        return self._qkeras.QConv2DBatchnorm(
+            filters, (kernel, kernel), strides=(strides, strides), padding=padding,
+            kernel_quantizer=self._weight_quantizer(), bias_quantizer=self._weight_quantizer(),
+            kernel_initializer=self._initializer(), momentum=BN_MOMENTUM, name=name,
+        )  # fmt: skip
+
+    def depthwise(self, name: str, kernel: int = 3, strides: int = 1, padding: str = "same") -> Any:
+        return self._qkeras.QDepthwiseConv2D(
+            (kernel, kernel), strides=(strides, strides), padding=padding,
+            depthwise_quantizer=self._weight_quantizer(), bias_quantizer=self._weight_quantizer(),
+            depthwise_initializer=self._initializer(), name=name,
+        )  # fmt: skip
+
+    def add(self, name: str) -> Any:
+        return self._tf.keras.layers.Add(name=name)
+
+    def avg_pool(self, name: str, size: int) -> Any:
+        return self._tf.keras.layers.AveragePooling2D(pool_size=(size, size), name=name)
+
+    def dropout(self, name: str, rate: float) -> Any:
+        return self._tf.keras.layers.Dropout(rate, seed=self._seed, name=name)
+
+    def softmax(self, name: str = "softmax") -> Any:
+        return self._tf.keras.layers.Activation("softmax", name=name)
 
     def pool(self, name: str) -> Any:
         return self._tf.keras.layers.MaxPooling2D(pool_size=(2, 2), name=name)
@@ -103,6 +141,8 @@ class LayerFactory:
 
 
 Builder = Callable[[LayerFactory], list]
+"""The layers of a model in order. An entry may also be a plain function from a tensor to a tensor
+(a residual block that branches and merges): :func:`build_model` calls each entry on the running tensor."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +151,9 @@ class ZooSpec:
 
     name: str
     """Registry name, e.g. ``cnn-fmnist``."""
-    dataset: str
-    """Data set it is trained on by default (a name :func:`hwflow.data.load_dataset` knows)."""
+    dataset: str | None
+    """Data set it is trained on by default (a name :func:`hwflow.data.load_dataset` knows); None: the
+    model has no data set of its own (``jet-mlp``: any ``.npz`` of its feature vectors) and one must be given."""
     input_shape: tuple[int, ...]
     """Shape of one input, without the batch axis."""
     builder: Builder
@@ -130,6 +171,27 @@ class ZooSpec:
     input, trained with MSE on the ``normal`` classes only; :mod:`hwflow.zoo.autoencoder`)."""
     normal: tuple[int, ...] = ()
     """Autoencoders: the classes that are normal (trained on); the others are the anomalies."""
+    fallback: str | None = None
+    """Data set used instead of ``dataset`` where that one is absent on this machine (the 32x32 models:
+    ``fashion-mnist-32`` where CIFAR-10 is not found); see :meth:`default_dataset`."""
+    default_bits: tuple[int, int, int] = (8, 8, 0)
+    """``(weight_bits, act_bits, weight_integer)`` when the caller gives none: the published quantization."""
+    act_integer: int | None = None
+    """Integer bits of the quantized ReLUs; None: the zoo's rule (:func:`act_integer_bits`)."""
+    source: str = ""
+    """Where the architecture comes from (a published model), empty for the zoo's own small models."""
+
+    def default_dataset(self, root: str | os.PathLike[str] | None = None) -> str | None:
+        """The data set to train and measure on when none is given: ``dataset``, or ``fallback`` when
+        ``dataset`` is CIFAR-10 and it is found neither in ``root`` nor in ``$HWFLOW_CIFAR10``."""
+        if self.fallback is None or self.dataset != "cifar-10":
+            return self.dataset
+        from hwflow.data.cifar import ENV_VAR, find_dir
+
+        if find_dir(root) is not None:
+            return self.dataset
+        log.info("%s: CIFAR-10 not found (--data-root, $%s), so it uses %s", self.name, ENV_VAR, self.fallback)
+        return self.fallback
 
     @property
     def metric(self) -> str:
@@ -233,14 +295,20 @@ def check_bits(weight_bits: int, act_bits: int, weight_integer: int) -> None:
 
 
 def build_model(
-    name: str, weight_bits: int = 8, act_bits: int = 8, weight_integer: int = 0, seed: int = 0
+    name: str, weight_bits: int | None = None, act_bits: int | None = None, weight_integer: int | None = None,
+    seed: int = 0,
 ) -> tf.keras.Model:
-    """Build the zoo model ``name`` (untrained) with the given quantization.
+    """Build the zoo model ``name`` (untrained) with the given quantization; a bit width left None is the
+    model's :attr:`ZooSpec.default_bits` (8, 8, 0 except where a published model says otherwise).
 
     Calls ``tf.keras.utils.set_random_seed(seed)`` first, so the initial weights depend on the
     arguments only.
     """
     spec = get_spec(name)
+    weight_bits, act_bits, weight_integer = (
+        default if given is None else given
+        for given, default in zip((weight_bits, act_bits, weight_integer), spec.default_bits, strict=True)
+    )
     check_bits(weight_bits, act_bits, weight_integer)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         msg = f"seed must be a non-negative integer, got {seed!r}"
@@ -248,9 +316,26 @@ def build_model(
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(int(seed))
-    factory = LayerFactory(int(weight_bits), int(act_bits), int(weight_integer), int(seed))
+    factory = LayerFactory(int(weight_bits), int(act_bits), int(weight_integer), int(seed), spec.act_integer)
     inputs = tf.keras.Input(shape=spec.input_shape, name="image")
     x = inputs
     for layer in spec.builder(factory):
         x = layer(x)
     return tf.keras.Model(inputs, x, name=spec.name.replace("-", "_"))
+
+
+def logits_model(model: tf.keras.Model) -> tf.keras.Model:
+    """``model`` without a final softmax ``Activation`` (sharing its layers and weights), else ``model``.
+
+    Training and accuracy work on logits (``from_logits=True``) for every zoo model; a model that ends
+    in a softmax as published (``jet-mlp``) is trained through this view and saved whole.
+    """
+    import tensorflow as tf
+
+    last = model.layers[-1]
+    if type(last).__name__ == "Activation" and getattr(last.activation, "__name__", "") == "softmax":
+        return tf.keras.Model(model.inputs, last.input, name=f"{model.name}_logits")
+    return model
+
+
+from hwflow.zoo import published  # noqa: E402, F401  (registers the published architectures)

@@ -51,12 +51,13 @@ class TrainConfig:
     """Zoo model name (``mlp-digits``, ``cnn-digits``, ``cnn-fmnist``)."""
     dataset: str | None = None
     """Data set name or ``.npz`` path; None: the zoo model's own data set."""
-    weight_bits: int = 8
-    """Total bits of each weight and bias, sign included (2..16)."""
-    act_bits: int = 8
-    """Total bits of each ReLU output (2..16)."""
-    weight_integer: int = 0
-    """Integer bits of the weights, sign excluded (0..weight_bits-1); 0 means weights in [-1, 1)."""
+    weight_bits: int | None = None
+    """Total bits of each weight and bias, sign included (2..16); None: the zoo model's published width."""
+    act_bits: int | None = None
+    """Total bits of each ReLU output (2..16); None: the zoo model's."""
+    weight_integer: int | None = None
+    """Integer bits of the weights, sign excluded (0..weight_bits-1); 0 means weights in [-1, 1); None: the
+    zoo model's."""
     epochs: int | None = None
     """Training epochs; None: the zoo model's default."""
     batch_size: int | None = None
@@ -83,15 +84,26 @@ class TrainConfig:
     def resolved(self) -> TrainConfig:
         """A copy with every None replaced by the zoo model's default, checked for sense."""
         spec = get_spec(self.model)
-        check_bits(self.weight_bits, self.act_bits, self.weight_integer)
+        bits = [d if v is None else v for v, d in zip((self.weight_bits, self.act_bits, self.weight_integer),
+                                                      spec.default_bits, strict=True)]
+        check_bits(*bits)
+        dataset = self.dataset if self.dataset is not None else spec.default_dataset(self.data_root)
+        if dataset is None:
+            msg = (f"zoo model {self.model!r} has no data set of its own: pass one (--dataset), a .npz holding "
+                   f"x_train, y_train, x_test and y_test whose samples have shape {spec.input_shape}")
+            raise DatasetError(msg)
+        w, a, i = bits
         config = dataclasses.replace(
             self,
-            dataset=canonical_name(self.dataset if self.dataset is not None else spec.dataset),
+            weight_bits=w,
+            act_bits=a,
+            weight_integer=i,
+            dataset=canonical_name(dataset),
             epochs=self.epochs if self.epochs is not None else spec.epochs,
             batch_size=self.batch_size if self.batch_size is not None else spec.batch_size,
             learning_rate=float(self.learning_rate if self.learning_rate is not None else spec.learning_rate),
             out=Path(self.out) if self.out is not None else Path("models") / (
-                f"{self.model}-w{self.weight_bits}i{self.weight_integer}a{self.act_bits}-s{self.seed}.h5"
+                f"{self.model}-w{w}i{i}a{a}-s{self.seed}.h5"
             ),
             data_root=Path(self.data_root) if self.data_root is not None else None,
         )
@@ -213,9 +225,12 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     import tensorflow as tf
 
+    from hwflow.zoo.models import logits_model
+
     tf.config.experimental.enable_op_determinism()
-    model = build_model(config.model, config.weight_bits, config.act_bits, config.weight_integer, config.seed)
-    _check_fits(config, data, model)
+    saved = build_model(config.model, config.weight_bits, config.act_bits, config.weight_integer, config.seed)
+    _check_fits(config, data, saved)
+    model = logits_model(saved)  # trained and scored on logits; a final softmax (jet-mlp) is saved with it
     zoo = get_spec(config.model)
     autoencoder = zoo.task == "autoencode"  # hwflow.zoo.autoencoder: MSE on the normal classes, scored by AUC
     steps = config.epochs * -(-len(data.y_train) // config.batch_size)
@@ -273,7 +288,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
 
     try:
         with saving_h5():
-            model.save(config.out, save_format="h5", include_optimizer=False)
+            saved.save(config.out, save_format="h5", include_optimizer=False)
     except OSError as err:
         msg = f"cannot save the model to {config.out}: {err}"
         raise ModelError(msg) from err
@@ -302,7 +317,7 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         sparse.overall, seconds, config.out,
     )  # fmt: skip
     return TrainResult(
-        model, config.out, side, test_acc, val_acc, seconds, reused=False, metadata=metadata,
+        saved, config.out, side, test_acc, val_acc, seconds, reused=False, metadata=metadata,
         sharpness=sharp.loss_rise if sharp is not None else None, activation_sparsity=sparse.overall,
     )  # fmt: skip
 
