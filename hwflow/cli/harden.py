@@ -37,7 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, required=True, help="hardened model to write (.h5, sidecar .json beside it)")
     p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file: the data set the searches use "
                    "(default: the one the model's sidecar names; required for a model without one)")
-    p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files")
+    p.add_argument("--data-root", type=Path, help="directory holding the Fashion-MNIST *.gz files or CIFAR-10's "
+                   "cifar-10-batches-py (else $HWFLOW_CIFAR10)")
     p.add_argument("--storage", default="fixed", choices=("fixed", "float16", "float32"),
                    help="how weights are stored (default: fixed, the trained types)")
     p.add_argument("--scale-mode", default="rule", choices=("rule", "search"),

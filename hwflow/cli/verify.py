@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("model", help="QKeras model file (.h5)")
     p.add_argument("--dataset", help="digits, fashion-mnist or an .npz file (default: the model's sidecar)")
-    p.add_argument("--data-root", help="directory holding the data set's files (fashion-mnist)")
+    p.add_argument("--data-root", help="directory holding the data set's files (fashion-mnist, fashion-mnist-32; "
+                   "cifar-10: cifar-10-batches-py or its parent, else $HWFLOW_CIFAR10)")
     add_hls_options(p)
     p.add_argument("--samples", type=positive, default=1000, help="test samples to compare (default 1000)")
     p.add_argument("--workdir", help="where to write the hls4ml project (default: a temporary directory)")
