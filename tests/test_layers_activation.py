@@ -1,6 +1,6 @@
 """Lookup-table and parametrized activations and softmax against hls4ml's C simulation, layer by layer.
 
-One Keras model holds every activation hwflow emulates beyond ReLU (sigmoid, tanh, softplus, softsign,
+One Keras model holds every activation hwflow emulates beyond ReLU (sigmoid, tanh, softplus, softsign, selu,
 LeakyReLU, PReLU, ELU, ThresholdedReLU, QKeras' hard quantized_tanh / quantized_sigmoid and their
 ``use_real_*`` forms, quantized_relu with a negative slope, activations inside a Conv2D and a Dense layer,
 a PReLU on a convolution's output and a softmax over its channels) and one softmax of each
@@ -53,6 +53,7 @@ def _model(seed: int = 0):
     x = layers.Activation("tanh", name="tanh")(dense(x, 16, "d_tanh"))
     x = layers.Activation("softplus", name="softplus")(dense(x, 16, "d_softplus"))
     x = layers.Activation("softsign", name="softsign")(dense(x, 16, "d_softsign"))
+    x = layers.Activation("selu", name="selu")(dense(x, 16, "d_selu"))
     x = layers.LeakyReLU(0.3, name="leaky")(dense(x, 16, "d_leaky"))
     x = layers.PReLU(name="prelu", alpha_initializer=tf.keras.initializers.RandomUniform(-0.5, 1.5, seed=seed))(
         dense(x, 16, "d_prelu"))
@@ -132,7 +133,7 @@ def test_every_layer_equals_csim_trace(keras_model, parallel, tmp_path, io):
     plain = emulator.trace(x)
     for name in check.compared:
         np.testing.assert_array_equal(emulator.run(x, upto=name), plain[name], err_msg=name)
-    expected = {"c1_tanh", "c_prelu", "d_sig_sigmoid", "tanh", "softplus", "softsign", "leaky", "prelu", "elu",
+    expected = {"c1_tanh", "c_prelu", "d_sig_sigmoid", "tanh", "softplus", "softsign", "selu", "leaky", "prelu", "elu",
                 "thr", "qtanh", "qsig",
                 "qleaky", "qtanh_real", "qsig_real", "hard", *SOFTMAX_IMPLEMENTATIONS}
     assert expected <= set(check.compared), check.not_compared
@@ -228,8 +229,8 @@ def test_unsupported_activation_is_refused_by_name():
     from hwflow.zoo.loading import check_supported
 
     inp = tf.keras.Input((4,))
-    model = tf.keras.Model(inp, tf.keras.layers.Activation("selu", name="odd")(inp))
-    with pytest.raises(UnsupportedLayerError, match="'odd'.*selu"):
+    model = tf.keras.Model(inp, tf.keras.layers.Activation("swish", name="odd")(inp))
+    with pytest.raises(UnsupportedLayerError, match="'odd'.*swish"):
         check_supported(model)
 
 

@@ -39,8 +39,11 @@ from hwflow.fixed import FixedType, Overflow, _round_up, cast, overflow, parse_t
 
 register_arrays(Kind.PRELU, ("param",))
 
-LUT_FUNCTIONS = ("sigmoid", "tanh", "softplus", "softsign")
+LUT_FUNCTIONS = ("sigmoid", "tanh", "softplus", "softsign", "selu")
 """Table activations of an ``Activation`` layer (``activation`` attribute)."""
+SELU_LAMBDA = 1.0507009873554804934193349852946
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_LAMBDA_T = FixedType(16, 1, signed=False)  # io_parallel's ``typedef ap_ufixed<16, 1> selu_const_t``
 PARAM_FUNCTIONS = ("leaky_relu", "thresholded_relu", "elu")
 HARD_FUNCTIONS = ("hard_sigmoid", "hard_tanh")
 SOFTMAX_IMPLEMENTATIONS = ("latency", "stable", "legacy", "argmax")
@@ -129,6 +132,14 @@ def lut_table(fn: str, size: int, table_t: FixedType) -> np.ndarray:
     """``init_<fn>_table``: entry ``ii`` holds ``fn`` at ``2 R (ii - N/2) / N``."""
     value, half_range, _ = _LUT[fn]
     return _to_table([value(_centered(ii, size, half_range)) for ii in range(size)], table_t)
+
+
+@functools.lru_cache(maxsize=64)
+def selu_table(size: int, table_t: FixedType) -> np.ndarray:
+    """``init_selu_table``: entry ``ii`` holds ``lambda alpha (exp(x) - 1)`` at ``x = -8 ii / N`` (the
+    constants in double, ``exp`` in float)."""
+    return _to_table([_f32(SELU_LAMBDA * (SELU_ALPHA * (expf(_f32(-8.0 * ii / float(size))) - 1.0)))
+                      for ii in range(size)], table_t)
 
 
 @functools.lru_cache(maxsize=64)
@@ -260,14 +271,29 @@ def _type(layer: LayerSpec, name: str) -> FixedType:
 # --- the kernels -------------------------------------------------------------------------------------
 
 
-def lut(layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+def lut(layer: LayerSpec, x: np.ndarray, x_type: FixedType, io_type: str = "io_parallel") -> np.ndarray:
     """sigmoid / tanh / softplus / softsign: ``res = (res_T) table[clamp(x * N / D + N / 2)]``."""
     fn = layer.attrs["activation"]
     size, table_t = int(layer.attrs["table_size"]), _type(layer, "table_t")
+    if fn == "selu":
+        return _selu(layer, x, x_type, size, table_t, io_type)
     _, half_range, divisor = _LUT[fn]
     index = scaled_index(x, x_type, size, divisor) + int(half_range) * size // divisor
     table = lut_table(fn, size, table_t)
     return cast(table[np.clip(index, 0, size - 1)], table_t, layer.result)
+
+
+def _selu(layer: LayerSpec, x: np.ndarray, x_type: FixedType, size: int, table_t: FixedType,
+          io_type: str) -> np.ndarray:
+    """``selu``: ``lambda x`` for ``x >= 0`` (lambda in ``ap_ufixed<16,1>`` in io_parallel, in the input
+    type in io_stream), the table at ``clamp(x * N / -8)`` below."""
+    codes = _int_codes(x)
+    lam_t = x_type if io_type == "io_stream" else SELU_LAMBDA_T
+    lam = int(quantize_float(np.float64(SELU_LAMBDA), lam_t))
+    pos = _product(codes, x_type, lam, lam_t, layer.result)
+    index = np.clip(scaled_index(np.minimum(codes, 0), x_type, size, -8), 0, size - 1)
+    neg = cast(selu_table(size, table_t)[index], table_t, layer.result)
+    return np.where(codes >= 0, pos, neg).astype(np.float64)
 
 
 def param_activation(layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
@@ -417,10 +443,10 @@ def _softmax_legacy(layer: LayerSpec, codes: np.ndarray, x_type: FixedType, io_t
 # --- dispatch -----------------------------------------------------------------------------------------
 
 
-def activation(layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray | None:
+def activation(layer: LayerSpec, x: np.ndarray, x_type: FixedType, io_type: str = "io_parallel") -> np.ndarray | None:
     """The kernel of an ``Activation`` layer's function, or None when this module has none for it."""
     if layer.attrs.get("activation") in LUT_FUNCTIONS:
-        return lut(layer, x, x_type)
+        return lut(layer, x, x_type, io_type)
     return None
 
 

@@ -323,7 +323,7 @@ class Emulator:
             return threshold_activation(layer, x, x_type, self.program.io_type)
         from hwflow.emulator import activations  # table activations: sigmoid, tanh, softplus, softsign
 
-        y = activations.activation(layer, x, x_type)
+        y = activations.activation(layer, x, x_type, self.program.io_type)
         if y is not None:
             return y
         msg = (f"activation {fn!r} of layer {layer.name} is not emulated (relu, linear and "

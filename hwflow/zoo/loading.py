@@ -49,7 +49,7 @@ SUPPORTED_LAYERS = frozenset({
     "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",  # hwflow.emulator.activations (no Softmax layer: see _HINTS)
 })  # fmt: skip
 ACTIVATIONS = frozenset({"linear", "relu", "softmax",
-                         "sigmoid", "tanh", "softplus", "softsign", "hard_sigmoid", "elu"})  # emulator.activations
+                         "sigmoid", "tanh", "softplus", "softsign", "selu", "hard_sigmoid", "elu"})  # activations.py
 """Activations allowed in an ``Activation`` layer or inside a Dense/Conv layer."""
 QUANTIZED_ACTIVATIONS = frozenset({"quantized_relu", "quantized_bits",
                                    "quantized_tanh", "quantized_sigmoid"})  # hwflow.emulator.activations
