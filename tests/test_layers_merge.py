@@ -360,3 +360,16 @@ def test_unsupported_merges_are_refused_by_name():
     check_supported(broadcast)  # Keras broadcasts; hls4ml's kernels would not as Keras does
     with pytest.raises(UnsupportedLayerError, match="'bcast' \\(Merge\\) merges inputs of shapes .* equal shapes"):
         _convert(broadcast, "parallel")
+
+
+def test_a_second_input_or_output_is_refused():
+    """A graph may branch and merge inside; a Program has one input (its first layer) and one output (its last)."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    a, b = layers.Input((4,), name="a"), layers.Input((4,), name="b")
+    with pytest.raises(UnsupportedLayerError, match=r"2 inputs \(a, b\).*one input and one output"):
+        _convert(tf.keras.Model([a, b], layers.Dense(2, name="d")(layers.Add(name="s")([a, b]))), "parallel")
+    hidden = layers.Dense(3, name="h")(a)
+    with pytest.raises(UnsupportedLayerError, match=r"2 outputs \(h, o\)"):
+        _convert(tf.keras.Model(a, [hidden, layers.Dense(2, name="o")(hidden)]), "parallel")

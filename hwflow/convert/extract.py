@@ -122,12 +122,29 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
                 attrs=attrs,
             )
         )
+    _check_one_input_one_output(hls_model, specs)
     io_type = hls_model.config.get_config_value("IOType")
     source = dict(source or {})
     report = getattr(hls_model, "hwflow_config", None)  # the user's hls4ml configuration: its digest names the design
     if report is not None:
         source.update(hls_config=report.digest, hls_config_name=report.name.rsplit("/", 1)[-1])
     return Program(tuple(specs), io_type, source)
+
+
+def _check_one_input_one_output(hls_model, specs: list[LayerSpec]) -> None:
+    """A Program has one input (its first layer) and one output (its last): a graph may branch and merge
+    in between, but a second input or output would be silently dropped."""
+    inputs = [spec.name for spec in specs if spec.kind is Kind.INPUT]
+    outputs = list(getattr(hls_model, "outputs", None) or [])
+    if len(inputs) != 1 or len(outputs) > 1:
+        names = names_of(hls_model)
+        msg = (f"the model has {len(inputs)} inputs ({', '.join(inputs)}) and {len(outputs)} outputs "
+               f"({', '.join(names.to_user(o) for o in outputs)}); hwflow emulates networks with one input and one "
+               "output: merge the inputs (or outputs) inside the model")
+        raise UnsupportedLayerError(msg)
+    if specs[-1].name != names_of(hls_model).to_user(_producer(hls_model, outputs[0]) if outputs else specs[-1].name):
+        msg = f"the model's output is not its last layer ({specs[-1].name}); hwflow reads the last layer as the output"
+        raise UnsupportedLayerError(msg)
 
 
 def _producer(hls_model, tensor: str) -> str:
