@@ -384,3 +384,82 @@ def test_csim_board_with_depthwise_pointwise_and_folded_arrays_in_bram(models, t
     maps = sample_fault_maps(board_image(build.image, build.manifest), 20, seed=5)
     result = check_board(board, build.program, build.image, x, maps)
     assert result.ok, result.summary()
+
+
+# --- narrow accumulators: products cast one by one, sums saturating, in hls4ml's order ------------------
+
+NARROW = {"dwa": "fixed<10,3,RND,SAT>", "dwb": "fixed<10,3,TRN,SAT_SYM>"}
+
+
+def narrow_depthwise_model():
+    """Two depthwise layers of four channels, weights uniform in [-1, 1): 3x3 sums overflow ``fixed<10,3>``."""
+    import tensorflow as tf
+    from qkeras import QActivation, QDense, QDepthwiseConv2D
+
+    q = "quantized_bits(8,0,alpha=1)"
+    inp = tf.keras.Input((7, 7, 4), name="x")
+    x = QDepthwiseConv2D((3, 3), depthwise_quantizer=q, bias_quantizer=q, name="dwa")(inp)
+    x = QActivation("quantized_relu(8,3)", name="ra")(x)
+    x = QDepthwiseConv2D((3, 3), strides=(2, 2), depthwise_quantizer=q, bias_quantizer=q, name="dwb")(x)
+    x = tf.keras.layers.Flatten(name="flat")(x)
+    x = QDense(3, kernel_quantizer=q, bias_quantizer=q, name="out")(x)
+    model = tf.keras.Model(inp, x, name="narrow_depthwise")
+    rng = np.random.default_rng(12)
+    for layer in model.layers:
+        if layer.get_weights():
+            layer.set_weights([rng.uniform(-1, 1, w.shape) for w in layer.get_weights()])
+    return model
+
+
+def build_narrow(model, io: str, strategy: str, reuse: int, out):
+    """hls4ml's own configuration with the narrow accumulators, converted and compiled by hls4ml."""
+    import hls4ml
+
+    from hwflow.convert import compile_csim, image_from_hls, program_from_hls
+    from hwflow.convert.hls import quiet
+    from hwflow.verify import CSimModel
+
+    with quiet():
+        config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["Model"]["Strategy"] = strategy
+    for name, layer_cfg in config["LayerName"].items():
+        if name in NARROW:
+            layer_cfg["Precision"]["accum"] = NARROW[name]
+            layer_cfg["Precision"]["result"] = "fixed<16,6>"
+            layer_cfg["Strategy"] = strategy
+            layer_cfg["ReuseFactor"] = reuse
+    with quiet():
+        hls_model = hls4ml.converters.convert_from_keras_model(
+            model, hls_config=config, io_type=io, backend="Vitis", output_dir=str(out))
+    compile_csim(hls_model)
+    return CSimModel(hls_model, program_from_hls(hls_model), image_from_hls(hls_model), out)
+
+
+@needs_gxx
+@pytest.mark.slow
+@pytest.mark.parametrize(("io", "strategy", "reuse"), [("io_parallel", "Latency", 1), ("io_stream", "Resource", 3)])
+def test_saturating_depthwise_accumulators_equal_csim(io, strategy, reuse, tmp_path, monkeypatch):
+    """Every product rounded into a saturating accumulator, each step saturated: the emulator follows
+    hls4ml's order (kernel positions in io_parallel; the Resource reuse loops' order, which differs here),
+    layer by layer; the position order would give other outputs under Resource."""
+    from hwflow.emulator import depthwise
+    from hwflow.verify import compare_layers
+
+    model = narrow_depthwise_model()
+    design = build_narrow(model, io, strategy, reuse, tmp_path)
+    for name, text in NARROW.items():
+        assert str(design.program.layer(name).accum) == text
+    x = np.random.default_rng(3).uniform(-4, 4, (SAMPLES, 7, 7, 4))
+    check = compare_layers(design, x)
+    assert check.first is None, check.summary()
+    assert set(check.compared) >= set(NARROW)
+    trace = Emulator(design.program, design.image).trace(x)
+    for name in NARROW:  # the accumulators do saturate: their largest value reaches the output
+        layer = design.program.layer(name)
+        assert np.any(trace[name] == layer.accum.max_code << (layer.result.frac - layer.accum.frac)), name
+    if strategy == "Resource":
+        assert design.program.layer("dwa").attrs["reuse_factor"] == reuse
+        assert depthwise.layer_order(design.program.layer("dwa"), 4, 9) is not None
+        monkeypatch.setattr(depthwise, "layer_order", lambda *_: None)
+        positions = Emulator(design.program, design.image).trace(x)
+        assert np.any(positions["dwa"] != trace["dwa"])  # the order shows: the comparison above sees it
