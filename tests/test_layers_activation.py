@@ -177,6 +177,7 @@ def test_keep_softmax_keeps_the_final_softmax(tmp_path):
 
     from hwflow.convert import HlsOptions, convert, program_from_hls
     from hwflow.emulator import Emulator, Kind
+    from hwflow.errors import ConversionError
 
     inp = tf.keras.Input((4,))
     model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax", name="out")(inp))
@@ -191,6 +192,14 @@ def test_keep_softmax_keeps_the_final_softmax(tmp_path):
     probs = Emulator(kept, image_from_hls(kept_hls)).logits(_inputs(50, shape=(4,)))
     assert np.all(probs >= 0)
     assert np.allclose(probs.sum(axis=1), 1.0, atol=0.05)
+    options = HlsOptions.make("parallel", keep_softmax=True, softmax_implementation="argmax")
+    argmax_hls = convert(model, options, tmp_path / "c")
+    argmax = program_from_hls(argmax_hls)
+    assert argmax.output.attrs["implementation"] == "argmax"
+    onehot = Emulator(argmax, image_from_hls(argmax_hls)).logits(_inputs(50, shape=(4,)))
+    np.testing.assert_array_equal(onehot.sum(axis=1), 1.0)
+    with pytest.raises(ConversionError, match="unknown softmax implementation 'fast'.*latency, stable"):
+        HlsOptions.make("parallel", softmax_implementation="fast")
 
 
 def test_cli_keep_softmax_flag():
@@ -202,6 +211,8 @@ def test_cli_keep_softmax_flag():
     add_hls_options(p)
     assert hls_options(p.parse_args(["--keep-softmax"])).keep_softmax
     assert not hls_options(p.parse_args([])).keep_softmax
+    assert hls_options(p.parse_args(["--keep-softmax", "--softmax", "legacy"])).softmax_implementation == "legacy"
+    assert hls_options(p.parse_args([])).softmax_implementation is None
 
 
 def test_tables_follow_libm_single_precision():

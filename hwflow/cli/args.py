@@ -38,6 +38,8 @@ def add_hls_options(p, hls_config: bool = True) -> None:
     p.add_argument("--reuse-factor", type=integer, help="hls4ml reuse factor (default 1)")
     p.add_argument("--keep-softmax", action="store_true",
                    help="keep the model's final softmax and compare after it (default: removed, logits compared)")
+    p.add_argument("--softmax", choices=["latency", "stable", "legacy", "argmax"],
+                   help="hls4ml's implementation of the softmax layers kept (default stable)")
     if hls_config:
         p.add_argument("--hls-config", metavar="FILE", help=HLS_CONFIG_HELP)
 
@@ -46,13 +48,19 @@ def hls_options(args):
     """HlsOptions from the flags of ``add_hls_options``: hwflow's defaults, or resolved against --hls-config."""
     from hwflow.convert import HlsOptions
     from hwflow.convert.hls_config import load_hls_config, resolve_options
+    from hwflow.errors import ConversionError
 
     io, backend, strategy, reuse = (getattr(args, k, None) for k in ("io", "backend", "strategy", "reuse_factor"))
     path = getattr(args, "hls_config", None)
     keep = bool(getattr(args, "keep_softmax", False))
+    softmax = getattr(args, "softmax", None)
     if path is None:
         reuse = 1 if reuse is None else reuse
-        return HlsOptions.make(io or "parallel", backend or "Vitis", strategy or "Latency", reuse, keep_softmax=keep)
+        return HlsOptions.make(io or "parallel", backend or "Vitis", strategy or "Latency", reuse, keep_softmax=keep,
+                               softmax_implementation=softmax)
+    if softmax is not None:
+        msg = f"--softmax with --hls-config: set the softmax layers' Implementation in {path} instead"
+        raise ConversionError(msg)
     return replace(resolve_options(load_hls_config(path), io, backend, strategy, reuse), keep_softmax=keep)
 
 

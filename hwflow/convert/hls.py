@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+SOFTMAX_IMPLEMENTATIONS = ("latency", "stable", "legacy", "argmax")
+"""hls4ml 1.3.0's softmax implementations (``nnet::softmax_implementation``)."""
+
+
 class IOType(enum.Enum):
     PARALLEL = "io_parallel"
     STREAM = "io_stream"
@@ -69,10 +73,19 @@ class HlsOptions:
     keep_softmax: bool = False
     """Keep a final softmax: the network's output is then the softmax's (hls4ml's table softmax,
     emulated bit-exactly and compared after it). By default it is removed and the logits compared."""
+    softmax_implementation: str | None = None
+    """hls4ml's implementation of every softmax the model keeps: latency, stable, legacy or argmax
+    (None: hls4ml's default, stable). A user's hls4ml configuration sets it per layer instead."""
     user_config: UserHlsConfig | None = None
     """The user's own hls4ml configuration (``hwflow.convert.hls_config``): given to hls4ml as written,
     with only what hwflow must set merged in (``hls_merge``). Make the options with ``resolve_options``
     so that io, backend, strategy and reuse factor agree with it."""
+
+    def __post_init__(self) -> None:
+        impl = self.softmax_implementation
+        if impl is not None and impl not in SOFTMAX_IMPLEMENTATIONS:
+            msg = f"unknown softmax implementation {impl!r}: use one of {', '.join(SOFTMAX_IMPLEMENTATIONS)}"
+            raise ConversionError(msg)
 
     @classmethod
     def make(cls, io: str = "parallel", backend: str = "Vitis", strategy: str = "Latency",
@@ -150,6 +163,8 @@ def hls_config(model, options: HlsOptions) -> dict:
             layer_cfg["Strategy"] = "Resource"
         if "ReuseFactor" in layer_cfg:
             layer_cfg["ReuseFactor"] = options.reuse_factor
+        if options.softmax_implementation is not None and "Implementation" in layer_cfg:  # a softmax's
+            layer_cfg["Implementation"] = options.softmax_implementation
     return config
 
 
