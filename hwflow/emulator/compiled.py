@@ -124,15 +124,17 @@ def max_step(y: np.ndarray, pool: int, row_step: int, col_step: int, p: StepPara
     (``pool=1``). ``out (B, C)`` has any integer (or float) dtype that holds the step's range.
     """
     if enabled():
-        _max_step_for(out.shape[1], pool, col_step != 0)(y, pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k,
-                                                          p.flags, p.j, out)
+        _max_step_for(out.shape[1], pool, col_step != 0, p)(y, pool, row_step, col_step, p.m, p.q, p.lo, p.hi, p.k,
+                                                             p.flags, p.j, out)
         return out
     return max_step_ref(y, pool, row_step, col_step, p, out)
 
 
-def _max_step_for(channels: int, pool: int, cols: bool):
-    """The compiled :func:`max_step` for this shape: specialized, or the generic one."""
-    return _max_step_kernel(channels, pool, cols) if channels % SPECIALIZE == 0 else _max_step_kernel(0, 0, False)
+def _max_step_for(channels: int, pool: int, cols: bool, p: StepParams):
+    """The compiled :func:`max_step` for this shape and rounding: specialized, or the generic one."""
+    if channels % SPECIALIZE:
+        return _max_step_kernel(0, 0, False, (0,) * 6, 0, 0)
+    return _max_step_kernel(channels, pool, cols, tuple(int(v) for v in p.flags), p.k, p.j)
 
 
 def max_step_ref(y: np.ndarray, pool: int, row_step: int, col_step: int, p: StepParams,
@@ -169,18 +171,26 @@ def apply_step(s: np.ndarray, p: StepParams, dtype: type) -> np.ndarray:
 
 
 @functools.cache
-def _max_step_kernel(channels: int, pool: int, cols: bool):
-    """:func:`max_step` compiled for ``channels`` and ``pool`` as constants (LLVM unrolls and vectorizes
-    the channel loop; with runtime counts it runs scalar); ``cols``: offsets are column blocks.
-    ``channels == 0``: the one generic kernel (counts and layout at run time), for odd channel
-    counts, so that small test networks do not compile a kernel per shape.
+def _max_step_kernel(channels: int, pool: int, cols: bool, flags: tuple, shift: int, scale: int):
+    """:func:`max_step` compiled with the shape and the rounding as constants.
+
+    LLVM then unrolls and vectorizes the channel loop (with runtime counts it runs scalar) and folds
+    the rounding formula to the few operations of one mode; ``cols``: offsets are column blocks;
+    ``flags, shift, scale``: the step's rounding flags, ``k`` and ``j``. ``channels == 0``: the one
+    generic kernel (everything at run time), for odd channel counts, so that small test networks do
+    not compile a kernel per shape.
     """
     u = numba.uint64
     generic = channels == 0
 
-    def kernel(y, pool_, row_step, col_step, m, q, lo, hi, k, flags, j, out):  # pragma: no cover - compiled
+    def kernel(y, pool_, row_step, col_step, m, q, lo, hi, k_, flags_, j_, out):  # pragma: no cover - compiled
+        k = k_ if generic else shift
+        j = j_ if generic else scale
         half = (np.int64(1) << (k - 1)) if k > 0 else np.int64(0)
-        g, z, ta, tn, tp, td = flags[0], flags[1], flags[2], flags[3], flags[4], flags[5]
+        if generic:
+            g, z, ta, tn, tp, td = flags_[0], flags_[1], flags_[2], flags_[3], flags_[4], flags_[5]
+        else:
+            g, z, ta, tn, tp, td = flags
         rs, cs = u(row_step), u(col_step)
         count = out.shape[1] if generic else channels
         windows = pool_ if generic else pool
@@ -317,7 +327,7 @@ def conv_group(x: np.ndarray, plan: ConvPlan, dtype: type) -> np.ndarray:
     numba_on = enabled()  # resolved once: a block costs a few microseconds of Python, held under the GIL
     if numba_on:
         gather_k = _gather_for(windows, plan.size, c_in)
-        step_k = _max_step_for(plan.channels, plan.pool, cols_layout)
+        step_k = _max_step_for(plan.channels, plan.pool, cols_layout, p)
     for start in range(0, total, rows):
         b = min(rows, total - start)
         cols = cols_buf[: windows * b * k].reshape(windows, b, k)
