@@ -176,6 +176,8 @@ def test_differs_equals_numpy(dtype):
 def test_the_switch(monkeypatch):
     monkeypatch.delenv("HWFLOW_NO_NUMBA", raising=False)
     assert compiled.enabled()
+    monkeypatch.setenv("HWFLOW_NO_NUMBA", "0")
+    assert compiled.enabled()
     monkeypatch.setenv("HWFLOW_NO_NUMBA", "1")
     assert not compiled.enabled()
     with use_numba(True):

@@ -4,13 +4,15 @@ At high fault rates nearly every trial changes a channel of the first convolutio
 reaches the wide convolutions after it: tens of millions of accumulator codes per trial are summed,
 pooled, stepped and compared with the fault-free codes. numpy does that in one pass per operation
 (8 to 10 passes over the widest tensors, plus a float64 copy or two); the kernels here do each
-chain in one memory-bound pass over its input, in int64 (exact for every code the rules carry).
+chain in one memory-bound pass over its input, adding in float64 where the rule's bound keeps every
+partial sum below 2**53 and in int64 elsewhere (exact for every code the rules carry).
 
 Every kernel has a numpy reference of the same contract (``*_numpy``), and
 ``tests/test_engine_compiled.py`` checks both give identical codes on random inputs. The numpy
-references run when numba cannot be imported, when ``HWFLOW_NO_NUMBA=1`` is set, or under
-``use_numba(False)``. Kernels are compiled once per machine (``cache=True``) and release the GIL
-(``nogil=True``), so trials evaluated on threads run them side by side.
+references run when numba cannot be imported, when ``HWFLOW_NO_NUMBA`` is set to anything but
+``0`` (as for the emulator's kernels, ``hwflow.emulator.compiled``), or under ``use_numba(False)``.
+Kernels are compiled once per machine (``cache=True``) and release the GIL (``nogil=True``), so
+trials evaluated on threads run them side by side.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def enabled() -> bool:
     """Whether the compiled kernels run (numba importable, not switched off)."""
     if _forced:
         return _forced[-1] and HAVE_NUMBA
-    return HAVE_NUMBA and os.environ.get("HWFLOW_NO_NUMBA", "").strip().lower() not in ("1", "true", "yes")
+    return HAVE_NUMBA and os.environ.get("HWFLOW_NO_NUMBA", "0").strip() in ("", "0")  # as hwflow.emulator.compiled
 
 
 @contextlib.contextmanager

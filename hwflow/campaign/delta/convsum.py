@@ -36,17 +36,28 @@ class ConvSum:
     cast: tuple[FixedType, FixedType] | None = None  # accumulator -> result, where they differ
 
     def _args(self, win: np.ndarray, sgn: np.ndarray, out: np.ndarray) -> tuple:
-        """The arguments of ``compiled.conv_sum``, every spatial shape as 2-D (a Conv1D's of height one)."""
-        flat = (lambda a: a.reshape(a.shape[:2] + (1,) + a.shape[2:])) if len(self.grid) == 1 else (lambda a: a)
+        """The arguments of ``compiled.conv_sum``, every spatial shape as 2-D: a Conv1D's of height one,
+        and a grid holding whole rows of the output as one row (the kernel's loops run the length of
+        all of them; the flat position ``y * GW + x`` is the same)."""
+        whole_rows = self.grid[1:] == tuple(self.gold.shape[3:])
+        if whole_rows:
+            rows = (1, int(np.prod(self.grid)))
+
+            def flat(a):  # (k, N, H, W) -> (k, N, 1, GH * W): the grid's leading rows, one row
+                return a.reshape(a.shape[:2] + (1, -1))[..., : rows[1]]
+        else:
+            rows = self.grid
+
+            def flat(a):
+                return a
         partial = np.zeros((0, 0, 0, 0), dtype=self.dtype) if self.partial is None else (
-            self.partial[:, None] if len(self.grid) == 1 else self.partial)
+            self.partial.reshape((len(self.samples),) + rows + (len(self.channels),)))
         cols = flat(self.cols) if self.cols is not None and self.words else np.zeros((0, 0, 0, 0), dtype=np.int8)
         ptr, row, val = self.words or (np.zeros(len(self.channels) + 1, dtype=np.int64), np.zeros(0, np.int64),
                                        np.zeros(0, np.int64))
         db = self.db if self.db is not None else np.zeros(len(self.channels), dtype=np.int64)
-        grid = (1,) + self.grid if len(self.grid) == 1 else self.grid
         return (partial, flat(self.gold), self.channels, self.samples, cols, ptr, row, val, db.astype(np.int64),
-                self.wrap, grid, win, sgn, out, self.dtype != np.int64)
+                self.wrap, rows, win, sgn, out, self.dtype != np.int64)
 
     def values(self) -> np.ndarray:
         """The result codes, channels last ``(S, *grid, |channels|)`` (a view of a channel-first array)."""
