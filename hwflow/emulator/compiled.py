@@ -268,12 +268,10 @@ def _gather_kernel(windows: int, rows: int, run: int):
         windows_ = out.shape[0] if generic else windows
         rows_ = kh if generic else rows
         run_ = out.shape[2] // kh if generic else run
+        n = start // per  # then counted on: two integer divisions per position cost more than the copy
+        py = (start - n * per) // gw
+        px = start - n * per - py * gw
         for b in range(out.shape[1]):
-            g = start + b
-            n = g // per
-            r = g - n * per
-            py = r // gw
-            px = r - py * gw
             for t in range(windows_):
                 y0 = py * sh + offsets[t, 0]
                 x0 = u((px * sw + offsets[t, 1]) * c)
@@ -281,6 +279,13 @@ def _gather_kernel(windows: int, rows: int, run: int):
                     yy, base = u(y0 + ky), u(ky * run_)
                     for i in range(run_):
                         out[u(t), u(b), base + u(i)] = x[u(n), yy, x0 + u(i)]
+            px += 1
+            if px == gw:
+                px = 0
+                py += 1
+                if py == gh:
+                    py = 0
+                    n += 1
 
     return _jit(kernel)
 
