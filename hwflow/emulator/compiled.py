@@ -14,11 +14,12 @@ from the input codes to the next layer's codes:
 
 :func:`conv_group` runs that loop for a convolution (:class:`ConvPlan`); ``fused`` calls it.
 
-Every kernel has a numpy reference (``*_ref``, same arguments); ``tests/test_emulator_compiled.py``
-checks both bit-identical on random codes and step functions (every rounding mode, saturation,
-negative slopes). Numba runs when it imports and ``HWFLOW_NO_NUMBA`` is unset or ``0``
-(:func:`enabled`); otherwise the references run and ``fused`` keeps its plain numpy path. Numba
-compiles on first call (cached on disk, ``cache=True``): a benchmark warms the kernels up first.
+Every kernel has a numpy reference (``*_ref``, same arguments; ``step_ref`` is checked against
+``StepFunction.exact``); ``tests/test_emulator_compiled.py`` checks both bit-identical on random
+codes and step functions (every rounding mode and its ties, saturation, negative slopes). Numba
+runs when it imports and ``HWFLOW_NO_NUMBA`` is unset or ``0`` (:func:`enabled`); otherwise the
+references run and ``fused`` keeps its plain numpy path. Numba compiles on first call (cached on
+disk, ``cache=True``; a source change recompiles): a benchmark warms the kernels up first.
 
 Why the kernels index with unsigned integers: numba wraps a negative signed index around (Python
 semantics), a branch per access that keeps LLVM from vectorizing the loop; an unsigned index has none.
@@ -44,11 +45,11 @@ except ImportError:  # pragma: no cover - numba is a pinned dependency
     numba = None
 
 BLOCK_BYTES = 1 << 19
+"""Bytes of gathered windows plus GEMM output per block of :func:`conv_group` (stays in L2)."""
 SPECIALIZE = 8
 """Channel counts divisible by this get kernels compiled for their shape (one compile each, cached)."""
-"""Bytes of gathered windows plus GEMM output per block of :func:`conv_group` (stays in L2)."""
 
-# Rounding as flags of one branch-free formula (see _step_one): round up when
+# Rounding as flags of one branch-free formula (see _max_step_kernel): round up when
 # g * (rem > half or (rem == half and tie)) or z * (rem != 0 and n < 0), where
 # tie = ta or (tn and n < 0) or (tp and n >= 0) or (td and floor is odd).
 _FLAGS = {  # g, z, ta, tn, tp, td
