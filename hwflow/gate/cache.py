@@ -20,11 +20,13 @@ and no fault-free pass.
   Program, the weight words and their formats, the samples and their range, the store layout, and
   hwflow's version and sources; entries are checksummed, and a damaged one is recomputed. The gate
   starts the engine afresh for every batch (and in every worker), so without this the pass ran once
-  per batch, variant and worker. Measured here (2 cores): cnn-fmnist on its 10,000 test images takes
-  6 s per pass and keeps 963 MiB, read back in 0.2-0.4 s; a 4-batch gate of it took 78-83 s with the
-  conversion cached but not the pass, 28-38 s with both (others' jobs running). The digits demo's
-  pass takes milliseconds either way (reading is still faster: 1-4 ms against 5 ms). Entries are never
-  deleted: remove ``golden/`` to reclaim the space (it is refilled on the next run).
+  per batch, variant and worker. Measured here (2 cores, ``benchmarks/bench_golden_cache.py``):
+  cnn-fmnist on its 10,000 test images takes 6 s per pass and keeps 963 MiB, read back in 0.2-0.4 s
+  (a quiet machine; 12 s against 0.6-1.3 s with others' jobs running); a 4-batch gate of it took
+  78-83 s with the conversion cached but not the pass, 28-38 s with both (others' jobs running). The
+  digits demo's pass takes 5 ms and is read back in 1-3 ms: reading was faster at every size
+  measured (1 to 963 MiB), so every pass is cached. Entries are never deleted: remove ``golden/`` to
+  reclaim the space (it is refilled on the next run).
 """
 
 from __future__ import annotations
