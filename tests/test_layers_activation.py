@@ -113,12 +113,12 @@ def parallel(keras_model, tmp_path_factory):
 @pytest.mark.slow
 @needs_gxx
 @pytest.mark.parametrize("io", ["parallel", "stream"])
-def test_every_layer_equals_csim_trace(keras_model, parallel, tmp_path, io):
+def test_every_layer_equals_csim_trace(request, io):
     """Each activation and softmax layer (and the final, kept softmax) equals hls4ml's traced output."""
     from hwflow.emulator import Emulator, Kind
     from hwflow.verify import compare_layers
 
-    csim = parallel if io == "parallel" else _convert(keras_model, "stream", tmp_path)
+    csim = request.getfixturevalue(io)
     kinds = {layer.kind for layer in csim.program.layers}
     assert {Kind.ACTIVATION, Kind.PARAM_ACTIVATION, Kind.HARD_ACTIVATION, Kind.PRELU, Kind.SOFTMAX} <= kinds
     assert csim.program.output.name == "sm_argmax"
@@ -140,15 +140,22 @@ def test_every_layer_equals_csim_trace(keras_model, parallel, tmp_path, io):
     assert set(check.not_compared) <= {"x", "flat"}  # hls4ml runs no function for a flatten in io_parallel
 
 
+@pytest.fixture(scope="module")
+def stream(keras_model, tmp_path_factory):
+    return _convert(keras_model, "stream", tmp_path_factory.mktemp("act-stream"))
+
+
 @pytest.mark.slow
-def test_engine_equals_full_emulation_with_prelu_param_faulted(parallel):
+@pytest.mark.parametrize("io", ["parallel", "stream"])
+def test_engine_equals_full_emulation_with_prelu_param_faulted(request, io):
     """The delta engine's outcomes and output codes equal full emulation over seeded fault maps, with
     faults in PReLU's param words too (and maps that fault only those)."""
     from hwflow.campaign import TrialEvaluator
     from hwflow.emulator import Emulator
     from hwflow.faults import fault_model_from_spec
 
-    program, image = parallel.program, parallel.image
+    csim = request.getfixturevalue(io)
+    program, image = csim.program, csim.image
     assert image.has("prelu", "param")
     x = _inputs(120, seed=3)
     y = Emulator(program, image).predict_classes(x)
