@@ -250,6 +250,10 @@ def test_unsupported_activation_is_refused_by_name():
     model = tf.keras.Model(inp, tf.keras.layers.Activation("swish", name="odd")(inp))
     with pytest.raises(UnsupportedLayerError, match="'odd'.*swish"):
         check_supported(model)
+    shared = tf.keras.Model(inp, tf.keras.layers.PReLU(shared_axes=[1], name="p")(tf.keras.layers.Reshape((2, 2))(inp)))
+    with pytest.raises(UnsupportedLayerError, match="'p' .PReLU. shares its alpha over axes"):
+        check_supported(shared)
+    check_supported(tf.keras.Model(inp, tf.keras.layers.PReLU(name="p")(inp)))
 
 
 def test_clipact_refuses_relu_family_layers_with_the_reason():

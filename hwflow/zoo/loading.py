@@ -203,6 +203,10 @@ def _check_layer(layer: Any) -> None:
         if config.get("max_value") is not None or config.get("negative_slope") or config.get("threshold"):
             msg = f"{where}: only the plain ReLU is supported (no max_value, negative_slope or threshold)"
             raise UnsupportedLayerError(msg)
+    elif kind == "PReLU" and layer.get_config().get("shared_axes") is not None:
+        msg = (f"{where} shares its alpha over axes {layer.get_config()['shared_axes']}: hls4ml 1.3.0 converts a "
+               "PReLU with one alpha per input position only (shared_axes=None)")
+        raise UnsupportedLayerError(msg)
     elif hasattr(layer, "activation") and layer.activation is not None:
         name = _activation_name(layer.activation)
         allowed = ACTIVATIONS | (QUANTIZED_ACTIVATIONS if kind.startswith("Q") else frozenset())
