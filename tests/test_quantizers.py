@@ -211,6 +211,15 @@ EXPECT = {"dense-auto-po2": "apply_alpha", "btnn1": "ternary", "btnn2": "xnor", 
           "btnn7": "xnor", "po2": "exponent<18>", "kwarg-ternary": "ternary", "dense-alpha1": "fixed<4,1,TRN,WRAP>"}
 
 
+def _random_biases(model, rng):
+    """Fractional biases (multiples of 1/4 in [-0.75, 0.75]): the casts toward zero and down differ on them."""
+    for layer in model.layers:
+        if getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+            w = layer.get_weights()
+            w[-1] = rng.choice([-0.75, -0.5, -0.25, 0.25, 0.5, 0.75], w[-1].shape)
+            layer.set_weights(w)
+
+
 def _random_batch_norm(model, rng):
     import tensorflow as tf
 
@@ -247,6 +256,33 @@ def _deep_binary():
                name="d6")(h)
     model = Model(inp, h)
     _random_batch_norm(model, np.random.default_rng(0))
+    _random_biases(model, np.random.default_rng(10))
+    return model
+
+
+def _conv_net():
+    """Binary, XNOR-data, po2 convolutions (valid and same padding) and an auto_po2 dense."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv2D, QDense
+    from qkeras.quantizers import binary, quantized_bits, quantized_po2, quantized_relu, ternary
+    from tensorflow.keras.layers import BatchNormalization, Flatten, Input
+    from tensorflow.keras.models import Model
+
+    tf.keras.utils.set_random_seed(2)
+    inp = Input((8, 8, 2), name="x")
+    h = QConv2D(4, 3, kernel_quantizer=binary(alpha=1), bias_quantizer=quantized_bits(5, 2), name="c1")(inp)
+    h = QActivation("binary", name="a1")(BatchNormalization(name="bn1")(h))
+    h = QConv2D(4, 3, padding="same", kernel_quantizer=binary(alpha=1), bias_quantizer=quantized_bits(5, 2),
+                name="c2")(h)
+    h = QActivation("binary", name="a2")(BatchNormalization(name="bn2")(h))
+    h = QConv2D(3, 3, kernel_quantizer=ternary(alpha=1), bias_quantizer=quantized_bits(5, 2), name="c3")(h)
+    h = QActivation(quantized_relu(4, 0), name="a3")(h)
+    h = QConv2D(3, 2, kernel_quantizer=quantized_po2(4), bias_quantizer=quantized_bits(6, 2), name="c4")(h)
+    h = QDense(4, kernel_quantizer=quantized_bits(6, 0, alpha="auto_po2"), bias_quantizer=quantized_bits(6, 0, alpha=1),
+               name="d")(Flatten(name="f")(h))
+    model = Model(inp, h)
+    _random_batch_norm(model, np.random.default_rng(2))
+    _random_biases(model, np.random.default_rng(12))
     return model
 
 
@@ -266,12 +302,12 @@ def _binary_net():
     h = QActivation("ternary", name="a2")(BatchNormalization(name="bn2")(h))
     h = QDense(6, kernel_quantizer=ternary(alpha=1), bias_quantizer=quantized_bits(5, 2), name="d3")(h)
     model = Model(inp, h)
-    _random_batch_norm(model, np.random.default_rng(1))
-    return model
+    _random_batch_norm(model, np.random.default_rng(1))  # biases stay 0: hls4ml folds them into the thresholds
+    return model  # after the storage plan's types are set (a plan from the folded image would not fit)
 
 
-def _inputs(n: int, width: int, seed: int = 1) -> np.ndarray:
-    x = np.random.default_rng(seed).random((n, width)) * 4 - 2
+def _inputs(n: int, shape: int | tuple[int, ...], seed: int = 1) -> np.ndarray:
+    x = np.random.default_rng(seed).random((n, *np.atleast_1d(shape))) * 4 - 2
     return np.round(x * 2**10) * 2**-10  # exact in fixed<16,6>
 
 
@@ -288,7 +324,7 @@ class _Builds:
         from hwflow.zoo.loading import check_supported
 
         if (name, io) not in self.built:
-            model = _deep_binary() if name == "deep" else _eleven(name)
+            model = {"deep": _deep_binary, "conv": _conv_net}.get(name, lambda: _eleven(name))()
             check_supported(model)
             out = self.root / f"{name}-{io}"
             hls_model = convert(model, HlsOptions.make(io, trace=True), out)
@@ -307,7 +343,8 @@ def _assert_every_layer_equal(csim, x):
 
     check = compare_layers(csim, x)
     assert check.first is None, check.summary()
-    assert set(check.not_compared) == {layer.name for layer in csim.program.layers if layer.kind is Kind.INPUT}
+    assert set(check.not_compared) == {layer.name for layer in csim.program.layers
+                                       if layer.kind in (Kind.INPUT, Kind.RESHAPE)}
     np.testing.assert_array_equal(Emulator(csim.program, csim.image).logits(x).reshape(len(x), -1),
                                   csim.csim_logits(x))
 
@@ -348,12 +385,25 @@ def test_a_deep_binary_network_equals_the_c_simulation(builds, io):
     _assert_every_layer_equal(csim, _inputs(200, 10))
 
 
+@needs_gxx
+@pytest.mark.slow
+@pytest.mark.parametrize("io", ["parallel", "stream"])
+def test_binary_and_po2_convolutions_equal_the_c_simulation(builds, io):
+    """In io_stream hls4ml pads 'same' XNOR data into an int<2> word (0 stays 0, not -1): c2 then multiplies
+    plainly (weight_binary) where io_parallel compares bits (both_binary); the emulator follows both."""
+    csim = builds.get("conv", io)
+    products = {layer.name: layer.attrs.get("product") for layer in csim.program.layers}
+    assert products["c2"] == ("both_binary" if io == "parallel" else "weight_binary")
+    assert (products["c1"], products["c3"], products["c4"]) == ("weight_binary", "data_binary", "weight_exponential")
+    _assert_every_layer_equal(csim, _inputs(50, (8, 8, 2), seed=4))
+
+
 # --- the engine ------------------------------------------------------------------------------------
 
 
 @needs_gxx
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["deep", "po2", "dense-auto-po2", "btnn5"])
+@pytest.mark.parametrize("name", ["deep", "conv", "po2", "dense-auto-po2", "btnn5"])
 def test_engine_equals_full_emulation_with_faults_in_the_new_words(builds, name):
     from hwflow.campaign import TrialEvaluator
     from hwflow.emulator import Emulator
@@ -361,7 +411,7 @@ def test_engine_equals_full_emulation_with_faults_in_the_new_words(builds, name)
 
     csim = builds.get(name)
     program, image = csim.program, csim.image
-    x = _inputs(120, program.input.output_shape[-1], seed=3)
+    x = _inputs(120, program.input.output_shape, seed=3)
     y = np.zeros(len(x), dtype=np.int64)
     evaluator = TrialEvaluator(program, image, x, y, chunk=64)
     rng = np.random.default_rng(len(name))

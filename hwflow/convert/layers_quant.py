@@ -56,10 +56,19 @@ def _threshold_attrs(layer) -> dict:
                "BatchNormalization before it, or give ternary() a threshold other than 0.5 (hls4ml then merges it)")
         raise UnsupportedLayerError(msg)
     quantize = int(layer.get_attr("quantize"))
+    name = names_of(layer.model).to_user(layer.name)
     if quantize not in (2, 3):
-        msg = f"layer {layer.name}: BatchNormalizationQuantizedTanh with quantize={quantize} (hls4ml has 2 and 3)"
+        msg = f"layer {name}: BatchNormalizationQuantizedTanh with quantize={quantize} (hls4ml has 2 and 3)"
         raise UnsupportedLayerError(msg)
-    return {"quantize": quantize, "n_filt": int(layer.get_attr("n_filt", -1))}
+    n_filt = int(layer.get_attr("n_filt", -1))
+    shape = layer.get_input_variable().shape
+    stream = layer.model.config.get_config_value("IOType") == "io_stream"
+    if stream and n_filt == -1 and len(shape) > 1:
+        msg = (f"layer {name!r} (BatchNormalizationQuantizedTanh): hls4ml 1.3.0's io_stream kernel cannot compile "
+               "thresholds per position (n_filt -1, from a ternary threshold other than 0.5 after a convolution): "
+               "use io_parallel, or a binary activation there")
+        raise UnsupportedLayerError(msg)
+    return {"quantize": quantize, "n_filt": n_filt}
 
 
 def _alpha_attrs(layer) -> dict:

@@ -8,8 +8,8 @@
 - ``data_binary``: the input is XNOR data (0 meaning -1): ``a == 0 ? -w : w``, i.e. the input code
   ``2a - 1`` times the weight;
 - ``both_binary``: ``a == w`` (0 or 1) summed into ``accum_t``; the result is
-  ``(ap_int<ceillog2(n_in)+2>)(2 acc - n_in)`` (``nnet::cast`` for ``ap_uint<1>`` data and weights),
-  then ``res_t``;
+  ``(ap_int<ceillog2(n_in)+2>)(2 acc - n_in)`` (``nnet::cast`` for ``ap_uint<1>`` data and weights:
+  an ``ap_fixed`` becomes an ``ap_int`` truncated toward zero, as C converts a double), then ``res_t``;
 - ``weight_exponential``: ``r_T y = (r_T) a << e; sign ? y : -y`` with
   ``r_T = ap_fixed<2 (E + Wx), E + Wx>`` (E exponent bits, Wx input width), then ``accum_t``.
 
@@ -37,7 +37,7 @@ from hwflow.emulator import ops
 from hwflow.emulator.kernels import register_op
 from hwflow.emulator.program import Kind, LayerSpec
 from hwflow.errors import EmulatorError
-from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize
+from hwflow.fixed import FixedType, Overflow, Rounding, cast, overflow, requantize
 from hwflow.image import quantized
 
 DATA_BINARY = ("data_binary", "both_binary")
@@ -108,7 +108,7 @@ def _both_binary(x: np.ndarray, w: np.ndarray, b, b_type, accum: FixedType, resu
         raise EmulatorError(msg)
     acc = overflow(bias[None, :] + agree * one, accum)  # non-negative steps: a saturating sum clips once
     bits = ceillog2(n) + 2
-    out_t = FixedType(bits, bits)
+    out_t = FixedType(bits, bits, rounding=Rounding.TRN_ZERO)  # ap_fixed -> ap_int truncates toward zero (C-like)
     if accum.frac >= 0:
         twice, frac = 2 * acc - (n << accum.frac), accum.frac
     else:
