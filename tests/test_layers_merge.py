@@ -64,7 +64,8 @@ def residual_model(seed: int = 0):
     mul = QActivation(quantized_bits(10, 4), name="qmul")(layers.Multiply(name="mul")([sub, b2]))
     avg = layers.Average(name="avg")([mul, a])
     mn = layers.Minimum(name="min")([layers.Maximum(name="max")([avg, b1]), b2])
-    cat = layers.Concatenate(name="cat")([QActivation(relu, name="relu4")(mn), a])
+    pooled1 = layers.MaxPooling2D(2, name="pool1")(r1)  # 4 channels beside the 6 of relu4: the offset shows
+    cat = layers.Concatenate(name="cat")([QActivation(relu, name="relu4")(mn), pooled1])
     cath = layers.Concatenate(axis=1, name="cath")([cat, cat])
     flat = layers.Flatten(name="flat")(layers.MaxPooling2D(2, name="pool")(cath))
     d1 = QActivation(relu, name="relu_d1")(QDense(4, name="d1", **_q())(flat))
@@ -194,8 +195,9 @@ def test_graph_runs_on_the_plain_path_and_run_codes_continues_only_where_it_can(
     traced = emulator.trace(x)
     np.testing.assert_array_equal(traced[program.output.name], out)
     np.testing.assert_array_equal(emulator.run(x, upto="add"), traced["add"])
-    # relu3's output is all that the later layers depend on: continuing from it is exact
-    np.testing.assert_array_equal(emulator.run_codes(traced["relu3"], start="relu3"), out)
+    # cat1d's output is all that the later layers depend on: continuing from it is exact
+    np.testing.assert_array_equal(emulator.run_codes(traced["cat1d"], start="cat1d"), out)
+    np.testing.assert_array_equal(emulator.run_codes(traced["x"], start="x", upto="cat"), traced["cat"])
     with pytest.raises(EmulatorError, match="cannot continue from layer conv3: layer short also reads relu1"):
         emulator.run_codes(traced["conv3"], start="conv3")
 
