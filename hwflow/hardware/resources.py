@@ -239,7 +239,7 @@ def _layer(program: Program, image, layer: LayerSpec, reuse: int, stream: bool, 
     if stream:  # the output FIFO, as deep as the layer has pixels; a convolution's line buffer
         fifo_bram, fifo_lut = _ram(max(1, elements // max(1, channels)), channels * layer.result.width)
         bram, lut = bram + fifo_bram, lut + fifo_lut
-        if layer.kind in (Kind.CONV1D, Kind.CONV2D):
+        if layer.kind in (Kind.CONV1D, Kind.CONV2D, Kind.DEPTHWISE1D, Kind.DEPTHWISE2D):  # depthwise: a line buffer too
             attrs = layer.attrs
             values = max(0, int(attrs.get("filt_height", 1)) - 1) * int(attrs.get("in_width", 1))
             values += max(0, int(attrs.get("filt_width", 1)) - 1)
