@@ -4,6 +4,7 @@
 - ``registry``: the rule table (one :class:`Rule` per layer kind) and how to add a kind;
 - ``golden``: the fault-free run, kept compact, that the deltas are relative to;
 - ``mac``, ``channelwise``, ``reshape``, ``merge``: the rules of today's layer kinds;
+- ``depthwise``: depthwise convolutions, per channel (the changed channels recomputed);
 - ``fallback``: the exact rule of every kind without its own (recompute the affected samples);
 - ``hoist``: max pooling moved before the monotone per-channel layers in front of it (exact), and
   such a chain folded into the emulator's step function.
