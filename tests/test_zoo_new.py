@@ -242,7 +242,7 @@ def test_jet_mlp_end_to_end(jet, tmp_path):
 
 @pytest.fixture(scope="module")
 def fmnist32_subset(tmp_path_factory):
-    """600 training, 100 validation and 200 test images of fashion-mnist-32, as a .npz (training on all
+    """600 training, 100 validation and 100 test images of fashion-mnist-32, as a .npz (training on all
     55,000 takes minutes per epoch here)."""
     import os
 
@@ -254,7 +254,7 @@ def fmnist32_subset(tmp_path_factory):
     d = load_dataset("fashion-mnist-32")
     path = tmp_path_factory.mktemp("fm32") / "fm32.npz"
     np.savez(path, x_train=d.x_train[:600], y_train=d.y_train[:600], x_val=d.x_val[:100], y_val=d.y_val[:100],
-             x_test=d.x_test[:200], y_test=d.y_test[:200])
+             x_test=d.x_test[:100], y_test=d.y_test[:100])
     return path
 
 
