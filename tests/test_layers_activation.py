@@ -382,3 +382,49 @@ def test_each_activation_rule_gives_the_traced_difference(parallel):
             checked.add(layer.kind)
     assert checked == kinds
     assert param_changed
+
+
+def test_engine_pools_before_a_table_activation_exactly(tmp_path):
+    """A max pool after a sigmoid / tanh is moved before it by the engine (the table is checked to be
+    non-decreasing): outcomes and output codes still equal full emulation, and the move happened."""
+    import tensorflow as tf
+
+    from hwflow.campaign import TrialEvaluator
+    from hwflow.campaign.delta import channelwise
+    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+    from hwflow.emulator import Emulator
+    from hwflow.faults import fault_model_from_spec
+
+    tf.keras.utils.set_random_seed(6)
+    inp = tf.keras.Input((12, 12, 1))
+    x = tf.keras.layers.Conv2D(4, 3, activation="tanh", name="c1")(inp)
+    x = tf.keras.layers.MaxPooling2D(2, name="p1")(x)
+    x = tf.keras.layers.Conv2D(4, 3, name="c2")(x)
+    x = tf.keras.layers.Activation("sigmoid", name="sig")(x)
+    x = tf.keras.layers.MaxPooling2D(2, name="p2")(x)
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(3, name="out")(tf.keras.layers.Flatten()(x)))
+    hls = convert(model, HlsOptions.make("parallel"), tmp_path)
+    program, image = program_from_hls(hls), image_from_hls(hls)
+    x = _inputs(80, seed=9, shape=(12, 12, 1))
+    evaluator = TrialEvaluator(program, image, x, Emulator(program, image).predict_classes(x))
+    directions = []
+    original = channelwise.Channelwise.monotone
+
+    def spy(self, step):
+        sign = original(self, step)
+        if step.layer.name in ("c1_tanh", "sig"):
+            directions.append(sign)
+        return sign
+
+    rng = np.random.default_rng(3)
+    channelwise.Channelwise.monotone = spy
+    try:
+        for i in range(12):
+            faultmap = fault_model_from_spec({"model": "bitflip"}, [1e-3, 1e-2][i % 2]).sample(image, rng)
+            np.testing.assert_array_equal(evaluator.output_codes(faultmap),
+                                          Emulator(program, faultmap.apply(image)).run(x), err_msg=str(i))
+            assert evaluator.evaluate(faultmap) == evaluator.full_evaluate(faultmap, x), i
+    finally:
+        channelwise.Channelwise.monotone = original
+    assert directions
+    assert set(directions) == {1}

@@ -35,7 +35,16 @@ import numpy as np
 from hwflow.emulator.kernels import register_op
 from hwflow.emulator.program import Kind, LayerSpec, register_arrays
 from hwflow.errors import EmulatorError, UnsupportedLayerError
-from hwflow.fixed import FixedType, Overflow, _round_up, cast, overflow, parse_type, quantize_float, requantize
+from hwflow.fixed import (
+    FixedType,
+    Overflow,
+    _round_up,
+    cast,
+    overflow,
+    parse_type,
+    quantize_float,
+    requantize,
+)
 
 register_arrays(Kind.PRELU, ("param",))
 
@@ -438,6 +447,22 @@ def _softmax_legacy(layer: LayerSpec, codes: np.ndarray, x_type: FixedType, io_t
     total = overflow(terms.sum(axis=-1), t)  # exp_res[i] += ...: table_t wraps, so the order does not matter
     inv_index = np.clip(scaled_index(total, t, inv_size, 64), 0, inv_size - 1)
     return cast(invs[inv_index], t, layer.result)
+
+
+def lut_direction(layer: LayerSpec, x_type: FixedType) -> int | None:
+    """+1 when a table activation is non-decreasing in its input, else None (the delta engine may then
+    pool before it). The index only grows with the input (a truncation, then a clamp) while the C
+    ``int`` holds it; the table's words cast to the result type are checked, not assumed (a wrapping
+    cast can fold a table over)."""
+    fn = layer.attrs.get("activation")
+    if fn not in _LUT:  # selu's two branches meet in the result type: not checked, so not claimed
+        return None
+    size, table_t = int(layer.attrs["table_size"]), _type(layer, "table_t")
+    biggest = max(-x_type.min_code, x_type.max_code) * size  # |x| * N in units of 2**-frac
+    if (biggest >> max(x_type.frac, 0) << max(-x_type.frac, 0)) // _LUT[fn][2] >= 2**31 - size:
+        return None  # the C int holding x * N / D could wrap
+    words = cast(lut_table(fn, size, table_t), table_t, layer.result)  # what each index outputs
+    return 1 if bool(np.all(np.diff(words) >= 0)) else None
 
 
 # --- dispatch -----------------------------------------------------------------------------------------

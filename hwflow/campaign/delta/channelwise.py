@@ -17,7 +17,7 @@ import numpy as np
 
 from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, Delta, spread_channels
-from hwflow.emulator import Kind, LayerSpec, ops
+from hwflow.emulator import Kind, LayerSpec, activations, ops
 from hwflow.emulator.run import Weights
 from hwflow.fixed import FixedType, Overflow, requantize_unbounded, value_range
 
@@ -63,6 +63,8 @@ class Channelwise:
             return 1 if _cast_monotone(step.x_type, layer.result) else None
         if layer.kind is Kind.CLIPACT and layer.attrs.get("mode") == "saturate":
             return 1 if _cast_monotone(step.x_type, layer.result) else None
+        if layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") in activations.LUT_FUNCTIONS:
+            return activations.lut_direction(layer, step.x_type)  # sigmoid, tanh, ...: tables checked
         return None
 
 
