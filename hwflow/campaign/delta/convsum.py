@@ -52,7 +52,8 @@ class ConvSum:
                 return a
         partial = np.zeros((0, 0, 0, 0), dtype=self.dtype) if self.partial is None else (
             self.partial.reshape((len(self.samples),) + rows + (len(self.channels),)))
-        cols = flat(self.cols) if self.cols is not None and self.words else np.zeros((0, 0, 0, 0), dtype=np.int8)
+        cols_dtype = self.cols.dtype if self.cols is not None else np.uint8  # one compiled variant per store dtype
+        cols = flat(self.cols) if self.cols is not None and self.words else np.zeros((0, 0, 0, 0), dtype=cols_dtype)
         ptr, row, val = self.words or (np.zeros(len(self.channels) + 1, dtype=np.int64), np.zeros(0, np.int64),
                                        np.zeros(0, np.int64))
         db = self.db if self.db is not None else np.zeros(len(self.channels), dtype=np.int64)
@@ -78,7 +79,8 @@ class ConvSum:
             return None
         idx = np.arange(int(np.prod(self.grid))).reshape(self.grid)
         view = np.lib.stride_tricks.sliding_window_view(idx, size)[tuple(slice(None, None, st) for st in stride)]
-        win = np.ascontiguousarray(view.reshape(int(np.prod(counts)), int(np.prod(size))), dtype=np.int64)
+        # a writable copy, as values() passes: one compiled variant
+        win = np.array(view.reshape(int(np.prod(counts)), int(np.prod(size))), dtype=np.int64)
         dtype = np.dtype(np.int64) if self.wrap[0] else self.dtype
         out = np.empty((len(self.channels), len(self.samples)) + counts, dtype=dtype)
         signs = np.ones(len(self.channels), np.int64) if sgn is None else np.asarray(sgn, dtype=np.int64)

@@ -320,7 +320,7 @@ class Mac:
         words = (ptr, np.concatenate(row_parts).astype(np.int64), np.concatenate(val_parts)) if ptr[-1] else None
         grid = tuple(step.crop or layer.output_shape[:-1])
         return ConvSum(acc_g.array, np.asarray(channels, dtype=np.int64), np.asarray(samples, dtype=np.int64), grid,
-                       np.dtype(dtype), partial, step.golden[columns_key(layer.name)] if words else None, words,
+                       np.dtype(dtype), partial, step.golden[columns_key(layer.name)], words,
                        db[channels], (0, 0) if no_wrap else (acc_t.width, acc_t.min_code),
                        None if acc_t == layer.result else (acc_t, layer.result))
 
