@@ -50,8 +50,9 @@ _GEOMETRY = (
 _RESOURCE_AXES = {Kind.DENSE: (1, 0), Kind.CONV1D: (2, 0, 1), Kind.CONV2D: (3, 0, 1, 2)}
 
 
-_ATTRS: dict[Kind, Callable] = {}
-"""Per kind added by ``register_layer``: what it reads off the hls4ml layer into ``LayerSpec.attrs``."""
+_ATTRS: dict[str, Callable] = {}
+"""Per hls4ml class added by ``register_layer``: what it reads off the layer into ``LayerSpec.attrs``
+(keyed by class, not kind: several classes share a kind, each with its own attributes)."""
 
 
 def register_layer(class_name: str, kind: Kind, attrs: Callable | None = None,
@@ -67,7 +68,7 @@ def register_layer(class_name: str, kind: Kind, attrs: Callable | None = None,
         raise ConversionError(msg)
     _KINDS[class_name] = kind
     if attrs is not None:
-        _ATTRS[kind] = attrs
+        _ATTRS[class_name] = attrs
     for array, axes in (resource_axes or {}).items():
         _ARRAY_AXES[(kind, array)] = tuple(axes)
 
@@ -107,8 +108,8 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
             from hwflow.convert.layers_quant import mac_attrs  # binary/ternary/po2 products (not plain ones)
 
             attrs.update(mac_attrs(layer))
-        if kind in _ATTRS:
-            attrs.update(_ATTRS[kind](layer))
+        if layer.class_name in _ATTRS:
+            attrs.update(_ATTRS[layer.class_name](layer))
         accum = layer.get_attr("accum_t")
         specs.append(
             LayerSpec(
