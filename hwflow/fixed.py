@@ -138,8 +138,8 @@ def from_hls4ml(precision: object) -> FixedType:
     bases = {cls.__name__ for cls in type(precision).__mro__}
     name = type(precision).__name__
     width = getattr(precision, "width", None)
-    if "IntegerPrecisionType" in bases:
-        return FixedType(width, width, bool(precision.signed))
+    if "IntegerPrecisionType" in bases:  # an ap_int: C++ converts an ap_fixed into it truncating toward zero
+        return FixedType(width, width, bool(precision.signed), Rounding.TRN_ZERO)
     if "XnorPrecisionType" in bases:  # hls4ml's binary (XNOR) data: ap_uint<1>, 0 meaning -1 (hwflow.image.quantized)
         return FixedType(1, 1, False)
     if "FixedPrecisionType" not in bases:

@@ -398,6 +398,36 @@ def test_binary_and_po2_convolutions_equal_the_c_simulation(builds, io):
     _assert_every_layer_equal(csim, _inputs(50, (8, 8, 2), seed=4))
 
 
+@needs_gxx
+@pytest.mark.slow
+def test_an_ap_int_result_truncates_toward_zero(tmp_path):
+    """hls4ml's int<W> types are ap_int: C++ converts an ap_fixed into one truncating toward zero (both_binary's
+    cast, a configured int result), not down as an ap_fixed<W,W> would."""
+    import hls4ml
+    import tensorflow as tf
+    from qkeras import QDense
+    from qkeras.quantizers import quantized_bits
+
+    from hwflow.convert import image_from_hls, program_from_hls
+    from hwflow.convert.hls import quiet
+    from hwflow.fixed import Rounding
+    from hwflow.verify import CSimModel
+
+    model = tf.keras.Sequential([QDense(6, input_shape=(5,), kernel_quantizer=quantized_bits(4, 0, alpha=1),
+                                        bias_quantizer=quantized_bits(4, 0, alpha=1), name="fc")])
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["LayerName"]["fc"]["Precision"]["result"] = "ap_int<6>"
+    for layer in config["LayerName"].values():
+        layer["Trace"] = True
+    with quiet():
+        hls_model = hls4ml.converters.convert_from_keras_model(model, hls_config=config, output_dir=str(tmp_path),
+                                                               backend="Vitis")
+    csim = CSimModel(hls_model, program_from_hls(hls_model), image_from_hls(hls_model), tmp_path)
+    assert csim.program.layer("fc").result.rounding is Rounding.TRN_ZERO
+    x = np.round((np.random.default_rng(0).random((200, 5)) * 40 - 20) * 2**10) * 2**-10
+    _assert_every_layer_equal(csim, x)
+
+
 # --- the engine ------------------------------------------------------------------------------------
 
 

@@ -302,7 +302,8 @@ def threshold_activation(layer: LayerSpec, x: np.ndarray, x_type: FixedType, io_
     """``binary_tanh`` (``nnet_activation.h`` / ``nnet_activation_stream.h``): +-1 in an ``ap_int<2>``,
     then ``binary_cast`` (1 if positive, else 0, into ``ap_uint<1>``; a plain cast into any other type)."""
     y = np.where(np.asarray(x) >= 0, 1, -1)
-    if layer.result == FixedType(1, 1, False):
+    r = layer.result
+    if (r.width, r.integer, r.signed) == (1, 1, False):  # ap_uint<1> (XNOR or plain)
         return np.where(y > 0, 1, 0).astype(np.float64)
     return cast(y, FixedType(2, 2), layer.result)
 
