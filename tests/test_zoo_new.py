@@ -268,9 +268,12 @@ TRAIN_FLOORS = {"resnet8": 0.3, "ds-cnn": 0.2}
 @pytest.mark.parametrize("name", ["resnet8", "rn07", "ds-cnn"])
 def test_image_model_trains_and_equals_the_c_simulation(name, fmnist32_subset, tiny_cifar, tmp_path):
     """Brief training (rn07 on the CIFAR-10 files by --data-root, the others on fashion-mnist-32), then the
-    trained model converted for io_stream equals hls4ml's C simulation on every output word."""
+    trained model converted for io_stream equals hls4ml's C simulation on every output word, and the
+    campaign engine equals full emulation on it."""
+    from hwflow.campaign import TrialEvaluator
     from hwflow.convert import HlsOptions
     from hwflow.data import load_dataset
+    from hwflow.faults import fault_model_from_spec
     from hwflow.verify import build_csim, compare
 
     if name == "rn07":
@@ -289,3 +292,12 @@ def test_image_model_trains_and_equals_the_c_simulation(name, fmnist32_subset, t
     csim = build_csim(result.model, HlsOptions.make("stream"), tmp_path / "hls")
     check = compare(csim, d.x_test[:24])
     assert check.mismatches == 0, check
+    # The campaign engine on this design (merges, folded and depthwise layers, average pooling) equals
+    # full emulation at the papers' rates, where these models flip several bits per trial.
+    x, y = d.x_test[:24], d.y_test[:24]
+    evaluator = TrialEvaluator(csim.program, csim.image, x, y)
+    rng = np.random.default_rng(len(name))
+    for spec, rate in [({"model": "bitflip"}, 1e-5), ({"model": "bitflip"}, 1e-4),
+                       ({"model": "stuck-at", "value": "mixed"}, 1e-4), ({"model": "bitflip"}, 1e-3)]:
+        faultmap = fault_model_from_spec(spec, rate).sample(csim.image, rng)
+        assert evaluator.evaluate(faultmap) == evaluator.full_evaluate(faultmap, x), (spec, rate)
