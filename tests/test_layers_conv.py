@@ -6,7 +6,8 @@ Two small models hold every kind (one 2D, one 1D: hls4ml 1.3.0's ``nnet_sepconv1
 depthwise layer does not compile): QDepthwiseConv2D / DepthwiseConv2D / DepthwiseConv1D,
 QSeparableConv1D/2D and SeparableConv1D/2D (each split by hls4ml into a depthwise and a pointwise
 layer), QConv2DBatchnorm, with strides and ``same`` padding. Each is compiled once per design
-(io_parallel Latency; io_stream with Resource for the 2D model, Latency for the 1D one).
+(io_parallel Latency; io_stream with Latency for the 2D model, Resource for the 1D one; a narrow 2D
+model under io_stream Resource and the C-simulation board cover 2D Resource).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from tests.conftest import needs_gxx
 
 Q = "quantized_bits(6,0,alpha=1)"
 SAMPLES = 80
-DESIGNS = [("2d", "parallel", "Latency", 1), ("1d", "parallel", "Latency", 1), ("2d", "stream", "Resource", 3),
-           ("1d", "stream", "Latency", 1)]
+DESIGNS = [("2d", "parallel", "Latency", 1), ("1d", "parallel", "Latency", 1), ("2d", "stream", "Latency", 1),
+           ("1d", "stream", "Resource", 2)]  # 2D under Resource: the narrow model below and the board test
 NEW_ARRAYS_2D = ("dw/weight", "dw/bias", "dwk/weight", "sep_depthwise/weight", "sep_depthwise/bias",
                  "sep_pointwise/weight", "sep_pointwise/bias", "cbn/weight", "cbn/bias", "sepk_depthwise/weight",
                  "sepk_pointwise/weight")
@@ -280,13 +281,13 @@ def _saturating(program):
 @needs_gxx
 @pytest.mark.slow
 def test_engine_equals_full_emulation_with_saturating_depthwise_accumulators(designs):
-    """Saturating accumulators in hls4ml's Resource order (io_stream, reuse factor 3): the per-channel
+    """Saturating accumulators in hls4ml's Resource order (io_stream, reuse factor 2): the per-channel
     recompute is exact there too."""
-    model, design = designs("2d", "stream", "Resource", 3)
+    model, design = designs("1d", "stream", "Resource", 2)
     program = _saturating(design.program)
     x = inputs(model, 60)
-    saturated = Emulator(program, design.image).trace(x)["dw"]
-    assert np.any(np.abs(saturated) == program.layer("dw").accum.max_code)  # the accumulators do saturate
+    saturated = Emulator(program, design.image).trace(x)["dw1"]
+    assert np.any(np.abs(saturated) == program.layer("dw1").accum.max_code)  # the accumulators do saturate
     hurt, _ = check_engine(program, design.image, x, seed=4)
     assert hurt > 0  # saturation hides many faults; some still reach the outputs
 
@@ -459,6 +460,7 @@ def test_saturating_depthwise_accumulators_equal_csim(io, strategy, reuse, tmp_p
         assert np.any(trace[name] == layer.accum.max_code << (layer.result.frac - layer.accum.frac)), name
     if strategy == "Resource":
         assert design.program.layer("dwa").attrs["reuse_factor"] == reuse
+        assert design.image.get("dwa", "weight").axes == (3, 0, 1, 2)  # stored transposed, compared above
         assert depthwise.layer_order(design.program.layer("dwa"), 4, 9) is not None
         monkeypatch.setattr(depthwise, "layer_order", lambda *_: None)
         positions = Emulator(design.program, design.image).trace(x)
