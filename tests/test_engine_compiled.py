@@ -106,6 +106,35 @@ def test_conv_sum_wraps_and_pools_as_defined():
     assert wrapped[0, 0] == 8410 - 2**14  # the largest sum wrapped to a negative code
 
 
+@pytest.mark.parametrize(("full", "grid"), [((9,), (8,)), ((7, 6), (6, 6)), ((7, 6), (6, 4))])
+def test_pending_conv_pools_as_its_values_do(full, grid):
+    """A convolution's pending sum, pooled in the kernel, equals its values pooled by the emulator's
+    max pool (Conv1D, whole output rows, a crop of rows and columns)."""
+    from hwflow.campaign.delta.convsum import ConvSum
+    from hwflow.emulator import ops
+
+    rng = np.random.default_rng(len(full) + grid[-1])
+    m, n, k = 3, 6, 4
+    samples = np.array([0, 2, 3, 5], dtype=np.int64)
+    acc = ConvSum(gold=rng.integers(-500, 500, (m, n) + full).astype(np.float32), channels=np.arange(m),
+                  samples=samples, grid=grid, dtype=np.dtype(np.float32),
+                  partial=rng.integers(-50, 50, (len(samples),) + grid + (m,)).astype(np.float32),
+                  cols=rng.integers(0, 200, (k, n) + full).astype(np.uint8),
+                  words=(np.array([0, 1, 1, 3]), np.array([2, 0, 3]), np.array([3, -2, 5])),
+                  db=np.array([1, 0, -4]))
+    size = (2,) * len(grid)
+    sgn = np.array([1, -1, 1])
+    for on in (True, False):
+        with use_numba(on):
+            values = acc.values()
+            expect = ops.max_pool(values * sgn, size, size) * sgn
+            np.testing.assert_array_equal(np.moveaxis(acc.pooled(size, size, sgn), 0, -1), expect, err_msg=str(on))
+    direct = acc.gold[:, samples][(slice(None), slice(None)) + tuple(slice(0, g) for g in grid)]
+    direct = np.moveaxis(direct, 0, -1) + acc.partial + acc.db
+    direct[..., 0] += 3 * acc.cols[2].astype(np.int64)[samples][(slice(None),) + tuple(slice(0, g) for g in grid)]
+    np.testing.assert_array_equal(values[..., 0], direct[..., 0])  # channel 0 by its definition
+
+
 @pytest.mark.parametrize("golden_dtype", [np.uint8, np.int8, np.int16, np.int32])
 def test_dx_columns_equals_numpy(golden_dtype):
     rng = np.random.default_rng(np.dtype(golden_dtype).num)
@@ -200,13 +229,59 @@ def cnn():
         return program_from_hls(hls), image_from_hls(hls)
 
 
+def _conv1d_model():
+    """Conv1D, batch norm, ReLU and max pooling twice (the 1-D paths of the kernels), then a Dense."""
+    import tensorflow as tf
+    from qkeras import QActivation, QConv1D, QDense, quantized_bits, quantized_relu
+
+    q = quantized_bits(8, 0, alpha=1)
+    inp = tf.keras.Input((24, 2), name="series")
+    x = QConv1D(6, 3, kernel_quantizer=q, bias_quantizer=q, name="c1")(inp)
+    x = tf.keras.layers.BatchNormalization(name="b1")(x)
+    x = QActivation(quantized_relu(8, 3), name="r1")(x)
+    x = tf.keras.layers.MaxPooling1D(2, name="p1")(x)
+    x = QConv1D(5, 3, padding="same", kernel_quantizer=q, bias_quantizer=q, name="c2")(x)
+    x = tf.keras.layers.BatchNormalization(name="b2")(x)
+    x = QActivation(quantized_relu(8, 3), name="r2")(x)
+    x = tf.keras.layers.MaxPooling1D(2, name="p2")(x)
+    x = tf.keras.layers.Flatten(name="flat")(x)
+    model = tf.keras.Model(inp, QDense(4, kernel_quantizer=q, bias_quantizer=q, name="out")(x))
+    rng = np.random.default_rng(2)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n),
+                               rng.uniform(0.1, 1.5, n)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def conv1d():
+    from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
+
+    with tempfile.TemporaryDirectory() as tmp:
+        hls = convert(_conv1d_model(), HlsOptions.make("parallel"), tmp)
+        return program_from_hls(hls), image_from_hls(hls)
+
+
+def test_engine_on_conv1d_with_and_without_numba(conv1d):
+    program, image = conv1d
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (150, 24, 2))
+    y = rng.integers(0, 4, 150)
+    _check_both(program, image, x, y, rng, rates=(1e-3, 1e-2, 3e-2, 1e-1))
+
+
 def test_engine_equals_full_emulation_with_and_without_numba(cnn, digits):
     """Both kernel sets give the full emulation's outcomes and output codes on the same seeded maps."""
     program, image = cnn
     x, y = digits.x_test[:200], digits.y_test[:200]
-    rng = np.random.default_rng(11)
-    maps = [fault_model_from_spec({"model": "bitflip"}, rate).sample(image, rng)
-            for rate in (1e-4, 1e-3, 3e-3, 1e-2, 3e-2) for _ in range(3)]
+    _check_both(program, image, x, y, np.random.default_rng(11), rates=(1e-4, 1e-3, 3e-3, 1e-2, 3e-2))
+
+
+def _check_both(program, image, x, y, rng, rates):
+    """Outcomes and output codes, compiled and numpy kernels, each equal to full emulation; enough maps hurt."""
+    maps = [fault_model_from_spec({"model": "bitflip"}, rate).sample(image, rng) for rate in rates for _ in range(3)]
     results = {}
     for on in (True, False):
         with use_numba(on):
