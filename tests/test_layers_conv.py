@@ -237,7 +237,7 @@ def check_engine(program, image, x, seed: int) -> tuple[int, set[str]]:
     rng = np.random.default_rng(seed)
     hurt, touched = 0, set()
     new = [a for a in image if a.layer in _new_layers(program)]
-    targets = [({"layers": [a.layer], "arrays": [a.name]}, min(0.5, 4 / (a.words.size * a.format.fixed.width)))
+    targets = [({"layers": [a.layer], "arrays": [a.name]}, min(0.5, 4 / (a.words.size * a.format.width)))
                for a in new] + [({}, 3e-3)]
     for i, ((target, rate), spec) in enumerate((t, s) for t in targets for s in ENGINE_SPECS):
         faultmap = fault_model_from_spec({**spec, **target}, rate).sample(image, rng)
@@ -465,3 +465,31 @@ def test_saturating_depthwise_accumulators_equal_csim(io, strategy, reuse, tmp_p
         monkeypatch.setattr(depthwise, "layer_order", lambda *_: None)
         positions = Emulator(design.program, design.image).trace(x)
         assert np.any(positions["dwa"] != trace["dwa"])  # the order shows: the comparison above sees it
+
+
+@needs_gxx
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["float16", "float32"])
+def test_engine_equals_full_emulation_with_float_stored_arrays(designs, storage):
+    """Depthwise, pointwise and folded arrays stored as floats (weight scaling's float storage): the
+    depthwise kernel's real-valued path, through the engine."""
+    from hwflow.harden.scale import plan_rule
+
+    model, design = designs("2d", "parallel", "Latency", 1)
+    image = plan_rule(design.image, storage).apply(design.image)
+    assert image.get("dw", "weight").format.kind.value == storage
+    hurt, _ = check_engine(design.program, image, inputs(model, 60), seed=8)
+    assert hurt > 5
+
+
+def test_resource_order_refuses_reuse_factors_hls4ml_does_not_cover():
+    from hwflow.emulator.depthwise import resource_order
+
+    order = resource_order(36, 4, 3)  # rf <= channels: the reuse loop is outer, (i mod 3, i) per channel
+    assert order.shape == (4, 9)
+    assert all(sorted(row) == list(range(9)) for row in order)
+    assert not np.array_equal(order[0], np.arange(9))
+    # a multiple of the channels (rf_gt_nout_rem0): still ordered by (i mod 12, i) over i = 4 * k + c
+    np.testing.assert_array_equal(resource_order(36, 4, 12), [[0, 3, 6, 1, 4, 7, 2, 5, 8]] * 4)
+    with pytest.raises(UnsupportedLayerError, match="reuse factor 5"):
+        resource_order(36, 4, 5)  # the loops would read past the 36 weights
