@@ -438,10 +438,12 @@ def build_narrow(model, io: str, strategy: str, reuse: int, out):
 
 @needs_gxx
 @pytest.mark.slow
-@pytest.mark.parametrize(("io", "strategy", "reuse"), [("io_parallel", "Latency", 1), ("io_stream", "Resource", 3)])
+@pytest.mark.parametrize(("io", "strategy", "reuse"), [("io_parallel", "Latency", 1), ("io_stream", "Resource", 3),
+                                                     ("io_stream", "Resource", 6), ("io_stream", "Resource", 12)])
 def test_saturating_depthwise_accumulators_equal_csim(io, strategy, reuse, tmp_path, monkeypatch):
     """Every product rounded into a saturating accumulator, each step saturated: the emulator follows
-    hls4ml's order (kernel positions in io_parallel; the Resource reuse loops' order, which differs here),
+    hls4ml's order (kernel positions in io_parallel; the Resource reuse loops' order, which differs here:
+    reuse 3, 6 and 12 select hls4ml's three kernels rf_leq_nout, rf_gt_nout and rf_gt_nout_rem0),
     layer by layer; the position order would give other outputs under Resource."""
     from hwflow.emulator import depthwise
     from hwflow.verify import compare_layers
