@@ -495,3 +495,21 @@ def test_resource_order_refuses_reuse_factors_hls4ml_does_not_cover():
     np.testing.assert_array_equal(resource_order(36, 4, 12), [[0, 3, 6, 1, 4, 7, 2, 5, 8]] * 4)
     with pytest.raises(UnsupportedLayerError, match="reuse factor 5"):
         resource_order(36, 4, 5)  # the loops would read past the 36 weights
+
+
+@pytest.mark.slow
+def test_a_users_hls4ml_configuration_of_separable_layers_is_accepted(models, tmp_path):
+    """hls4ml's own per-layer configuration of the 2D model, given as the user's: the entries hls4ml derives
+    for the split layers (the depthwise half's bias is a zero uint<1> whatever it says) pass the check."""
+    import hls4ml
+
+    from hwflow.convert import convert, parse_hls_config, program_from_hls, resolve_options
+    from hwflow.convert.hls import quiet
+
+    with quiet():
+        config = hls4ml.utils.config_from_keras_model(models["2d"], granularity="name", backend="Vitis")
+    assert config["LayerName"]["sep"]["Precision"]["bias"] != "auto"
+    hls = convert(models["2d"], resolve_options(parse_hls_config(config, "user.yaml"), io="parallel"), tmp_path)
+    assert hls.hwflow_config.checked > 0
+    names = [layer.name for layer in program_from_hls(hls).layers]
+    assert {"sep_depthwise", "sep_pointwise", "sepk_depthwise", "sepk_pointwise"} <= set(names)
