@@ -58,6 +58,24 @@ unpack_bus_words:
     }
 }
 
+// po2 (QKeras quantized_po2) words: hls4ml's struct {ap_uint<1> sign; ap_int<E> weight;}, stored packed
+// first member low: bit 0 the sign, bits 1..E the exponent (hwflow/image/quantized.py).
+template <class T, int WB, int LANES, int N> void unpack_exponents(const bus_word mem[(N + LANES - 1) / LANES], T w[N]) {
+unpack_bus_words:
+    for (int b = 0; b < (N + LANES - 1) / LANES; b++) {
+#pragma HLS PIPELINE II = 1
+        bus_word bus = mem[b];
+    unpack_lanes:
+        for (int l = 0; l < LANES; l++) {
+#pragma HLS UNROLL
+            if (b * LANES + l < N) {
+                w[b * LANES + l].sign = bus[WB * l];
+                w[b * LANES + l].weight.range(WB - 2, 0) = bus.range(WB * l + WB - 1, WB * l + 1);
+            }
+        }
+    }
+}
+
 } // namespace hwflow
 
 #endif

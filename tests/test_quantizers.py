@@ -493,6 +493,30 @@ def test_weight_scaling_leaves_binary_ternary_po2_words_and_thresholds_alone(bui
 
 @needs_gxx
 @pytest.mark.slow
+def test_po2_and_xnor_data_convolutions_in_bram_through_the_csim_board(tmp_path):
+    """po2 words (sign + exponent, unpacked into hls4ml's struct), XNOR weights, thresholds and an ApplyAlpha
+    scale in BRAM: the built design's C simulation equals the emulator, fault-free and under faults."""
+    from hwflow.convert import HlsOptions
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
+    from hwflow.hardware.project import BuildOptions, generate
+
+    options = BuildOptions(HlsOptions.make("parallel"), min_words=1)
+    build = generate(_conv_net(), load_board("pynq-z2"), tmp_path, options)
+    formats = {m.key: str(m.format) for m in build.manifest.weight_memories}
+    assert formats["c4/weight"] == "exponent<4>"
+    assert formats["d_alpha/scale"].startswith("exponent<")
+    assert formats["c1/weight"] == "xnor"
+    assert "hwflow::unpack_exponents<" in (build.hls_dir / "firmware" / "hwflow_top.cpp").read_text()
+    board = CSimBoard(tmp_path)
+    maps = sample_fault_maps(board_image(board.image, board.manifest), 30, seed=0)
+    check = check_board(board, board.program, board.image, _inputs(48, (8, 8, 2)), maps)
+    assert check.ok, check.summary()
+    assert check.words_written > 30
+
+
+@needs_gxx
+@pytest.mark.slow
 def test_binary_words_in_bram_through_the_csim_board(tmp_path):
     """XNOR and ternary words and the thresholds in BRAM behind the host port, the fixed arrays scaled
     (power-of-two rule): the built design's C simulation equals the emulator, fault-free and under faults."""
@@ -514,11 +538,3 @@ def test_binary_words_in_bram_through_the_csim_board(tmp_path):
     check = check_board(board, board.program, board.image, _inputs(64, 10), maps)
     assert check.ok, check.summary()
     assert check.words_written > 20
-
-
-def test_a_po2_build_is_refused_with_the_reason(builds, tmp_path):
-    from hwflow.errors import BuildError
-    from hwflow.hardware.project import _check_image
-
-    with pytest.raises(BuildError, match=r"po2 \(exponent\) weight storage cannot be built yet: dense/weight"):
-        _check_image(builds.get("po2").image)

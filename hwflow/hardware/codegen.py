@@ -118,6 +118,13 @@ def _memory_values(code: MemoryCode) -> dict:
     return values
 
 
+def _decoder(code: MemoryCode) -> str:
+    """The row template that decodes one memory's words into hls4ml's array."""
+    if code.memory.format.startswith("exponent<"):  # po2 words into hls4ml's {sign, weight} struct
+        return "decode_exponents"
+    return "decode_divided" if code.divide else "decode_words"
+
+
 def top_sources(code: TopCode) -> dict[str, str]:
     """The generated files, by path relative to the hls4ml project: the wrapper and the C-sim bridge."""
     if code.backend not in ("Vitis", "Vivado"):
@@ -132,8 +139,7 @@ def top_sources(code: TopCode) -> dict[str, str]:
         msg = (f"hls4ml's {code.project} takes weight arrays {list(code.call_order)}, but the build put "
                f"{list(by_var)} in BRAM (a bug in hwflow's build)")
         raise BuildError(msg)
-    decode = [render(f"rows/{'decode_divided' if m.divide else 'decode_words'}.in", r).rstrip("\n")
-              for m, r in zip(code.memories, rows, strict=True)]
+    decode = [render(f"rows/{_decoder(m)}.in", r).rstrip("\n") for m, r in zip(code.memories, rows, strict=True)]
     divided = [r for m, r in zip(code.memories, rows, strict=True) if m.divide is not None]
     common = {
         "model": code.model, "board": code.board, "io_type": code.io_type, "backend": code.backend,
