@@ -84,7 +84,7 @@ def conv_sum(partial, gold, channels, samples, cols, wptr, wrow, wval, db, wrap,
     args = (partial, gold, channels, samples, cols, wptr, wrow, wval, db, int(wrap[0]), int(wrap[1]), win, sgn, out,
             gh, gw)
     if not enabled():
-        conv_sum_numpy(*args)
+        conv_sum_numpy(*args, exact_float=exact_float)
         return
     buf = np.empty(gh * gw, dtype=np.float64 if exact_float and not wrap[0] else np.int64)
     args = args[:7] + (wval.astype(buf.dtype), db.astype(buf.dtype)) + args[9:]  # in buf's dtype: no conversions
@@ -92,24 +92,32 @@ def conv_sum(partial, gold, channels, samples, cols, wptr, wrow, wval, db, wrap,
 
 
 def conv_sum_numpy(partial, gold, channels, samples, cols, wptr, wrow, wval, db, bits, lo, win, sgn, out,
-                   gh, gw) -> None:
-    acc = np.take(np.take(gold, channels, axis=0), samples, axis=1)[:, :, :gh, :gw].astype(np.int64)
-    acc = acc.reshape(len(channels), len(samples), gh * gw)
+                   gh, gw, exact_float: bool = False) -> None:
+    """The reference: the same sums in numpy, in int64 (float64 where ``exact_float`` and no wrap)."""
+    dtype = np.float64 if exact_float and not bits else np.int64
+    every_c, every_s = len(channels) == gold.shape[0], len(samples) == gold.shape[1]
+    acc = gold if every_c else np.take(gold, channels, axis=0)
+    acc = acc if every_s else np.take(acc, samples, axis=1)
+    acc = acc[:, :, :gh, :gw].astype(dtype).reshape(len(channels), len(samples), gh * gw)
     if partial.size:
-        acc += np.moveaxis(partial.reshape(len(samples), gh * gw, len(channels)), -1, 0).astype(np.int64)
-    acc += db.astype(np.int64)[:, None, None]
+        acc += np.moveaxis(partial.reshape(len(samples), gh * gw, len(channels)), -1, 0).astype(dtype)
+    acc += db.astype(dtype)[:, None, None]
     if cols.size:
         for ci in range(len(channels)):
             for w in range(wptr[ci], wptr[ci + 1]):
-                x = np.take(cols[wrow[w]], samples, axis=0)[:, :gh, :gw].reshape(len(samples), -1)
-                acc[ci] += x.astype(np.int64) * wval[w]
+                x = cols[wrow[w]] if every_s else np.take(cols[wrow[w]], samples, axis=0)
+                acc[ci] += x[:, :gh, :gw].reshape(len(samples), -1).astype(dtype) * wval[w]
     if bits > 0:
         acc = ((acc - lo) & ((1 << bits) - 1)) + lo
     if win.shape[0] == 0:
         out[...] = acc
         return
-    signs = sgn.astype(np.int64)[:, None, None]
-    out[...] = (acc * signs)[:, :, win].max(axis=-1) * signs
+    signs = sgn.astype(dtype)[:, None, None]
+    acc *= signs
+    best = acc[:, :, win[:, 0]]
+    for t in range(1, win.shape[1]):
+        np.maximum(best, acc[:, :, win[:, t]], out=best)
+    out[...] = best * signs
 
 
 def _conv_sum_kernel(partial, gold, channels, samples, cols, wptr, wrow, wval, db, bits, lo, win, sgn, out, gh, gw,
