@@ -75,6 +75,87 @@ ClipActStreamLoop:
     }
 }
 
+// ---- Sloped forms: a clipped LeakyReLU / quantized_relu with a negative slope (one alpha), or a
+// clipped PReLU (alpha[i] per input position, a weight array). The positive side is clipped as above;
+// for x <= 0, y = alpha * x (the exact product, then assigned to res_T), as hls4ml's leaky_relu / prelu.
+// hwflow.emulator.clip.sloped_codes computes the same on integer codes.
+
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+res_T clipact_sloped_element(data_T x, data_T t, param_T alpha) {
+    #pragma HLS INLINE
+    res_T y;
+    if (x > 0) {
+        y = clipact_element<data_T, res_T, CONFIG_T>(x, t);
+    } else {
+        y = alpha * x;
+    }
+    return y;
+}
+
+// io_parallel, one alpha (LeakyReLU, quantized_relu with negative_slope).
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+void clipact_sloped(data_T data[CONFIG_T::n_in], param_T alpha, res_T res[CONFIG_T::n_in]) {
+    #pragma HLS PIPELINE
+    const data_T t = CONFIG_T::threshold;
+ClipActSlopedLoop:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        res[i] = clipact_sloped_element<data_T, param_T, res_T, CONFIG_T>(data[i], t, alpha);
+    }
+}
+
+// io_parallel, alpha per position (PReLU).
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+void clipact_prelu(data_T data[CONFIG_T::n_in], param_T alpha[CONFIG_T::n_in], res_T res[CONFIG_T::n_in]) {
+    #pragma HLS PIPELINE
+    const data_T t = CONFIG_T::threshold;
+ClipActPReLULoop:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        res[i] = clipact_sloped_element<data_T, param_T, res_T, CONFIG_T>(data[i], t, alpha[i]);
+    }
+}
+
+// io_stream, one alpha.
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+void clipact_sloped(hls::stream<data_T> &data, param_T alpha, hls::stream<res_T> &res) {
+    typedef typename data_T::value_type in_T;
+    typedef typename res_T::value_type out_T;
+    const in_T t = CONFIG_T::threshold;
+ClipActSlopedStreamLoop:
+    for (unsigned i = 0; i < CONFIG_T::n_in / res_T::size; i++) {
+        #pragma HLS PIPELINE
+        data_T in_data = data.read();
+        res_T out_data;
+        PRAGMA_DATA_PACK(out_data)
+    ClipActSlopedPackLoop:
+        for (unsigned j = 0; j < res_T::size; j++) {
+            #pragma HLS UNROLL
+            out_data[j] = clipact_sloped_element<in_T, param_T, out_T, CONFIG_T>(in_data[j], t, alpha);
+        }
+        res.write(out_data);
+    }
+}
+
+// io_stream, alpha per position.
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+void clipact_prelu(hls::stream<data_T> &data, const param_T alpha[CONFIG_T::n_in], hls::stream<res_T> &res) {
+    typedef typename data_T::value_type in_T;
+    typedef typename res_T::value_type out_T;
+    const in_T t = CONFIG_T::threshold;
+ClipActPReLUStreamLoop:
+    for (unsigned i = 0; i < CONFIG_T::n_in / res_T::size; i++) {
+        #pragma HLS PIPELINE
+        data_T in_data = data.read();
+        res_T out_data;
+        PRAGMA_DATA_PACK(out_data)
+    ClipActPReLUPackLoop:
+        for (unsigned j = 0; j < res_T::size; j++) {
+            #pragma HLS UNROLL
+            out_data[j] = clipact_sloped_element<in_T, param_T, out_T, CONFIG_T>(in_data[j], t, alpha[i * res_T::size + j]);
+        }
+        res.write(out_data);
+    }
+}
+
 } // namespace nnet
 
 #endif

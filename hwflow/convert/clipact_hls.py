@@ -19,6 +19,16 @@ called any number of times (``hwflow.convert.hls`` calls it before every convers
 The threshold is quantized when the config is rendered, after hls4ml has settled every type:
 :func:`hwflow.emulator.clip.threshold_code` of the layer's input type, the same function the
 emulator uses, so both compare with the same word.
+
+A clipped LeakyReLU, PReLU or sloped ``quantized_relu`` (``form`` of the Keras layer) becomes the
+IR layer ``ClipSlopedActivation`` (``Kind.CLIPACT_SLOPED``), rendered from
+``clipact_sloped_config.tpl`` / ``clipact_sloped_function.tpl`` into a call of ``nnet::clipact_sloped``
+(one ``alpha``, written into the call as hls4ml writes a LeakyReLU's) or ``nnet::clipact_prelu``
+(PReLU's ``alpha`` as the weight array ``a{index}``). ``param_t`` is the configuration's ``param``
+precision of the layer (``config_from_keras_model`` sets none for it, so the model's default unless a
+user sets one); set to ``auto``, it is the smallest type that holds the slope (hls4ml's rule for
+LeakyReLU) or, for PReLU's array, the model's default precision (hls4ml's PReLU takes its input type,
+which is not settled yet when the layer is built).
 """
 
 from __future__ import annotations
@@ -28,7 +38,9 @@ import string
 from functools import cache
 from pathlib import Path
 
-from hwflow.emulator.clip import MODES, check_mode, check_threshold, threshold_code, threshold_value
+from hwflow.convert.extract import register_layer
+from hwflow.emulator.clip import ALPHA_FORMS, MODES, check_mode, check_threshold, threshold_code, threshold_value
+from hwflow.emulator.program import Kind
 from hwflow.errors import ConversionError
 from hwflow.fixed import from_hls4ml
 
@@ -39,8 +51,12 @@ HLS_DIR = Path(__file__).resolve().parents[2] / "hls"
 HEADER = HLS_DIR / "nnet_clipact.h"
 CONFIG_TEMPLATE = HLS_DIR / "templates" / "clipact_config.tpl"
 FUNCTION_TEMPLATE = HLS_DIR / "templates" / "clipact_function.tpl"
+SLOPED_CONFIG_TEMPLATE = HLS_DIR / "templates" / "clipact_sloped_config.tpl"
+SLOPED_FUNCTION_TEMPLATE = HLS_DIR / "templates" / "clipact_sloped_function.tpl"
 KERAS_CLASS = "ClipActivation"
 """Class name of the Keras layer (and of the hls4ml IR layer, which templates match by name)."""
+SLOPED_CLASS = "ClipSlopedActivation"
+"""The hls4ml IR layer of a clipped activation with a negative side (LeakyReLU, PReLU, sloped quantized_relu)."""
 BACKENDS = ("Vivado", "Vitis")
 
 
@@ -75,21 +91,90 @@ def _layer_class():
     return ClipActivation
 
 
+def _sloped_layer_class():
+    """The IR layer of the sloped forms: ``alpha`` a scalar (``activ_param``) or PReLU's array (``param``)."""
+    from hls4ml.model.attributes import Attribute, ChoiceAttribute
+    from hls4ml.model.layers import Layer
+    from hls4ml.model.optimizer.passes.infer_precision import _get_precision_from_constant
+    from hls4ml.model.types import NamedType, UnspecifiedPrecisionType
+
+    class ClipSlopedActivation(Layer):
+        """hls4ml IR node of FT-ClipAct on a LeakyReLU / PReLU / sloped quantized_relu: elementwise."""
+
+        _expected_attributes = [
+            Attribute("n_in"),
+            Attribute("threshold", value_type=float),
+            ChoiceAttribute("mode", list(MODES), configurable=False),
+            ChoiceAttribute("alpha", list(ALPHA_FORMS), configurable=False),
+        ]
+
+        def initialize(self):
+            inp = self.get_input_variable()
+            self.add_output_variable(inp.shape)
+            self.set_attr("n_in", inp.size())
+            precision, type_name = self.model.config.get_precision(self, "param")
+            auto = isinstance(precision, UnspecifiedPrecisionType)
+            if self.get_attr("alpha") == "array":
+                if auto:
+                    precision = self.model.config.backend.convert_precision_string(
+                        self.model.config.model_precision["default"])
+                self.add_weights_variable(name="param", var_name="a{index}", precision=precision)
+                self.set_attr("param_t", self.weights["param"].type)
+            else:
+                if auto:
+                    precision = _get_precision_from_constant(float(self.get_attr("activ_param")))
+                self.set_attr("param_t", NamedType(f"{self.name}_param_t" if auto else type_name, precision))
+
+    return ClipSlopedActivation
+
+
 def parse_clipact_layer(keras_layer, input_names, input_shapes, data_reader):
     """hls4ml's Keras handler: the layer dict, with the output quantizer of ``quantized_relu``."""
-    from hls4ml.converters.keras_v2_to_hls import parse_default_keras_layer
+    from hls4ml.converters.keras_v2_to_hls import get_weights_data, parse_default_keras_layer
 
     cfg = keras_layer["config"]
     where = f"layer {cfg.get('name')!r} (ClipActivation)"
     layer = parse_default_keras_layer(keras_layer, input_names)
     layer["threshold"] = check_threshold(cfg.get("threshold"), f"{where}: threshold", ConversionError)
     layer["mode"] = check_mode(cfg.get("mode"), f"{where}: mode", ConversionError)
-    # hls4ml's config_from_keras_model turns an 'activation_quantizer' into the result type.
-    layer["activation_quantizer"] = {
-        "class_name": "quantized_relu",
-        "config": {"bits": int(cfg["bits"]), "integer": int(cfg["integer"]), "negative_slope": 0.0},
-    }
+    form = cfg.get("form", "relu")
+    slope = float(cfg.get("negative_slope", 0.0))
+    if form in ("relu", "quantized_leaky"):
+        # hls4ml's config_from_keras_model turns an 'activation_quantizer' into the result type.
+        layer["activation_quantizer"] = {
+            "class_name": "quantized_relu",
+            "config": {"bits": int(cfg["bits"]), "integer": int(cfg["integer"]),
+                       "negative_slope": slope if form == "quantized_leaky" else 0.0},
+        }
+    if form == "relu":
+        return layer, list(input_shapes[0])
+    layer["class_name"] = SLOPED_CLASS
+    if form == "prelu":
+        layer["alpha"] = "array"
+        layer["param_data"] = get_weights_data(data_reader, layer["name"], "alpha")
+        if layer["param_data"] is None:
+            msg = f"{where}: its PReLU alpha weights are missing; build the layer before converting it"
+            raise ConversionError(msg)
+    elif form in ("leaky", "quantized_leaky"):
+        layer["alpha"] = "scalar"
+        layer["activ_param"] = slope
+    else:
+        msg = f"{where}: unknown form {form!r}; hwflow writes relu, quantized_leaky, leaky or prelu"
+        raise ConversionError(msg)
     return layer, list(input_shapes[0])
+
+
+def _sloped_attrs(layer) -> dict:
+    """What ``hwflow.emulator.clip.sloped_layer`` reads: threshold, mode, alpha form (and the scalar slope)."""
+    attrs = {"threshold": float(layer.get_attr("threshold")), "mode": str(layer.get_attr("mode")),
+             "alpha": str(layer.get_attr("alpha"))}
+    if attrs["alpha"] == "scalar":
+        attrs["param"] = float(layer.get_attr("activ_param"))
+        attrs["param_t"] = str(from_hls4ml(layer.get_attr("param_t").precision))
+    return attrs
+
+
+register_layer(SLOPED_CLASS, Kind.CLIPACT_SLOPED, attrs=_sloped_attrs)
 
 
 def _template_classes(layer_class):
@@ -130,6 +215,44 @@ def _template_classes(layer_class):
     return ClipActConfigTemplate, ClipActFunctionTemplate
 
 
+def _sloped_template_classes(layer_class):
+    from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
+
+    class ClipSlopedConfigTemplate(LayerConfigTemplate):
+        def __init__(self):
+            super().__init__(layer_class)
+
+        def format(self, node):
+            params = self._default_config_params(node)
+            x_type = from_hls4ml(node.get_input_variable().type.precision)
+            requested = float(node.get_attr("threshold"))
+            alpha = node.get_attr("alpha")
+            return _template(SLOPED_CONFIG_TEMPLATE).substitute(
+                index=node.index, n_in=node.get_attr("n_in"), iotype=params["iotype"], mode=node.get_attr("mode"),
+                alpha="alpha[i] per position" if alpha == "array" else f"alpha {node.get_attr('activ_param')!r}",
+                saturate="true" if node.get_attr("mode") == "saturate" else "false",
+                requested=repr(requested), input_type=x_type.cpp(), code=threshold_code(requested, x_type),
+                threshold=repr(threshold_value(requested, x_type)), param_t=node.get_attr("param_t").name,
+            )
+
+    class ClipSlopedFunctionTemplate(FunctionCallTemplate):
+        def __init__(self):
+            super().__init__(layer_class, include_header=[f"nnet_utils/{HEADER.name}"])
+
+        def format(self, node):
+            params = self._default_function_params(node)
+            array = node.get_attr("alpha") == "array"
+            # The scalar slope as hls4ml writes a LeakyReLU's: the Python float's text, a C++ double.
+            param = node.get_weights("param").name if array else repr(float(node.get_attr("activ_param")))
+            return _template(SLOPED_FUNCTION_TEMPLATE).substitute(
+                function="clipact_prelu" if array else "clipact_sloped", index=node.index,
+                input_t=params["input_t"], param_t=node.get_attr("param_t").name, output_t=params["output_t"],
+                input=params["input"], param=param, output=params["output"],
+            ).strip()
+
+    return ClipSlopedConfigTemplate, ClipSlopedFunctionTemplate
+
+
 def register() -> None:
     """Register the layer, its templates and its C++ with hls4ml; a no-op when already done."""
     import hls4ml
@@ -144,7 +267,9 @@ def register() -> None:
         hls4ml.converters.register_keras_v2_layer_handler(KERAS_CLASS, parse_clipact_layer)
     if KERAS_CLASS not in layer_map:
         hls4ml.model.layers.register_layer(KERAS_CLASS, _layer_class())
-    templates = _template_classes(layer_map[KERAS_CLASS])
+    if SLOPED_CLASS not in layer_map:
+        hls4ml.model.layers.register_layer(SLOPED_CLASS, _sloped_layer_class())
+    templates = (*_template_classes(layer_map[KERAS_CLASS]), *_sloped_template_classes(layer_map[SLOPED_CLASS]))
     for name in BACKENDS:
         backend = hls4ml.backends.get_backend(name)
         for template in templates:

@@ -12,6 +12,13 @@ compare against the very same word:
 - ``mode="zero"`` (the paper's form): ``y = x`` if ``0 < x <= T``, else 0.
 - ``mode="saturate"``: ``y = min(max(x, 0), T)``.
 - Then ``y`` is cast to the output type (its rounding and overflow modes), as for hls4ml's ReLU.
+
+The sloped forms (``Kind.CLIPACT_SLOPED``: a clipped LeakyReLU, PReLU or ``quantized_relu`` with a
+negative slope, ``hls/nnet_clipact.h``'s ``clipact_sloped`` / ``clipact_prelu``) clip the positive
+side exactly so and keep the negative side as the activation computes it: for ``x <= 0``,
+``y = (res_T)(alpha * x)``, the exact product of the input word and ``alpha`` in ``param_t`` (one
+scalar, the C++ literal converted to ``param_t``; or PReLU's ``param`` array, one word per input
+position, held in weight memory and faulted like any weight), then cast.
 """
 
 from __future__ import annotations
@@ -20,9 +27,18 @@ import math
 
 import numpy as np
 
-from hwflow.emulator.program import Kind, LayerSpec, Program
+from hwflow.emulator.activations import prelu_codes
+from hwflow.emulator.kernels import register_op
+from hwflow.emulator.program import Kind, LayerSpec, Program, register_arrays
 from hwflow.errors import EmulatorError
-from hwflow.fixed import FixedType, cast
+from hwflow.fixed import FixedType, cast, parse_type, quantize_float
+
+CLIP_KINDS = (Kind.CLIPACT, Kind.CLIPACT_SLOPED)
+"""The clipped activations: a clipped ReLU, and one whose negative side has a slope."""
+ALPHA_FORMS = ("scalar", "array")
+"""A sloped clip's ``alpha``: one ``param`` attribute (LeakyReLU, quantized_relu) or a ``param`` array (PReLU)."""
+
+register_arrays(Kind.CLIPACT_SLOPED, ("param",))
 
 MODES = ("zero", "saturate")
 """Clip modes: values above the threshold become 0 (``zero``, the paper's) or the threshold."""
@@ -91,11 +107,54 @@ def clip_layer(layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray
     return clip_codes(x, x_type, layer.result, threshold, mode)
 
 
+def sloped_codes(x: np.ndarray, x_type: FixedType, result: FixedType, threshold: float, mode: str,
+                 alpha: np.ndarray | int, alpha_type: FixedType) -> np.ndarray:
+    """A sloped clip on input codes ``x``: the positive side as :func:`clip_codes`, ``(res_T)(alpha * x)``
+    for ``x <= 0`` (``alpha``: codes in ``alpha_type``, one scalar or shaped to broadcast with a sample)."""
+    codes = np.asarray(x)
+    positive = clip_codes(codes, x_type, result, threshold, mode)
+    negative = prelu_codes(np.minimum(codes, 0), x_type, alpha, alpha_type, result)
+    return np.where(codes > 0, positive, negative)
+
+
+def scalar_alpha(layer: LayerSpec) -> tuple[int, FixedType]:
+    """The slope's code in ``param_t``: the literal hls4ml writes into the call, converted as C++ does."""
+    try:
+        param_t = parse_type(layer.attrs["param_t"])
+        alpha = float(layer.attrs["param"])
+    except (KeyError, TypeError, ValueError):
+        msg = f"clipped activation {layer.name} has no param/param_t in its program; convert the model again"
+        raise EmulatorError(msg) from None
+    return int(quantize_float(np.float64(alpha), param_t)), param_t
+
+
+def sloped_layer(emulator, layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
+    """A ``Kind.CLIPACT_SLOPED`` layer (attributes ``threshold``, ``mode``, ``alpha`` and, for a scalar
+    slope, ``param``/``param_t``; PReLU's words come from the image's ``param`` array)."""
+    where = f"clipped activation {layer.name}"
+    threshold = check_threshold(layer.attrs.get("threshold"), f"{where}: threshold")
+    mode = check_mode(layer.attrs.get("mode"), f"{where}: mode")
+    x = inputs[0]
+    if layer.attrs.get("alpha") == "array":
+        w = emulator.weights(layer, "param")
+        if w is None or not w.is_fixed:
+            held = "none" if w is None else "floats"
+            msg = f"{where} needs its param array in fixed point (the WeightImage holds {held})"
+            raise EmulatorError(msg)
+        alpha, alpha_type = np.asarray(w.codes).reshape(tuple(np.shape(x)[1:])), w.type
+    else:
+        alpha, alpha_type = scalar_alpha(layer)
+    return sloped_codes(x, types[0], layer.result, threshold, mode, alpha, alpha_type)
+
+
+register_op(Kind.CLIPACT_SLOPED, sloped_layer)
+
+
 def hardware_thresholds(program: Program) -> dict[str, float]:
     """The threshold each clipped activation of ``program`` really compares with (quantized)."""
     out = {}
     for layer in program.layers:
-        if layer.kind is Kind.CLIPACT:
+        if layer.kind in CLIP_KINDS:
             x_type = program.layer(layer.inputs[0]).result
             out[layer.name] = threshold_value(layer.attrs["threshold"], x_type)
     return out

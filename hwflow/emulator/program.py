@@ -24,6 +24,7 @@ class Kind(enum.Enum):
     BATCHNORM = "batchnorm"
     ACTIVATION = "activation"
     CLIPACT = "clipact"  # FT-ClipAct clipped activation (hwflow.emulator.clip)
+    CLIPACT_SLOPED = "clipact_sloped"  # FT-ClipAct on LeakyReLU / PReLU / sloped quantized_relu (hwflow.emulator.clip)
     POOL1D = "pool1d"
     POOL2D = "pool2d"
     GLOBALPOOL1D = "globalpool1d"

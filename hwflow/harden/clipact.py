@@ -12,6 +12,13 @@ where ``q`` is the replaced layer's ``quantized_relu(bits, integer)`` (which als
 to 0). With ``mode="saturate"`` and ``T`` at or above the output type's largest value the layer is
 the original ``QActivation``: the quantizer saturates there anyway.
 
+The ReLU family with a negative side (``form``) is clipped on its positive side only, the negative
+side kept as the activation computes it: ``quantized_leaky`` (``quantized_relu(bits, integer,
+negative_slope)``, ``q`` then being that quantizer), ``leaky`` (Keras ``LeakyReLU``: ``alpha * x``
+below 0, no quantizer) and ``prelu`` (Keras ``PReLU`` without ``shared_axes``: its ``alpha`` array,
+one per position, kept as a trainable weight and, in hardware, as a weight array in memory).
+``ELU`` and ``ThresholdedReLU`` are refused (``unclippable`` says why; ``docs/methods.md``).
+
 The layer is a real Keras layer, so a clipped model still trains and saves to ``.h5``;
 :func:`hwflow.zoo.loading.load_model` knows it. In hardware (``hls/nnet_clipact.h``) and in the
 emulator (``hwflow.emulator.clip``) ``T`` is compared in the layer's *input* type, rounded down to
@@ -50,23 +57,61 @@ def _check_bits(bits: object, integer: object, where: str) -> tuple[int, int]:
     return int(bits), int(integer)
 
 
-class ClipActivation(tf.keras.layers.Layer):
-    """A quantized ReLU that clips values above ``threshold`` to zero or to the threshold.
+FORMS = ("relu", "quantized_leaky", "leaky", "prelu")
+"""What a ClipActivation replaced: a plain quantized ReLU, a ``quantized_relu`` with a negative slope, a
+Keras ``LeakyReLU`` or a Keras ``PReLU``."""
+SLOPED_FORMS = FORMS[1:]
+"""The forms with a negative side (``hwflow.emulator.clip``'s ``Kind.CLIPACT_SLOPED``)."""
 
-    ``bits`` and ``integer`` are those of QKeras's ``quantized_relu(bits, integer)``: the output is
-    ``ufixed<bits, integer>`` rounded to nearest and saturated, as hls4ml converts that quantizer.
+
+def _check_form(form: object, negative_slope: object, where: str) -> tuple[str, float]:
+    if not isinstance(form, str) or form not in FORMS:
+        msg = f"{where}: form must be one of {', '.join(FORMS)}, got {form!r}"
+        raise HardenError(msg)
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(float(negative_slope)):
+        msg = f"{where}: negative_slope must be a finite number, got {negative_slope!r}"
+        raise HardenError(msg)
+    slope = float(negative_slope)
+    if form in ("quantized_leaky", "leaky") and slope == 0.0:
+        msg = f"{where}: form {form!r} needs a non-zero negative_slope (use form 'relu' for a plain ReLU)"
+        raise HardenError(msg)
+    if form in ("relu", "prelu") and slope != 0.0:
+        msg = f"{where}: form {form!r} takes no negative_slope (got {slope})"
+        raise HardenError(msg)
+    return form, slope
+
+
+class ClipActivation(tf.keras.layers.Layer):
+    """A ReLU-family activation that clips values above ``threshold`` to zero or to the threshold.
+
+    ``bits`` and ``integer`` are those of QKeras's ``quantized_relu(bits, integer)`` (forms ``relu``
+    and ``quantized_leaky``): the output is then ``ufixed<bits, integer>`` (``fixed<bits, integer + 1>``
+    with a negative slope) rounded to nearest and saturated, as hls4ml converts that quantizer. The
+    ``leaky`` and ``prelu`` forms are float Keras layers; hls4ml types them as the layer they replace.
     """
 
     def __init__(self, threshold: float, mode: str = DEFAULT_MODE, bits: int = 8, integer: int = 3,
-                 **kwargs: Any) -> None:
+                 form: str = "relu", negative_slope: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         where = f"ClipActivation {self.name}"
         self.threshold = check_threshold(threshold, f"{where}: threshold", HardenError)
         self.mode = check_mode(mode, f"{where}: mode", HardenError)
         self.bits, self.integer = _check_bits(bits, integer, where)
+        self.form, self.negative_slope = _check_form(form, negative_slope, where)
         from qkeras import quantized_relu
 
-        self._quantizer = quantized_relu(self.bits, self.integer)
+        self._quantizer = None
+        if self.form == "relu":
+            self._quantizer = quantized_relu(self.bits, self.integer)
+        elif self.form == "quantized_leaky":
+            self._quantizer = quantized_relu(self.bits, self.integer, negative_slope=self.negative_slope)
+
+    def build(self, input_shape: Any) -> None:
+        if self.form == "prelu":  # PReLU's alpha, one per position (hls4ml converts no shared_axes)
+            self.alpha = self.add_weight(name="alpha", shape=tuple(input_shape[1:]), initializer="zeros",
+                                         trainable=True)
+        super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
         t = tf.constant(self.threshold, dtype=inputs.dtype)
@@ -74,14 +119,18 @@ class ClipActivation(tf.keras.layers.Layer):
             clipped = tf.where(inputs <= t, inputs, tf.zeros_like(inputs))
         else:
             clipped = tf.minimum(inputs, t)
-        return self._quantizer(clipped)
+        if self._quantizer is not None:  # quantized_relu maps x < 0 to 0 or, with a slope, to its slope
+            return self._quantizer(clipped)
+        alpha = self.alpha if self.form == "prelu" else tf.constant(self.negative_slope, dtype=inputs.dtype)
+        return tf.where(inputs > 0, clipped, alpha * inputs)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update({"threshold": self.threshold, "mode": self.mode, "bits": self.bits, "integer": self.integer})
+        config.update({"threshold": self.threshold, "mode": self.mode, "bits": self.bits, "integer": self.integer,
+                       "form": self.form, "negative_slope": self.negative_slope})
         return config
 
 
@@ -97,37 +146,67 @@ def custom_objects() -> dict[str, Any]:
 
 def _relu_quantizer(layer: Any) -> tuple[int, int] | None:
     """(bits, integer) of a plain ``QActivation(quantized_relu(...))``, else None."""
-    if type(layer).__name__ != "QActivation":
+    form = _clip_form(layer)
+    return form[1:3] if form is not None and form[0] == "relu" else None
+
+
+def _clip_form(layer: Any) -> tuple[str, int, int, float] | None:
+    """``(form, bits, integer, negative_slope)`` of a layer FT-ClipAct can replace, else None.
+
+    ``QActivation(quantized_relu(bits, integer[, negative_slope]))`` without sigmoid form, upper bound
+    or stochastic rounding; Keras ``LeakyReLU``; Keras ``PReLU`` without ``shared_axes``; a
+    ``ClipActivation`` (clipped again with another threshold)."""
+    kind = type(layer).__name__
+    if isinstance(layer, ClipActivation):
+        return layer.form, layer.bits, layer.integer, layer.negative_slope
+    if kind == "LeakyReLU":
+        config = layer.get_config()
+        slope = float(config.get("negative_slope", config.get("alpha", 0.3)))
+        return ("leaky", 8, 3, slope) if slope != 0.0 else None
+    if kind == "PReLU":
+        return ("prelu", 8, 3, 0.0) if layer.get_config().get("shared_axes") is None else None
+    if kind != "QActivation":
         return None
-    quantizer = layer.activation
+    quantizer = getattr(layer, "quantizer", None)  # the object, also when the layer was given a string
     if type(quantizer).__name__ != "quantized_relu":
         return None
-    plain = (float(quantizer.negative_slope) == 0.0 and not quantizer.use_sigmoid
-             and quantizer.relu_upper_bound is None and not quantizer.use_stochastic_rounding)
-    return (int(quantizer.bits), int(quantizer.integer)) if plain else None
+    plain = (not quantizer.use_sigmoid and quantizer.relu_upper_bound is None
+             and not quantizer.use_stochastic_rounding)
+    if not plain:
+        return None
+    slope = float(quantizer.negative_slope)
+    return ("relu" if slope == 0.0 else "quantized_leaky", int(quantizer.bits), int(quantizer.integer), slope)
 
 
 def clip_layers(model: tf.keras.Model) -> dict[str, tuple[int, int]]:
     """The layers FT-ClipAct can clip, with their ``(bits, integer)``: plain quantized ReLUs
-    (``QActivation(quantized_relu(bits, integer))``) and existing ``ClipActivation`` layers."""
+    (``QActivation(quantized_relu(bits, integer))``), quantized ReLUs with a negative slope, Keras
+    ``LeakyReLU`` and ``PReLU`` (no ``shared_axes``) and existing ``ClipActivation`` layers."""
     out = {}
     for layer in model.layers:
-        if isinstance(layer, ClipActivation):
-            out[layer.name] = (layer.bits, layer.integer)
-        elif (q := _relu_quantizer(layer)) is not None:
-            out[layer.name] = q
+        if (form := _clip_form(layer)) is not None:
+            out[layer.name] = form[1:3]
     return out
 
 
+def clip_forms(model: tf.keras.Model) -> dict[str, tuple[str, int, int, float]]:
+    """``name -> (form, bits, integer, negative_slope)`` of every layer FT-ClipAct can clip."""
+    return {layer.name: form for layer in model.layers if (form := _clip_form(layer)) is not None}
+
+
 RELU_FAMILY = ("LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "ReLU")
-"""ReLU-like Keras layers FT-ClipAct leaves alone (``unclippable``): ClipActivation is a quantized ReLU."""
+"""ReLU-like Keras layers; those ``clip_layers`` does not take are explained by ``unclippable``."""
+_UNCLIPPABLE = {
+    "ELU": "ELU: its negative side is a table hls4ml indexes in its own config; not implemented",
+    "ThresholdedReLU": "ThresholdedReLU: it already zeroes a band of inputs, a second threshold is not implemented",
+    "ReLU": "a float Keras ReLU layer: quantize it as QActivation(quantized_relu(bits, integer)) first",
+    "PReLU": "PReLU with shared_axes: hls4ml 1.3.0 converts one alpha per position only",
+    "LeakyReLU": "LeakyReLU with a zero slope: make it a quantized_relu",
+}
 
 
 def unclippable(model: tf.keras.Model, names: list[str]) -> str:
-    """Why the ReLU-family layers among ``names`` are not clipped ('' when none of them is one).
-
-    ClipActivation replaces a ``quantized_relu`` one for one; a layer that passes negative values (a
-    negative slope, PReLU's alpha, ELU) or computes in another type would change its function."""
+    """Why the ReLU-family layers among ``names`` are not clipped ('' when none of them is one)."""
     reasons = []
     by_name = {layer.name: layer for layer in model.layers}
     for name in names:
@@ -135,13 +214,13 @@ def unclippable(model: tf.keras.Model, names: list[str]) -> str:
         kind = type(layer).__name__ if layer is not None else ""
         quantizer = getattr(layer, "activation", None) if kind == "QActivation" else None
         q_name = quantizer.split("(")[0] if isinstance(quantizer, str) else type(quantizer).__name__
-        if kind in RELU_FAMILY or q_name == "quantized_relu":
-            what = "quantized_relu with a negative slope, sigmoid form or upper bound" if quantizer else kind
-            reasons.append(f"{name} ({what})")
+        if kind in _UNCLIPPABLE:
+            reasons.append(f"{name} ({_UNCLIPPABLE[kind]})")
+        elif q_name == "quantized_relu":
+            reasons.append(f"{name} (quantized_relu with a sigmoid form, upper bound or stochastic rounding)")
     if not reasons:
         return ""
-    return (f"; FT-ClipAct does not clip {', '.join(reasons)}: it replaces plain QActivation(quantized_relu(bits, "
-            "integer)) layers only, and these pass negative values or use another function")
+    return f"; FT-ClipAct does not clip {', '.join(reasons)}"
 
 
 def _check_thresholds(model: tf.keras.Model, thresholds: dict[str, float]) -> dict[str, float]:
@@ -151,7 +230,7 @@ def _check_thresholds(model: tf.keras.Model, thresholds: dict[str, float]) -> di
     layers = clip_layers(model)
     if not layers:
         msg = (f"model {model.name} has no layer FT-ClipAct can clip: it replaces "
-               "QActivation(quantized_relu(bits, integer)) layers without negative slope or upper bound")
+               "QActivation(quantized_relu(...)) layers without upper bound, LeakyReLU and PReLU layers")
         raise HardenError(msg)
     unknown = sorted(set(thresholds) - set(layers))
     if unknown:
@@ -169,13 +248,14 @@ def apply_clipact(model: tf.keras.Model, thresholds: dict[str, float], mode: str
     """
     mode = check_mode(mode, "clip mode", HardenError)
     checked = _check_thresholds(model, thresholds)
-    bits = clip_layers(model)
+    forms = clip_forms(model)
 
     def clone(layer: Any) -> Any:
         if layer.name not in checked:
             return layer.__class__.from_config(layer.get_config())
-        b, i = bits[layer.name]
-        return ClipActivation(checked[layer.name], mode, b, i, name=layer.name, dtype=layer.dtype)
+        form, b, i, slope = forms[layer.name]
+        return ClipActivation(checked[layer.name], mode, b, i, form=form, negative_slope=slope, name=layer.name,
+                              dtype=layer.dtype)
 
     try:
         clone_model = tf.keras.models.clone_model(model, clone_function=clone)
@@ -250,11 +330,15 @@ def describe_thresholds(model: tf.keras.Model, thresholds: dict[str, float], spe
     above anything the quantized output can hold: printed alone, ``12.47`` for a
     ``quantized_relu(6)`` whose outputs stop at 0.984 reads as a bug.
     """
-    layers = clip_layers(model)
+    forms = clip_forms(model)
     parts = []
     for name, t in thresholds.items():
-        if name in layers:
-            parts.append(f"{name} T={t:{spec}} (outputs 0..{output_max(*layers[name]):{spec}})")
+        form = forms.get(name)
+        if form is not None and form[0] == "relu":
+            parts.append(f"{name} T={t:{spec}} (outputs 0..{output_max(*form[1:3]):{spec}})")
+        elif form is not None and form[0] == "quantized_leaky":  # fixed<bits, integer + 1>
+            top = 2.0 ** form[2] - 2.0 ** (form[2] + 1 - form[1])
+            parts.append(f"{name} T={t:{spec}} (positive outputs up to {top:{spec}})")
         else:
             parts.append(f"{name} T={t:{spec}}")
     return ", ".join(parts)
@@ -266,5 +350,6 @@ def sidecar_entry(mode: str, thresholds: dict[str, float]) -> dict:
     return {"mode": mode, "thresholds": {str(k): float(v) for k, v in thresholds.items()}}
 
 
-__all__ = ["CLIP_RULES", "DEFAULT_MODE", "MODES", "ClipActivation", "apply_clipact", "clip_layers", "clip_settings",
-           "custom_objects", "describe_thresholds", "output_max", "profile_thresholds", "sidecar_entry"]
+__all__ = ["CLIP_RULES", "DEFAULT_MODE", "FORMS", "MODES", "ClipActivation", "apply_clipact", "clip_forms",
+           "clip_layers", "clip_settings", "custom_objects", "describe_thresholds", "output_max", "profile_thresholds",
+           "sidecar_entry"]

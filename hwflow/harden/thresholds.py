@@ -35,8 +35,8 @@ import numpy as np
 from hwflow.campaign.engine import TrialEvaluator
 from hwflow.campaign.metric import data_targets, search_values
 from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
-from hwflow.emulator import Kind, Program
-from hwflow.emulator.clip import check_mode, hardware_thresholds, threshold_code
+from hwflow.emulator import Program
+from hwflow.emulator.clip import CLIP_KINDS, check_mode, hardware_thresholds, threshold_code
 from hwflow.errors import FaultSpecError, HardenError
 from hwflow.faults import FaultMap, fault_model_from_spec
 from hwflow.harden.clipact import (
@@ -84,7 +84,8 @@ class ClipSearchConfig:
     val_samples: int | None = None
     """Validation samples the score runs on (the first ones); None: the whole validation split."""
     layers: tuple[str, ...] | None = None
-    """Layers to clip; None: every clippable layer (plain quantized ReLUs, existing ClipActivations)."""
+    """Layers to clip; None: every clippable layer (quantized ReLUs with or without a negative slope, LeakyReLU,
+    PReLU, existing ClipActivations)."""
     options: HlsOptions = field(default_factory=HlsOptions)
     """hls4ml options of the conversion the scores are computed on (use the deployment's)."""
     metric: MetricSpec | None = None
@@ -183,7 +184,7 @@ def with_thresholds(program: Program, thresholds: Mapping[str, float], mode: str
     """``program`` with other thresholds (and mode) on its clipped activations; nothing else changes."""
     layers = tuple(
         replace(layer, attrs={**layer.attrs, "threshold": float(thresholds[layer.name]), "mode": mode})
-        if layer.kind is Kind.CLIPACT and layer.name in thresholds else layer
+        if layer.kind in CLIP_KINDS and layer.name in thresholds else layer
         for layer in program.layers
     )
     return replace(program, layers=layers)
@@ -217,7 +218,7 @@ class _Scorer:
         self.program, self.image, self.x, self.y, self.targets = program, image, x, y, targets
         self.config, self.maps = config, maps
         self.types = {layer.name: program.layer(layer.inputs[0]).result
-                      for layer in program.layers if layer.kind is Kind.CLIPACT}
+                      for layer in program.layers if layer.kind in CLIP_KINDS}
         self.memo: dict[tuple, tuple[float, float]] = {}
 
     def key(self, thresholds: Mapping[str, float]) -> tuple:

@@ -149,12 +149,15 @@ def memory_range(depth: int, word_bits: int) -> int:
     return max(4096, 1 << max(0, size - 1).bit_length())
 
 
-def estimate(program: Program, image, options, memories: list[dict] | None = None) -> ResourceEstimate:
+def estimate(program: Program, image, options, memories: list[dict] | None = None,
+             fifo_depth: int | None = None) -> ResourceEstimate:
     """Estimate the resources of the design built from ``program`` and ``image`` with ``options``.
 
     ``image`` is the WeightImage, ``options`` the HlsOptions (io type, strategy, reuse factor),
     ``memories`` the manifest's ``weight_memories`` (contract 8; their ``range`` sizes the BRAMs).
-    Without ``memories``, each image array is one memory sized by :func:`memory_range`.
+    Without ``memories``, each image array is one memory sized by :func:`memory_range`. ``fifo_depth``
+    (io_stream): the depth the build gives the layers' output FIFOs (``BuildOptions.fifo_depth``; None:
+    hls4ml's, as deep as the layer has pixels); a branch's copies keep hls4ml's depth.
     """
     reuse = int(options.reuse_factor)
     stream = options.io_type.value == "io_stream"
@@ -164,7 +167,8 @@ def estimate(program: Program, image, options, memories: list[dict] | None = Non
         # A user's hls4ml configuration sets reuse factor and strategy per layer (the Program records them).
         layer_reuse = int(layer.attrs.get("reuse_factor", reuse))
         layer_resource = str(layer.attrs.get("strategy", options.strategy.value)).lower().startswith("resource")
-        items.extend(_layer(program, image, layer, layer_reuse, stream, layer_resource and layer_reuse > 1))
+        items.extend(_layer(program, image, layer, layer_reuse, stream, layer_resource and layer_reuse > 1,
+                            fifo_depth))
     items.extend(_copies(program, stream))
     items.extend(_io(program, stream))
     items.extend(_infrastructure(len(entries)))
@@ -225,7 +229,7 @@ def _memory(entry: dict) -> Usage:
 def _ram(depth: int, width: int) -> tuple[float, int]:
     """(BRAM36, LUT) of an array ``depth`` x ``width`` bits: LUTRAM when small, else RAMB18 halves."""
     if depth * width <= SMALL_RAM_BITS or depth <= 32:
-        return 0.0, math.ceil(depth * width / 32)  # SRL32 / 32 x 1 LUTRAM per LUT
+        return 0.0, width * math.ceil(depth / 32)  # one SRL32 / 32 x 1 LUTRAM per bit of width and 32 words
     per_half = {512: 36, 1024: 18, 2048: 9, 4096: 4, 8192: 2, 16384: 1}
     for max_depth, bits in per_half.items():
         if depth <= max_depth:
@@ -240,6 +244,7 @@ class _Design:
     program: Program
     image: object
     stream: bool
+    fifo_depth: int | None = None
 
     def input_bits(self, layer: LayerSpec, k: int = 0) -> int:
         source = self.program.layer(layer.inputs[k]) if layer.inputs else self.program.input
@@ -255,9 +260,10 @@ Rule = Callable[[_Design, LayerSpec, int, bool], list[Usage]]
 """A kind's rule: (design, layer, reuse factor, Resource strategy with reuse > 1) -> the layer's parts."""
 
 
-def _layer(program: Program, image, layer: LayerSpec, reuse: int, stream: bool, resource: bool) -> list[Usage]:
+def _layer(program: Program, image, layer: LayerSpec, reuse: int, stream: bool, resource: bool,
+           fifo_depth: int | None = None) -> list[Usage]:
     """A layer's parts by its kind's rule (``RULES``); a kind without a rule is refused, never costed as zero."""
-    return rule_for(layer)(_Design(program, image, stream), layer, reuse, resource)
+    return rule_for(layer)(_Design(program, image, stream, fifo_depth), layer, reuse, resource)
 
 
 def rule_for(layer: LayerSpec) -> Rule:
@@ -281,7 +287,10 @@ def _body(design: _Design, layer: LayerSpec, lut: int = 0, ff: int = 0, bram: fl
     elements = math.prod(layer.output_shape)
     if design.stream:
         channels = layer.output_shape[-1] if layer.output_shape else 1
-        fifo_bram, fifo_lut = _ram(max(1, elements // max(1, channels)), channels * layer.result.width)
+        depth = max(1, elements // max(1, channels))
+        if design.fifo_depth is not None:
+            depth = min(depth, design.fifo_depth)
+        fifo_bram, fifo_lut = _ram(depth, channels * layer.result.width)
         bram, lut = bram + fifo_bram, lut + fifo_lut
     else:
         ff += elements * layer.result.width

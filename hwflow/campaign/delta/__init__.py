@@ -12,7 +12,7 @@
 Importing the package registers every rule.
 """
 
-from hwflow.campaign.delta import channelwise, depthwise, mac, merge, reshape  # noqa: F401 - registers the rules
+from hwflow.campaign.delta import channelwise, clipact, depthwise, mac, merge, reshape  # noqa: F401 - registers the rules
 from hwflow.campaign.delta import pooling  # noqa: F401 - cropping and resize rules
 from hwflow.campaign.delta import activations  # noqa: F401 - activation rules (PReLU, parametrized, hard)
 from hwflow.campaign.delta.golden import Golden

@@ -9,6 +9,9 @@ Pooling reads whole windows: a block holds all spatial positions of its channels
 holding a changed input are inside it. Weightless kinds use the emulator's own kernel
 (``Emulator._layer``); batch normalization, whose weights the block slices, calls the same
 ``hwflow.emulator.ops`` kernels the emulator calls.
+
+FT-ClipAct's clip is monotone only in saturate mode (and with a cast that cannot wrap); its sloped form
+(``Kind.CLIPACT_SLOPED``: a clipped LeakyReLU / PReLU) has its own rule, ``delta.clipact``.
 """
 
 from __future__ import annotations
