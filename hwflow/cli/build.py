@@ -37,6 +37,10 @@ def add_parser(sub) -> None:
     p.add_argument("--memories", help="comma-separated layer/array keys to put in BRAM instead (e.g. "
                    "conv1/weight,out/weight)")
     p.add_argument("--name", help="model name in the manifest (default: the file name)")
+    p.add_argument("--fifo-depth", type=positive, default=None,
+                   help="io_stream: every layer's output FIFO at most this many words deep (default: hls4ml's, as "
+                   "deep as the layer has pixels); a branch's copies keep hls4ml's depth. C simulation cannot "
+                   "tell a FIFO too shallow: confirm with co-simulation before a board run")
     p.add_argument("--synth", action="store_true", help="run Vitis HLS and Vivado when they are on the PATH")
     p.set_defaults(func=run)
 
@@ -52,7 +56,8 @@ def build_options(args, name: str | None = None):
         msg = "give --min-words or --memories, not both"
         raise BuildError(msg)
     keys = tuple(k.strip() for k in memories.split(",") if k.strip()) if memories else None
-    return BuildOptions(hls_options(args), min_words or DEFAULT_MIN_WORDS, keys, name)
+    return BuildOptions(hls_options(args), min_words or DEFAULT_MIN_WORDS, keys, name,
+                        fifo_depth=getattr(args, "fifo_depth", None))
 
 
 def load_for_build(path: str):

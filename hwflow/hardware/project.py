@@ -59,8 +59,18 @@ class BuildOptions:
     """Explicit ``layer/name`` keys of the arrays to put in BRAM (instead of the ``min_words`` rule)."""
     name: str | None = None
     """Model name recorded in the manifest (default: the Keras model's name)."""
+    fifo_depth: int | None = None
+    """io_stream: the depth of every layer's output FIFO, at most (None: hls4ml's, as deep as the layer has
+    pixels, which is what makes a 32x32 network's FIFOs outgrow a small part). The copies of a branch (hls4ml's
+    Clone outputs: a residual shortcut) keep hls4ml's depth, so the shortcut can hold what the long path
+    delays. C simulation cannot tell a FIFO too shallow (its streams are unbounded): co-simulation (or hls4ml's
+    FIFO depth optimization) confirms the depths before a board run."""
 
     def __post_init__(self) -> None:
+        depth = self.fifo_depth
+        if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+            msg = f"fifo_depth must be a positive integer (FIFO words), got {depth!r}"
+            raise BuildError(msg)
         if isinstance(self.min_words, bool) or not isinstance(self.min_words, int) or self.min_words < 1:
             msg = f"min_words must be a positive integer, got {self.min_words!r}"
             raise BuildError(msg)
@@ -139,7 +149,10 @@ def generate(model, board, out_dir: str | Path, options: BuildOptions | None = N
     variables = _bram_variables(hls_model, image, keys)
     name = options.name or str(getattr(model, "name", "model"))
     manifest = make_manifest(name, board, hls, program, image, keys)
-    check_resources(program, image, board, hls, manifest)
+    check_reuse_factors(hls_model)
+    if options.fifo_depth is not None:
+        _limit_fifos(hls_model, hls, options.fifo_depth)
+    check_resources(program, image, board, hls, manifest, options.fifo_depth)
 
     for var in variables.values():
         BramWeightVariableConverter.convert(var)  # hls4ml's own switch: the array becomes a port of myproject
@@ -238,14 +251,79 @@ def _check_image(image: WeightImage) -> None:
         raise BuildError(msg)
 
 
-def check_resources(program: Program, image: WeightImage, board, hls: HlsOptions, manifest: Manifest):
+def check_resources(program: Program, image: WeightImage, board, hls: HlsOptions, manifest: Manifest,
+                    fifo_depth: int | None = None):
     """The resource estimate of the design (``hwflow.hardware.resources``); refuses one that cannot fit."""
     from hwflow.hardware.resources import check_fits, estimate
 
-    usage = estimate(program, image, hls, memories=[m.to_json() for m in manifest.weight_memories])
+    usage = estimate(program, image, hls, memories=[m.to_json() for m in manifest.weight_memories],
+                     fifo_depth=fifo_depth)
     log.info("%s on %s", usage.summary(), board.name)
     check_fits(usage, board)
     return usage
+
+
+def reuse_problem(n_in: int, n_out: int, reuse: int) -> str | None:
+    """Why hls4ml 1.3.0's Resource dense kernel (also a convolution's, per pixel) cannot run ``reuse`` for an
+    ``n_in`` x ``n_out`` product, or None. Above ``n_in`` only multiples of ``n_in`` have a kernel (there is
+    no ``DenseResource_rf_gt_nin`` class, and a Dense takes ``rf_gt_nin_rem0``, whose C simulation asserts
+    it); at or below ``n_in``, ``dense_resource_rf_leq_nin`` asserts that the multipliers divide by ``n_out``."""
+    if reuse > n_in and reuse % n_in:
+        return f"a reuse factor above n_in ({n_in}) must be a multiple of it"
+    if reuse <= n_in and -(-n_in * n_out // reuse) % n_out:
+        return f"ceil(n_in * n_out / reuse factor) = {-(-n_in * n_out // reuse)} is not a multiple of n_out ({n_out})"
+    return None
+
+
+def valid_reuse_factor(n_in: int, n_out: int, reuse: int) -> int:
+    """The reuse factor closest to ``reuse`` (the smaller on a tie) that :func:`reuse_problem` accepts."""
+    total = n_in * n_out
+    candidates = [r for r in range(1, total + 1) if total % r == 0 and reuse_problem(n_in, n_out, r) is None]
+    return min(candidates, key=lambda r: (abs(r - reuse), r))
+
+
+def check_reuse_factors(hls_model) -> None:
+    """Refuse, before anything is written or compiled, a Resource layer whose reuse factor hls4ml 1.3.0 has
+    no working kernel for (:func:`reuse_problem`), naming the layer and a reuse factor that works."""
+    names = names_of(hls_model)
+    for layer in hls_model.get_layers():
+        if str(layer.get_attr("strategy", "")).lower() != "resource" or "weight" not in layer.weights:
+            continue
+        if "Depthwise" in layer.class_name:
+            continue  # nnet_depthwise_product's kernels take any reuse factor hls4ml validates
+        if "Dense" in layer.class_name:
+            n_in, n_out = int(layer.get_attr("n_in")), int(layer.get_attr("n_out"))
+        elif "Conv" in layer.class_name:
+            taps = int(layer.get_attr("filt_height", 1) or 1) * int(layer.get_attr("filt_width"))
+            n_in = int(layer.get_attr("n_chan")) * taps
+            n_out = int(layer.get_attr("n_filt"))
+        else:
+            continue
+        reuse = int(layer.get_attr("reuse_factor", 1))
+        problem = reuse_problem(n_in, n_out, reuse)
+        if problem is not None:
+            where = f"layer {names.to_user(layer.name)!r} ({layer.class_name}, n_in {n_in}, n_out {n_out})"
+            msg = (f"{where}: hls4ml 1.3.0's Resource kernel cannot run reuse factor {reuse}: {problem} (it fails "
+                   "to compile or its C "
+                   f"simulation asserts); use reuse factor {valid_reuse_factor(n_in, n_out, reuse)} for this layer "
+                   "(an hls4ml configuration's LayerName entry, --hls-config)")
+            raise BuildError(msg)
+
+
+def _limit_fifos(hls_model, hls: HlsOptions, depth: int) -> None:
+    """Give every layer's output stream at most ``depth`` words (``BuildOptions.fifo_depth``); the outputs of
+    hls4ml's Clone layers (a branch's copies) keep their depth. io_parallel has no FIFOs: refused."""
+    if hls.io_type.value != "io_stream":
+        msg = "a FIFO depth (--fifo-depth) applies to io_stream designs only; this build is io_parallel (--io stream)"
+        raise BuildError(msg)
+    for layer in hls_model.get_layers():
+        if layer.class_name == "Clone":
+            continue
+        for name in layer.outputs:
+            var = hls_model.output_vars.get(name)
+            pragma = getattr(var, "pragma", None)
+            if isinstance(pragma, tuple) and len(pragma) == 2 and pragma[0] == "stream":
+                var.pragma = ("stream", min(int(pragma[1]), depth))
 
 
 def _bram_variables(hls_model, image: WeightImage, keys: tuple[str, ...]) -> dict[str, object]:
