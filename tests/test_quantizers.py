@@ -71,7 +71,7 @@ def _shift_reference(a: int, x_type: FixedType, sign: int, e: int, bits: int) ->
 
     big = wrap(a << (fr - x_type.frac))
     if e >= wr:
-        y = 0 if e == wr or big >= 0 else -1
+        y = 0 if e == wr or big >= 0 or wr > 64 else -1
     elif e >= 0:
         y = wrap(big << e)
     else:
@@ -513,6 +513,26 @@ def test_po2_and_xnor_data_convolutions_in_bram_through_the_csim_board(tmp_path)
     check = check_board(board, board.program, board.image, _inputs(48, (8, 8, 2)), maps)
     assert check.ok, check.summary()
     assert check.words_written > 30
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_18_bit_po2_words_under_faults_through_the_csim_board(tmp_path):
+    """hls4ml's po2 test model: flipped exponent bits shift by up to 2^17 in a 68-bit r_T (the C++ leaves shifts
+    past its width undefined); the C simulation and the emulator agree on every map."""
+    from hwflow.convert import HlsOptions
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
+    from hwflow.hardware.project import BuildOptions, generate
+
+    options = BuildOptions(HlsOptions.make("parallel", strategy="Resource", reuse_factor=13), min_words=1)
+    generate(_eleven("po2"), load_board("pynq-z2"), tmp_path, options)
+    board = CSimBoard(tmp_path)
+    maps = sample_fault_maps(board_image(board.image, board.manifest), 30, seed=1)
+    shifts = [quantized.exponent_fields(m.apply(board.image).get("dense", "weight").words, 18)[1] for m in maps]
+    assert sum(bool(np.any(np.abs(e) >= 68)) for e in shifts) > 20  # past r_T's width
+    check = check_board(board, board.program, board.image, _inputs(48, 26), maps)
+    assert check.ok, check.summary()
 
 
 @needs_gxx

@@ -17,8 +17,11 @@ Exponent products are computed as fixed-point multipliers ``+-2**e`` where every
 the shift exact in ``r_T`` (a trained network; most faults); otherwise with Python integers, shift for
 shift as ``ap_fixed`` does it (a flipped exponent bit that shifts a word out of ``r_T``). Shifts of
 ``r_T``'s width or more follow ``ap_private``'s one-word rules (``shl``: 0 at the width, the sign
-beyond; ``ashr``: 0 at the width); beyond that the C++ is undefined (it asserts, or shifts modulo
-64) and we take the hardware's answer, the sign.
+beyond; ``ashr``: 0 at the width) where ``r_T`` fits 64 bits. Beyond that the C++ is undefined (a
+wider ``ap_private`` shifts outside its words, a one-word ``ashr`` past 63 shifts modulo 64) and we
+take a shifter's answer: 0 to the left, the sign to the right, which is also what hls4ml's C
+simulation gave for every such fault we measured (18-bit exponents flipped up to 2^16 against a
+68-bit ``r_T``, ``tests/test_quantizers.py``), though the C++ does not promise it.
 
 Threshold layers: ``BatchNormalizationQuantizedTanh`` (``normalize_binary_tanh``: ``x >= t``;
 ``normalize_ternary_tanh``: ``x > hi`` -> 1, ``x <= lo`` -> -1, else 0), and the activation
@@ -151,8 +154,8 @@ def exponent_products(a: np.ndarray, x_type: FixedType, sign: np.ndarray, e: np.
     flat_a, flat_e, flat_s, flat_y = big.reshape(-1), e.reshape(-1), s.reshape(-1), y.reshape(-1)
     for i in range(flat_y.size):
         v, sh = int(flat_a[i]), int(flat_e[i])
-        if sh >= wr:  # ap_private::shl: 0 at the width, the sign beyond it
-            r = 0 if sh == wr or v >= 0 else -1
+        if sh >= wr:  # ap_private::shl of one word: 0 at the width, the sign beyond; wider r_T: shifted out
+            r = 0 if sh == wr or v >= 0 or wr > 64 else -1
         elif sh >= 0:
             r = _wrap_int(v << sh, wr)
         elif -sh == wr and wr <= 64:  # ap_private::ashr of one word: 0 at the width
