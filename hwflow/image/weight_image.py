@@ -50,7 +50,8 @@ class StoredArray:
             msg = f"{self.key}: a word is wider than the {self.format.width}-bit format {self.format}"
             raise FormatError(msg)
         if self.format.kind in (Kind.XNOR, Kind.TERNARY, Kind.EXPONENT) and not self.scale.is_identity:
-            msg = f"{self.key}: {self.format} words cannot be scaled (scale {self.scale}); weight scaling is for fixed point"
+            msg = (f"{self.key}: {self.format} words cannot be scaled (scale {self.scale}); weight scaling is for "
+                   "fixed point")
             raise FormatError(msg)
 
     @property
