@@ -47,6 +47,9 @@ class ModelSpec:
     file leaves them open; a value other than the default that the file contradicts is refused."""
     metric: MetricSpec | None = None
     """This model's metric (``metric:``, as at the top of the spec); None: the campaign's."""
+    keep_softmax: bool = False
+    """Keep the model's final softmax (``HlsOptions(keep_softmax=True)``): trials then compare and classify on
+    hls4ml's table softmax, emulated bit-exactly, instead of the logits (the default strips it)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class CampaignSpec:
                 model.pop("metric", None)
             else:
                 model["metric"] = spec_model.metric.to_json()
+        for model in data["models"]:  # likewise a model's keep_softmax left at its default
+            if not model.get("keep_softmax", False):
+                model.pop("keep_softmax", None)
         for model in data["models"]:  # likewise a model's hls_config; its digest: another file is another design
             if model.get("hls_config") is None:
                 model.pop("hls_config", None)
@@ -349,9 +355,18 @@ def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
         variants=variants,
         hls_config=_hls_config(r),
         metric=_metric(r),
+        keep_softmax=_flag(r, "keep_softmax", False),
     )
     r.finish()
     return spec
+
+
+def _flag(r: _Reader, key: str, default: bool) -> bool:
+    """A yes/no field: YAML's true or false only (not 1, not "yes" as text)."""
+    value = r._get(key, default)
+    if not isinstance(value, bool):
+        r.fail(key, f"must be true or false, got {value!r}")
+    return value
 
 
 def _metric(r: _Reader) -> MetricSpec | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hwflow.campaign.spec import CampaignSpec, ModelSpec
@@ -179,7 +179,7 @@ def model_options(spec: CampaignSpec, model: ModelSpec) -> HlsOptions:
     them open; a spec value other than the default that the file contradicts is refused.
     """
     if model.hls_config is None:
-        return HlsOptions.make(spec.io, spec.backend, spec.strategy, spec.reuse_factor)
+        return HlsOptions.make(spec.io, spec.backend, spec.strategy, spec.reuse_factor, keep_softmax=model.keep_softmax)
     from hwflow.campaign.spec import HLS_DEFAULTS
     from hwflow.convert.hls_config import load_hls_config, resolve_options
 
@@ -188,7 +188,8 @@ def model_options(spec: CampaignSpec, model: ModelSpec) -> HlsOptions:
     for key, default in HLS_DEFAULTS.items():
         value = getattr(spec, key)
         asked[key] = value if value != default else None
-    return resolve_options(user, **asked, label=lambda key: f"{spec.source}: {key}:")
+    options = resolve_options(user, **asked, label=lambda key: f"{spec.source}: {key}:")
+    return replace(options, keep_softmax=model.keep_softmax) if model.keep_softmax else options
 
 
 def variant_from_hls_model(graph, label: str, storage=None) -> Variant:
