@@ -264,14 +264,21 @@ def check_resources(program: Program, image: WeightImage, board, hls: HlsOptions
 
 
 def reuse_problem(n_in: int, n_out: int, reuse: int) -> str | None:
-    """Why hls4ml 1.3.0's Resource dense kernel (also a convolution's, per pixel) cannot run ``reuse`` for an
-    ``n_in`` x ``n_out`` product, or None. Above ``n_in`` only multiples of ``n_in`` have a kernel (there is
-    no ``DenseResource_rf_gt_nin`` class, and a Dense takes ``rf_gt_nin_rem0``, whose C simulation asserts
-    it); at or below ``n_in``, ``dense_resource_rf_leq_nin`` asserts that the multipliers divide by ``n_out``."""
+    """Why hls4ml 1.3.0's Resource dense kernel (a convolution's too, per pixel) cannot take ``reuse`` for an
+    ``n_in`` x ``n_out`` product, or None: hls4ml's own rule (``FPGABackend._validate_reuse_factor``).
+
+    hls4ml applies it when it creates a Dense or Conv layer, but its pointwise pass (``optimize_pointwise_conv``)
+    makes the 1x1 convolution anew with the configured reuse factor, unchecked. Above ``n_in`` only a multiple
+    of ``n_in`` has a kernel (there is no ``DenseResource_rf_gt_nin`` class: the C++ does not compile); at or
+    below, ``dense_resource_rf_leq_nin`` asserts that the multipliers divide by ``n_out``; a reuse factor
+    that does not divide ``n_in * n_out`` leaves the kernel's blocks uneven.
+    """
     if reuse > n_in and reuse % n_in:
         return f"a reuse factor above n_in ({n_in}) must be a multiple of it"
     if reuse <= n_in and -(-n_in * n_out // reuse) % n_out:
         return f"ceil(n_in * n_out / reuse factor) = {-(-n_in * n_out // reuse)} is not a multiple of n_out ({n_out})"
+    if (n_in * n_out) % reuse:
+        return f"it does not divide n_in * n_out ({n_in * n_out})"
     return None
 
 
@@ -303,10 +310,11 @@ def check_reuse_factors(hls_model) -> None:
         problem = reuse_problem(n_in, n_out, reuse)
         if problem is not None:
             where = f"layer {names.to_user(layer.name)!r} ({layer.class_name}, n_in {n_in}, n_out {n_out})"
+            valid = valid_reuse_factor(n_in, n_out, reuse)
             msg = (f"{where}: hls4ml 1.3.0's Resource kernel cannot run reuse factor {reuse}: {problem} (it fails "
-                   "to compile or its C "
-                   f"simulation asserts); use reuse factor {valid_reuse_factor(n_in, n_out, reuse)} for this layer "
-                   "(an hls4ml configuration's LayerName entry, --hls-config)")
+                   "to compile, its C simulation asserts, or hls4ml never validated it); use reuse factor "
+                   f"{valid} for this layer (an hls4ml configuration's LayerName entry, --hls-config), or a "
+                   "--reuse-factor that every layer takes")
             raise BuildError(msg)
 
 
