@@ -263,33 +263,46 @@ def test_engine_equals_full_emulation_with_alpha_faulted(request, digits, io):
 # --- the threshold search and the measured gain ----------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_search_then_clipped_model_is_more_resilient_at_1e_3(trained, digits):
-    """Thresholds searched on the validation split (bit flips at 1e-3); on the test split, paired over the
-    same 60 fault maps at 1e-3, the clipped model's accuracy minus the unclipped one's (printed)."""
+def _gain(trained, digits, mode: str):
+    """Search thresholds in ``mode`` on the validation split (bit flips at 1e-3), then the paired test-split
+    accuracy gain over the unclipped model on 60 fault maps at 1e-3: (mean, low, high, search result)."""
     from hwflow.campaign.engine import TrialEvaluator
     from hwflow.convert import HlsOptions
-    from hwflow.harden.clipact import ClipActivation
     from hwflow.harden.thresholds import ClipSearchConfig, _convert, sample_faultmaps, search_thresholds
     from hwflow.report.stats import t_interval
 
-    config = ClipSearchConfig(mode="zero", rates=(1e-3,), trials=12, candidates=4, rounds=2, profile_samples=500,
-                              seed=5)
+    config = ClipSearchConfig(mode=mode, rates=(1e-3,), trials=12, candidates=4, rounds=2, profile_samples=500, seed=5)
     result = search_thresholds(trained, digits, config)
+    clipped = TrialEvaluator(*_convert(result.model, HlsOptions(), "clipped"), digits.x_test, digits.y_test)
+    base = TrialEvaluator(*_convert(trained, HlsOptions(), "baseline"), digits.x_test, digits.y_test)
+    assert clipped.image.equal_words(base.image)  # the same memory: the clipped PReLU keeps the alpha words
+    assert [a.format for a in clipped.image] == [a.format for a in base.image]  # ... and their type
+    maps = sample_faultmaps(ClipSearchConfig(rates=(1e-3,), trials=60, seed=2468), clipped.image)[0]
+    n = len(digits.y_test)
+    diff = [(clipped.evaluate(m).correct - base.evaluate(m).correct) / n for m in maps]
+    mean, low, high, _ = t_interval(diff)
+    print(f"clipact family ({mode}): test accuracy gain at bitflip 1e-3 {mean:+.4f} (95% CI {low:+.4f} .. "
+          f"{high:+.4f}); search score {result.score:.4f} vs unclipped {result.baseline_score:.4f}; thresholds "
+          f"{result.hardware_thresholds}; clean {result.clean_accuracy:.4f} vs {result.baseline_clean_accuracy:.4f}")
+    return mean, low, high, result
+
+
+@pytest.mark.slow
+def test_search_then_clipped_model_is_more_resilient_at_1e_3(trained, digits):
+    """Saturate mode: the searched clip is more accurate than the unclipped model under bit flips at 1e-3
+    (measured: +2.1 points, 95% CI +0.9 .. +3.4, clean accuracy unchanged). The paper's zero mode is
+    measured and printed too (about -0.4 points, CI -2.2 .. +1.3: no gain on this model, docs/methods.md)."""
+    from hwflow.harden.clipact import ClipActivation
+
+    mean, low, _, result = _gain(trained, digits, "saturate")
     assert set(result.thresholds) == set(FORMS)
     for name, form in FORMS.items():
         layer = result.model.get_layer(name)
         assert isinstance(layer, ClipActivation)
         assert layer.form == form
+        assert layer.mode == "saturate"
         assert 0 <= result.thresholds[name] <= result.profile[name]
     assert result.score >= result.initial_score
-    clipped = TrialEvaluator(*_convert(result.model, HlsOptions(), "clipped"), digits.x_test, digits.y_test)
-    base = TrialEvaluator(*_convert(trained, HlsOptions(), "baseline"), digits.x_test, digits.y_test)
-    maps = sample_faultmaps(ClipSearchConfig(rates=(1e-3,), trials=60, seed=2468), clipped.image)[0]
-    n = len(digits.y_test)
-    diff = [(clipped.evaluate(m).correct - base.evaluate(m).correct) / n for m in maps]
-    mean, low, high, _ = t_interval(diff)
-    print(f"clipact family (zero): test accuracy gain at bitflip 1e-3 {mean:+.4f} (95% CI {low:+.4f} .. {high:+.4f}); "
-          f"search score {result.score:.4f} vs unclipped {result.baseline_score:.4f}; thresholds "
-          f"{result.hardware_thresholds}; clean {result.clean_accuracy:.4f} vs {result.baseline_clean_accuracy:.4f}")
+    assert result.clean_accuracy >= result.baseline_clean_accuracy - 0.01
     assert low > 0
+    _gain(trained, digits, "zero")  # measured, not asserted

@@ -24,11 +24,12 @@ A clipped LeakyReLU, PReLU or sloped ``quantized_relu`` (``form`` of the Keras l
 IR layer ``ClipSlopedActivation`` (``Kind.CLIPACT_SLOPED``), rendered from
 ``clipact_sloped_config.tpl`` / ``clipact_sloped_function.tpl`` into a call of ``nnet::clipact_sloped``
 (one ``alpha``, written into the call as hls4ml writes a LeakyReLU's) or ``nnet::clipact_prelu``
-(PReLU's ``alpha`` as the weight array ``a{index}``). ``param_t`` is the configuration's ``param``
-precision of the layer (``config_from_keras_model`` sets none for it, so the model's default unless a
-user sets one); set to ``auto``, it is the smallest type that holds the slope (hls4ml's rule for
-LeakyReLU) or, for PReLU's array, the model's default precision (hls4ml's PReLU takes its input type,
-which is not settled yet when the layer is built).
+(PReLU's ``alpha`` as the weight array ``a{index}``). ``param_t`` is what hls4ml gives the layer it
+replaces (``config_from_keras_model`` leaves that ``auto``): the smallest type that holds the slope
+(hls4ml's rule for LeakyReLU) or, for PReLU's array, the layer's input type, set by the optimizer pass
+``PARAM_TYPE_PASS`` that runs right after hls4ml's ``infer_precision_types`` (the input type is not
+settled when the layer is built). So a clipped PReLU stores the same words as the PReLU it replaces:
+the same weight memory, the same faults. A ``param`` precision configured for the layer is used as given.
 """
 
 from __future__ import annotations
@@ -113,11 +114,13 @@ def _sloped_layer_class():
             self.add_output_variable(inp.shape)
             self.set_attr("n_in", inp.size())
             precision, type_name = self.model.config.get_precision(self, "param")
-            auto = isinstance(precision, UnspecifiedPrecisionType)
+            config = self.model.config
+            configured = config.layer_name_precision.get(f"{self.name.lower()}_param") is not None
+            auto = isinstance(precision, UnspecifiedPrecisionType) or not configured
             if self.get_attr("alpha") == "array":
-                if auto:
-                    precision = self.model.config.backend.convert_precision_string(
-                        self.model.config.model_precision["default"])
+                if auto:  # a placeholder: PARAM_TYPE_PASS gives it the input's type once that is settled
+                    precision = config.backend.convert_precision_string(config.model_precision["default"])
+                self.set_attr("param_from_input", auto)
                 self.add_weights_variable(name="param", var_name="a{index}", precision=precision)
                 self.set_attr("param_t", self.weights["param"].type)
             else:
@@ -126,6 +129,31 @@ def _sloped_layer_class():
                 self.set_attr("param_t", NamedType(f"{self.name}_param_t" if auto else type_name, precision))
 
     return ClipSlopedActivation
+
+
+PARAM_TYPE_PASS = "hwflow_clipact_param_type"
+"""The optimizer pass that types a clipped PReLU's alpha array as hls4ml types a PReLU's (its input type)."""
+
+
+def _param_type_pass(layer_class):
+    from hls4ml.model.optimizer import OptimizerPass
+    from hls4ml.model.types import UnspecifiedPrecisionType
+
+    class ClipParamType(OptimizerPass):
+        """After ``infer_precision_types``: the alpha array in the input's type, unless configured, so that
+        a clipped PReLU holds the very words (and weight memory) of the PReLU it replaces."""
+
+        def match(self, node):
+            if not isinstance(node, layer_class) or not node.get_attr("param_from_input", False):
+                return False
+            return not isinstance(node.get_input_variable().type.precision, UnspecifiedPrecisionType)
+
+        def transform(self, model, node):
+            node.weights["param"].update_precision(node.get_input_variable().type.precision)
+            node.set_attr("param_from_input", False)
+            return False
+
+    return ClipParamType
 
 
 def parse_clipact_layer(keras_layer, input_names, input_shapes, data_reader):
@@ -270,6 +298,15 @@ def register() -> None:
     if SLOPED_CLASS not in layer_map:
         hls4ml.model.layers.register_layer(SLOPED_CLASS, _sloped_layer_class())
     templates = (*_template_classes(layer_map[KERAS_CLASS]), *_sloped_template_classes(layer_map[SLOPED_CLASS]))
+    if PARAM_TYPE_PASS not in optimizer_map:
+        from hls4ml.model.optimizer import register_pass
+
+        register_pass(PARAM_TYPE_PASS, _param_type_pass(layer_map[SLOPED_CLASS]))
+    from hls4ml.model.flow import get_flow
+
+    passes = get_flow("vivado:optimize")._optimizers  # Vitis runs Vivado's optimize flow
+    if PARAM_TYPE_PASS not in passes:
+        passes.insert(passes.index("infer_precision_types") + 1, PARAM_TYPE_PASS)
     for name in BACKENDS:
         backend = hls4ml.backends.get_backend(name)
         for template in templates:
