@@ -363,10 +363,11 @@ def _firmware_words(csim, array) -> np.ndarray:
 
 @needs_gxx
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ELEVEN)
-def test_the_eleven_models_equal_the_c_simulation(builds, name):
-    """hls4ml's own QKeras models (test_qkeras.py): every traced layer equals hls4ml's C simulation."""
-    csim = builds.get(name)
+@pytest.mark.parametrize(("name", "io"), [(name, ("parallel", "stream")[i % 2]) for i, name in enumerate(ELEVEN)])
+def test_the_eleven_models_equal_the_c_simulation(builds, name, io):
+    """hls4ml's own QKeras models (test_qkeras.py), in io_parallel and io_stream by turns (one compile each;
+    hls4ml's tests run both): every traced layer equals hls4ml's C simulation."""
+    csim = builds.get(name, io)
     seen = {str(a.format) for a in csim.image} | {layer.kind.value for layer in csim.program.layers}
     assert EXPECT[name] in seen, seen
     _assert_every_layer_equal(csim, _inputs(100, csim.program.input.output_shape[-1]))
