@@ -257,8 +257,8 @@ def test_unsupported_activation_is_refused_by_name():
 
 
 def test_clipact_refuses_relu_family_layers_with_the_reason():
-    """FT-ClipAct replaces plain quantized ReLUs only: a LeakyReLU, PReLU, ELU or a quantized_relu with a
-    negative slope is refused by name, saying why."""
+    """FT-ClipAct clips quantized ReLUs (with or without a negative slope), LeakyReLU and PReLU
+    (tests/test_clipact_family.py); an ELU or ThresholdedReLU is refused by name, saying why."""
     import tensorflow as tf
     from qkeras import QActivation, quantized_relu
 
@@ -269,12 +269,14 @@ def test_clipact_refuses_relu_family_layers_with_the_reason():
     x = QActivation(quantized_relu(6, 2), name="relu")(inp)
     x = tf.keras.layers.LeakyReLU(0.2, name="leaky")(x)
     x = QActivation(quantized_relu(6, 2, negative_slope=0.25), name="qleaky")(x)
-    model = tf.keras.Model(inp, tf.keras.layers.PReLU(name="prelu")(x))
-    for name in ("leaky", "qleaky", "prelu"):
-        with pytest.raises(HardenError, match=f"does not clip {name} .*plain QActivation"):
+    x = tf.keras.layers.ELU(0.5, name="elu")(tf.keras.layers.PReLU(name="prelu")(x))
+    model = tf.keras.Model(inp, tf.keras.layers.ThresholdedReLU(0.3, name="thr")(x))
+    for name, why in (("elu", "ELU: its negative side"), ("thr", "ThresholdedReLU: it already zeroes")):
+        with pytest.raises(HardenError, match=f"does not clip {name} .{why}"):
             apply_clipact(model, {name: 1.0})
-    assert [layer.name for layer in apply_clipact(model, {"relu": 1.0}).layers if "Clip" in type(layer).__name__] \
-        == ["relu"]
+    clipped = apply_clipact(model, dict.fromkeys(("relu", "leaky", "qleaky", "prelu"), 1.0))
+    assert [layer.name for layer in clipped.layers if "Clip" in type(layer).__name__] \
+        == ["relu", "leaky", "qleaky", "prelu"]
 
 
 @pytest.mark.slow
