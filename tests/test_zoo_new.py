@@ -301,3 +301,18 @@ def test_image_model_trains_and_equals_the_c_simulation(name, fmnist32_subset, t
                        ({"model": "stuck-at", "value": "mixed"}, 1e-4), ({"model": "bitflip"}, 1e-3)]:
         faultmap = fault_model_from_spec(spec, rate).sample(csim.image, rng)
         assert evaluator.evaluate(faultmap) == evaluator.full_evaluate(faultmap, x), (spec, rate)
+
+
+def test_campaign_spec_takes_the_zoo_models_data_and_bits(tiny_cifar, tmp_path):
+    from hwflow.campaign import parse_spec
+
+    def spec(**over):
+        return parse_spec({"name": "z", "seed": 1, "rates": [1e-4], "trials": 1, "faults": [{"model": "bitflip"}],
+                           **over}, str(tmp_path / "spec.yaml"))
+
+    plain = spec(models=[{"zoo": "resnet8"}, {"zoo": "rn07"}])
+    assert plain.dataset == "fashion-mnist-32"
+    assert [(m.weight_bits, m.act_bits, m.weight_integer) for m in plain.models] == [(8, 8, 0), (8, 8, 2)]
+    assert spec(models=[{"zoo": "ds-cnn"}], data_root=str(tiny_cifar)).dataset == "cifar-10"
+    jets = spec(models=[{"zoo": "jet-mlp", "weight_bits": 8}], dataset=str(tmp_path / "jets.npz"))
+    assert (jets.models[0].weight_bits, jets.models[0].act_bits) == (8, 6)

@@ -324,11 +324,13 @@ def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
     zoo, path = r.string("zoo", None), r.string("path", None)
     if (zoo is None) == (path is None):
         r.fail("", "give exactly one of 'zoo' (a zoo model name) or 'path' (a QKeras .h5 file)")
+    bits = (8, 8, 0)  # a model file's defaults; a zoo model's are its published quantization
     if zoo is not None:
         from hwflow.zoo.models import ZOO
 
         if zoo not in ZOO:
             r.fail("zoo", f"unknown zoo model {zoo!r} (known: {', '.join(sorted(ZOO))})")
+        bits = ZOO[zoo].default_bits
     from hwflow.errors import HardenError
     from hwflow.harden.recipe import Recipe
 
@@ -348,9 +350,9 @@ def _model(data: object, field_name: str, parent: _Reader) -> ModelSpec:
         name=r.string("name", zoo or (Path(path).stem if path else "")),
         zoo=zoo,
         path=path,
-        weight_bits=r.integer("weight_bits", 8, minimum=2),
-        act_bits=r.integer("act_bits", 8, minimum=2),
-        weight_integer=r.integer("weight_integer", 0, minimum=0),
+        weight_bits=r.integer("weight_bits", bits[0], minimum=2),
+        act_bits=r.integer("act_bits", bits[1], minimum=2),
+        weight_integer=r.integer("weight_integer", bits[2], minimum=0),
         train_seed=r.integer("train_seed", 0, minimum=0),
         variants=variants,
         hls_config=_hls_config(r),
