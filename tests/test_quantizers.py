@@ -317,19 +317,22 @@ class _Builds:
     def __init__(self, root: Path):
         self.root, self.built = root, {}
 
-    def get(self, name: str, io: str = "parallel"):
-        """Converted, not compiled: hls4ml's ``trace`` compiles (once) when a test compares the layers."""
+    def get(self, name: str, io: str = "parallel", reuse: int = 1):
+        """Converted, not compiled: hls4ml's ``trace`` compiles (once) when a test compares the layers.
+        ``reuse`` > 1: the Resource strategy (weights stored transposed, products added in its order)."""
         from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
         from hwflow.verify import CSimModel
         from hwflow.zoo.loading import check_supported
 
-        if (name, io) not in self.built:
+        if (name, io, reuse) not in self.built:
             model = {"deep": _deep_binary, "conv": _conv_net}.get(name, lambda: _eleven(name))()
             check_supported(model)
-            out = self.root / f"{name}-{io}"
-            hls_model = convert(model, HlsOptions.make(io, trace=True), out)
-            self.built[(name, io)] = CSimModel(hls_model, program_from_hls(hls_model), image_from_hls(hls_model), out)
-        return self.built[(name, io)]
+            out = self.root / f"{name}-{io}-{reuse}"
+            strategy = "Resource" if reuse > 1 else "Latency"
+            hls_model = convert(model, HlsOptions.make(io, strategy=strategy, reuse_factor=reuse, trace=True), out)
+            self.built[(name, io, reuse)] = CSimModel(hls_model, program_from_hls(hls_model), image_from_hls(hls_model),
+                                                      out)
+        return self.built[(name, io, reuse)]
 
 
 @pytest.fixture(scope="module")
@@ -378,9 +381,11 @@ def test_the_eleven_models_equal_the_c_simulation(builds, name, io):
 
 @needs_gxx
 @pytest.mark.slow
-@pytest.mark.parametrize("io", ["parallel", "stream"])
-def test_a_deep_binary_network_equals_the_c_simulation(builds, io):
-    csim = builds.get("deep", io)
+@pytest.mark.parametrize(("io", "reuse"), [("parallel", 1), ("stream", 1), ("parallel", 2)])
+def test_a_deep_binary_network_equals_the_c_simulation(builds, io, reuse):
+    csim = builds.get("deep", io, reuse)
+    if reuse > 1:
+        assert {a.axes for a in csim.image if a.name == "weight"} == {(1, 0)}  # hls4ml transposed every kernel
     products = {layer.attrs.get("product") for layer in csim.program.layers}
     assert {"weight_binary", "both_binary", "data_binary", "weight_ternary", "weight_exponential"} <= products
     _assert_every_layer_equal(csim, _inputs(200, 10))
