@@ -197,7 +197,8 @@ def jet(tmp_path_factory):
 @pytest.mark.slow
 @needs_gxx
 def test_jet_mlp_end_to_end(jet, tmp_path):
-    """Trains a few epochs, converts, equals the C simulation, and runs a small fault campaign."""
+    """Trains a few epochs, converts (logits, and with its softmax kept), equals the C simulation, and runs a
+    small fault campaign."""
     from hwflow.campaign import TrialEvaluator, parse_spec, run_campaign
     from hwflow.convert import HlsOptions
     from hwflow.data import load_dataset
@@ -216,6 +217,10 @@ def test_jet_mlp_end_to_end(jet, tmp_path):
     d = load_dataset(data)
     csim = build_csim(model, HlsOptions.make("parallel"), tmp_path / "hls")
     assert compare(csim, d.x_test).mismatches == 0
+    # As published, softmax kept: hls4ml's softmax table emulated and compared after it too.
+    kept = build_csim(model, HlsOptions.make("parallel", keep_softmax=True), tmp_path / "hls-softmax")
+    assert kept.program.layers[-1].kind.value == "softmax"
+    assert compare(kept, d.x_test).mismatches == 0
     x, y = d.x_test[:200], d.y_test[:200]
     evaluator = TrialEvaluator(csim.program, csim.image, x, y)
     rng = np.random.default_rng(3)
