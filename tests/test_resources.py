@@ -195,3 +195,158 @@ def test_cnn_fmnist_fully_parallel_is_refused_on_a_pynq_z2(converted):
     # fewer multipliers with a larger reuse factor, everything else equal
     resource = HlsOptions.make("parallel", "Vitis", "Resource", 16)
     assert estimate(*converted("cnn-fmnist", resource), resource).lut < usage.lut
+
+
+# --- a rule per layer kind --------------------------------------------------------------------------------
+
+
+def test_every_layer_kind_has_a_rule():
+    from hwflow.hardware.resources import RULES
+
+    assert set(RULES) == set(Kind), f"no resource rule for {sorted(k.value for k in set(Kind) - set(RULES))}"
+
+
+def test_a_kind_without_a_rule_is_refused_by_name(monkeypatch):
+    from hwflow.hardware import resources
+
+    program, image = graph_design()
+    monkeypatch.delitem(resources.RULES, Kind.MERGE)
+    with pytest.raises(BuildError, match="layer 'add': the resource estimate has no rule for merge layers"):
+        estimate(program, image, HlsOptions.make("stream", "Vitis", "Resource", 4))
+
+
+def _array(layer: str, name: str, shape: tuple[int, ...], weight_type: str = "fixed<8,1>") -> StoredArray:
+    size = math.prod(shape)
+    return StoredArray(layer, name, f"{name[0]}_{layer}", shape, tuple(range(len(shape))),
+                       StorageFormat.parse(weight_type), Scale(0), np.zeros(size, dtype=np.uint64))
+
+
+T8, T10, T16, ACC = (parse_type(t) for t in ("ufixed<8,3>", "fixed<10,4>", "fixed<16,6>", "fixed<20,8>"))
+
+
+def graph_design():
+    """input 4x4x2 -> a (conv 1x1) and b (depthwise 3x3) -> add -> mul(add, a) -> avg pool 2 -> global avg ->
+    sigmoid (table) -> prelu -> dense (XNOR products) -> softmax; the input is read twice (a branch)."""
+    layers = (
+        LayerSpec("x", Kind.INPUT, (), (4, 4, 2), T8),
+        LayerSpec("a", Kind.CONV2D, ("x",), (4, 4, 2), T10, ACC,
+                  {"n_chan": 2, "filt_height": 1, "filt_width": 1, "in_width": 4}),
+        LayerSpec("b", Kind.DEPTHWISE2D, ("x",), (4, 4, 2), T10, ACC,
+                  {"n_chan": 2, "filt_height": 3, "filt_width": 3, "in_width": 4, "reuse_factor": 2}),
+        LayerSpec("add", Kind.MERGE, ("a", "b"), (4, 4, 2), T10, None, {"op": "add"}),
+        LayerSpec("mul", Kind.MERGE, ("add", "a"), (4, 4, 2), T16, None, {"op": "multiply"}),
+        LayerSpec("pool", Kind.POOL2D, ("mul",), (2, 2, 2), T16, ACC,
+                  {"pool_height": 2, "pool_width": 2, "in_width": 4, "pool_op": "Average"}),
+        LayerSpec("gap", Kind.GLOBALPOOL2D, ("pool",), (2,), T16, ACC,
+                  {"in_height": 2, "in_width": 2, "pool_op": "Average"}),
+        LayerSpec("sig", Kind.ACTIVATION, ("gap",), (2,), T8, None,
+                  {"activation": "sigmoid", "table_size": 1024, "table_t": "fixed<18,8>"}),
+        LayerSpec("prelu", Kind.PRELU, ("sig",), (2,), T10),
+        LayerSpec("fc", Kind.DENSE, ("prelu",), (4,), T16, ACC, {"product": "both_binary"}),
+        LayerSpec("soft", Kind.SOFTMAX, ("fc",), (4,), T16, None,
+                  {"implementation": "stable", "exp_table_size": 1024, "inv_table_size": 1024,
+                   "exp_table_t": "ufixed<18,8>", "inv_table_t": "ufixed<18,4>"}),
+    )
+    arrays = (
+        _array("a", "weight", (1, 1, 2, 2)), _array("a", "bias", (2,)),
+        _array("b", "weight", (3, 3, 2, 1)), _array("b", "bias", (2,)),
+        _array("prelu", "param", (2,), "fixed<12,2>"),
+        StoredArray("fc", "weight", "w_fc", (2, 4), (0, 1), StorageFormat.parse("xnor"), Scale(0),
+                    np.zeros(8, dtype=np.uint64)),
+    )
+    return Program(layers), WeightImage(arrays)
+
+
+def test_new_kinds_in_io_parallel():
+    usage = estimate(*graph_design(), HlsOptions.make("parallel", "Vitis", "Latency", 1))
+    # depthwise: one multiplier per channel and tap (18) over its own reuse factor 2; 8-bit weights: LUTs
+    dw = by_name(usage, "b multipliers")
+    assert dw.what == "b multipliers (9 of 8x8 bits)"
+    assert (dw.dsp, dw.lut) == (0, 9 * (math.ceil(LUT_PER_PRODUCT_BIT * 64) + 20))
+    # add: an adder per element, no multiplier; multiply: a product per element (10 x 10 bits: LUTs)
+    add = by_name(usage, "add (merge)")
+    assert add.lut == 32 * 10 + 150
+    assert add.dsp == 0
+    assert not [u for u in usage.items if u.what.startswith("add multipliers")]
+    assert by_name(usage, "mul multipliers").what == "mul multipliers (32 of 10x10 bits)"
+    # 2x2 average pool: 3 adders of the 20-bit accumulator per output, no divider (a power of two)
+    assert by_name(usage, "pool (pool2d)").lut == 8 * 3 * 20 + 150
+    # sigmoid: one 1024 x 18 table (a RAMB18) per two values at once
+    table = by_name(usage, "sig table")
+    assert table.what == "sig table (1 x 1024 x 18 bits)"
+    assert table.bram36 == 0.5
+    # PReLU: its param array (2 x 12 bits) in registers, a 12-bit product per value: DSP
+    assert by_name(usage, "prelu weight arrays").ff == 2 * 12
+    assert by_name(usage, "prelu multipliers").dsp == 2
+    # XNOR products: no DSP, one LUT each plus the adder
+    xnor = by_name(usage, "fc products")
+    assert xnor.what == "fc products (8 both_binary of 1x10 bits)"
+    assert (xnor.dsp, xnor.lut) == (0, 8 + 8 * 20)
+    # softmax: an exp table per two values, an inverse table, a product per value
+    assert by_name(usage, "soft exp table").bram36 == 2 * 0.5
+    assert by_name(usage, "soft inverse table").bram36 == 0.5
+    assert by_name(usage, "soft multipliers").dsp == 4
+    assert not [u for u in usage.items if "copies" in u.what]  # io_parallel reads arrays twice
+
+
+def test_new_kinds_in_io_stream():
+    usage = estimate(*graph_design(), HlsOptions.make("stream", "Vitis", "Latency", 1))
+    # a value at once is one pixel's channels: the add's 2 adders; the pool pipelines one reduction
+    assert by_name(usage, "add (merge)").lut == 2 * 10 + 150 + 2 * 10  # adders, control, a 16 x 20-bit FIFO
+    pool = by_name(usage, "pool (pool2d)")
+    assert pool.ff == 4 * 2 * 16 + 200  # the window's 2x2 x 2 channels of mul's 16 bits in registers
+    assert pool.lut == 3 * 20 + math.ceil(4 * 2 * 16 / 32) + 150 + 32  # one reduction, a line of 4 pixels, the FIFO
+    # the input x is read by a and b: hls4ml's Clone copies it into 2 FIFOs of 16 pixels x 16 bits
+    copies = by_name(usage, "x copies for 2 readers")
+    assert copies.lut == 2 * 16 + 150
+    assert by_name(usage, "a copies for 2 readers").lut == 2 * 20 + 150
+    limited = estimate(*graph_design(), HlsOptions.make("stream", "Vitis", "Latency", 1), fifo_depth=1)
+    assert by_name(limited, "x copies for 2 readers") == copies  # a branch's copies keep hls4ml's depth
+
+
+def test_a_shallower_fifo_depth_shrinks_the_layers_fifos():
+    program, image = dense_design(64, 10)
+    big = LayerSpec("big", Kind.ACTIVATION, ("fc",), (1024, 64), parse_type("fixed<16,6>"), None,
+                    {"activation": "relu"})
+    program = Program((*program.layers[:1], LayerSpec("fc", Kind.DENSE, ("image",), (1024, 64),
+                                                          parse_type("fixed<16,6>"), parse_type("fixed<30,14>")), big))
+    options = HlsOptions.make("stream", "Vitis", "Resource", 64)
+    deep = by_name(estimate(program, image, options), "big (activation)")
+    shallow = by_name(estimate(program, image, options, fifo_depth=32), "big (activation)")
+    assert deep.bram36 == math.ceil(64 * 16 / 18) / 2  # 1024 deep x 1024 bits: RAMB18s of 1024 x 18
+    assert shallow.bram36 == 0
+    assert shallow.lut == 64 * 16 + 150 + 64 * 8  # one SRL32 per bit; control; the compare-and-select
+
+
+@pytest.mark.parametrize(("product", "lut_per_product"), [("weight_binary", 16), ("data_binary", 16),
+                                                           ("weight_ternary", 16), ("weight_exponential", 16 * 11)])
+def test_binary_ternary_and_po2_products_use_no_dsp(product, lut_per_product):
+    program, image = dense_design(64, 10, "fixed<12,2>")  # 12-bit words: a plain product would take a DSP; a
+    # po2 word is a shift: one mux level of the 16-bit input per exponent bit (11 beside the sign)
+    fc = program.layer("fc")
+    program = Program((program.input, LayerSpec("fc", Kind.DENSE, ("image",), (10,), fc.result, fc.accum,
+                                                {"product": product})))
+    usage = by_name(estimate(program, image, HlsOptions.make("parallel", "Vitis", "Latency", 4)), "fc products")
+    assert usage.dsp == 0
+    assert usage.lut == 160 * (lut_per_product + 30)  # the product, then the 30-bit accumulator's adder
+
+
+def test_an_unknown_product_is_refused():
+    program, image = dense_design(8, 2)
+    fc = program.layer("fc")
+    program = Program((program.input, LayerSpec("fc", Kind.DENSE, ("image",), (2,), fc.result, fc.accum,
+                                                {"product": "weight_quaternary"})))
+    with pytest.raises(BuildError, match="no rule for hls4ml's product 'weight_quaternary'"):
+        estimate(program, image, HlsOptions.make())
+
+
+def test_an_average_over_a_window_that_is_not_a_power_of_two_adds_a_divider():
+    def pool(size: int):
+        layers = (LayerSpec("x", Kind.INPUT, (), (6, 6, 1), T8),
+                  LayerSpec("pool", Kind.POOL2D, ("x",), (6 // size, 6 // size, 1), T8, ACC,
+                            {"pool_height": size, "pool_width": size, "pool_op": "Average"}))
+        usage = estimate(Program(layers), WeightImage(()), HlsOptions.make("parallel"))
+        return by_name(usage, "pool (pool2d)").lut - 150
+
+    assert pool(2) == 9 * 3 * 20  # 9 outputs, 3 adders each, a shift
+    assert pool(3) == 4 * 8 * 20 + 4 * math.ceil(LUT_PER_PRODUCT_BIT * 20 * 20)  # and a constant divider each
