@@ -308,3 +308,45 @@ def test_search_then_clipped_model_is_more_resilient_at_1e_3(trained, digits):
     assert result.clean_accuracy >= result.baseline_clean_accuracy - 0.01
     assert low > 0
     _gain(trained, digits, "zero")  # measured, not asserted
+
+
+# --- the hardware build's C simulation (CSimBoard) -------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_gxx
+def test_built_design_with_alpha_in_bram_equals_emulator_under_faults(clipped_models, digits, tmp_path):
+    """The built design (every array in BRAM behind the host port, the clipped PReLU's alpha too) equals the
+    emulator fault-free and under fault maps in the alpha words, written through the weight port."""
+    from hwflow.convert import HlsOptions
+    from hwflow.emulator import Emulator
+    from hwflow.faults import fault_model_from_spec
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, changed_words
+    from hwflow.hardware.project import BuildOptions, generate
+
+    options = HlsOptions.make("parallel", strategy="Resource", reuse_factor=32)  # fits a PYNQ-Z2 by the estimate
+    build = generate(clipped_models[1]["parallel"], load_board("pynq-z2"), tmp_path,
+                     BuildOptions(options, name="relu-family", min_words=1))
+    assert ("prelu", "param") in {(m.layer, m.array) for m in build.manifest.weight_memories}
+    board = CSimBoard(tmp_path)
+    x = digits.x_test[:24]
+    emulator = Emulator(build.program, build.image)
+    clean = emulator.run(x)
+    np.testing.assert_array_equal(board.run(x), clean)
+    golden = np.concatenate([a.words for a in build.image])
+    rng = np.random.default_rng(5)
+    changed = 0
+    for k in range(6):
+        spec = {"model": "bitflip", "layers": ["prelu"], "arrays": ["param"]} if k % 2 else {"model": "bitflip"}
+        fmap = fault_model_from_spec(spec, 0.05 if k % 2 else 3e-3).sample(build.image, rng)
+        faulty = fmap.apply(build.image)
+        addrs, values = changed_words(build.image, faulty)
+        for a, v in zip(addrs.tolist(), values.tolist(), strict=True):
+            board.write_word(a, v)
+        expected = Emulator(build.program, faulty).run(x)
+        np.testing.assert_array_equal(board.run(x), expected, err_msg=f"fault map {k}")
+        changed += int(not np.array_equal(expected, clean))
+        for a in addrs.tolist():
+            board.write_word(a, int(golden[a]))
+    assert changed >= 2
