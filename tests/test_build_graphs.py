@@ -209,3 +209,24 @@ def test_the_zoo_builds_csim_equals_the_emulator_under_fault_maps(zoo_build):
     check = check_board(CSimBoard(out), build.program, build.image, xb, maps)
     assert check.ok, f"{name}: {check.summary()}"
     assert check.words_written > 0
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("rn07", ["--io", "stream", "--strategy", "Resource", "--reuse-factor", "16384", "--fifo-depth", "64"]),
+    ("resnet8", ["--io", "stream", "--hls-config", RESNET8_CONFIG, "--fifo-depth", "32"]),
+])
+def test_the_documented_command_lines_build(tmp_path, capsys, name, options):
+    """``hwflow build`` with the options README and docs/zoo.md give (no compile: the project is written)."""
+    from hwflow.cli import main
+    from tests.conftest import zoo_model
+
+    path = tmp_path / f"{name}.h5"
+    zoo_model(name, 8, 8).save(path)
+    out = tmp_path / "build"
+    assert main(["build", str(path), "--board", "pynq-z2", *options, "--out", str(out)]) == 0
+    assert f"build: {name} for pynq-z2" in capsys.readouterr().out
+    source = (out / "hls" / "firmware" / "myproject.cpp").read_text()
+    depth = int(options[-1])
+    assert f"depth={depth}\n" in source
+    assert not [line for line in source.splitlines() if "#pragma HLS STREAM" in line and "_cpy" not in line
+                and int(line.rsplit("depth=", 1)[1]) > depth]
