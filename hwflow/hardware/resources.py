@@ -20,8 +20,10 @@ rules, each a deliberate simplification:
   weight arrays. With the Latency strategy (or reuse factor 1) those are registers (one FF per
   bit); with the Resource strategy a kernel becomes a RAM ``reuse_factor`` deep and
   ``ceil(n / reuse_factor) * bits`` wide. In io_parallel every layer output is a register array;
-  in io_stream it is a FIFO as deep as the layer has pixels (a BRAM when large, shift-register
-  LUTs when small), and a convolution keeps ``filter_height - 1`` lines in shift registers.
+  in io_stream it is a FIFO one pixel's channels wide and as deep as the layer has pixels
+  (hls4ml's default) or the build's ``fifo_depth``: BRAM when large, else one shift-register LUT
+  (SRL32) per bit of width and 32 words; a convolution keeps ``filter_height - 1`` lines in shift
+  registers.
 - **Every layer kind has a rule** (``RULES``; a kind without one is refused, naming it: nothing is
   silently free). "Values computed at once" are one pixel's channels in io_stream, every element in
   io_parallel. Depthwise convolutions have one multiplier per channel and tap over the reuse factor;
