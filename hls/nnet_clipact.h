@@ -14,6 +14,7 @@
 
 #include "ap_fixed.h"
 #include "hls_stream.h"
+#include "nnet_activation.h"
 #include "nnet_common.h"
 #include "nnet_types.h"
 
@@ -151,6 +152,79 @@ ClipActPReLUStreamLoop:
         for (unsigned j = 0; j < res_T::size; j++) {
             #pragma HLS UNROLL
             out_data[j] = clipact_sloped_element<in_T, param_T, out_T, CONFIG_T>(in_data[j], t, alpha[i * res_T::size + j]);
+        }
+        res.write(out_data);
+    }
+}
+
+// ---- A clipped ELU: the positive side clipped as above; below zero hls4ml's ELU (nnet_activation.h /
+// nnet_activation_stream.h): alpha * elu_table[min(int(x * table_size / -8), table_size - 1)], the table
+// made by nnet::init_elu_table in CONFIG_T::table_t. hwflow.emulator.clip.scalar_sloped_codes computes the same.
+
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+res_T clipact_elu_element(data_T x, data_T t, param_T alpha, typename CONFIG_T::table_t *elu_table) {
+    #pragma HLS INLINE
+    res_T y;
+    if (x > 0) {
+        y = clipact_element<data_T, res_T, CONFIG_T>(x, t);
+    } else if (x >= 0) {
+        y = x;
+    } else {
+        int index = x * CONFIG_T::table_size / -8;
+        if (index > CONFIG_T::table_size - 1)
+            index = CONFIG_T::table_size - 1;
+        y = alpha * elu_table[index];
+    }
+    return y;
+}
+
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+void clipact_elu(data_T data[CONFIG_T::n_in], const param_T alpha, res_T res[CONFIG_T::n_in]) {
+#ifdef __HLS_SYN__
+    bool initialized = false;
+    typename CONFIG_T::table_t elu_table[CONFIG_T::table_size];
+#else
+    static bool initialized = false;
+    static typename CONFIG_T::table_t elu_table[CONFIG_T::table_size];
+#endif
+    if (!initialized) {
+        init_elu_table<CONFIG_T, CONFIG_T::table_size>(elu_table);
+        initialized = true;
+    }
+    #pragma HLS PIPELINE
+    const data_T t = CONFIG_T::threshold;
+ClipActEluLoop:
+    for (unsigned i = 0; i < CONFIG_T::n_in; i++) {
+        res[i] = clipact_elu_element<data_T, param_T, res_T, CONFIG_T>(data[i], t, alpha, elu_table);
+    }
+}
+
+template <class data_T, class param_T, class res_T, typename CONFIG_T>
+void clipact_elu(hls::stream<data_T> &data, const param_T alpha, hls::stream<res_T> &res) {
+    typedef typename data_T::value_type in_T;
+    typedef typename res_T::value_type out_T;
+#ifdef __HLS_SYN__
+    bool initialized = false;
+    typename CONFIG_T::table_t elu_table[CONFIG_T::table_size];
+#else
+    static bool initialized = false;
+    static typename CONFIG_T::table_t elu_table[CONFIG_T::table_size];
+#endif
+    if (!initialized) {
+        init_elu_table<CONFIG_T, CONFIG_T::table_size>(elu_table);
+        initialized = true;
+    }
+    const in_T t = CONFIG_T::threshold;
+ClipActEluStreamLoop:
+    for (unsigned i = 0; i < CONFIG_T::n_in / res_T::size; i++) {
+        #pragma HLS PIPELINE
+        data_T in_data = data.read();
+        res_T out_data;
+        PRAGMA_DATA_PACK(out_data)
+    ClipActEluPackLoop:
+        for (unsigned j = 0; j < res_T::size; j++) {
+            #pragma HLS UNROLL
+            out_data[j] = clipact_elu_element<in_T, param_T, out_T, CONFIG_T>(in_data[j], t, alpha, elu_table);
         }
         res.write(out_data);
     }

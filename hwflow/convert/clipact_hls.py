@@ -20,11 +20,12 @@ The threshold is quantized when the config is rendered, after hls4ml has settled
 :func:`hwflow.emulator.clip.threshold_code` of the layer's input type, the same function the
 emulator uses, so both compare with the same word.
 
-A clipped LeakyReLU, PReLU or sloped ``quantized_relu`` (``form`` of the Keras layer) becomes the
+A clipped LeakyReLU, PReLU, ELU or sloped ``quantized_relu`` (``form`` of the Keras layer) becomes the
 IR layer ``ClipSlopedActivation`` (``Kind.CLIPACT_SLOPED``), rendered from
 ``clipact_sloped_config.tpl`` / ``clipact_sloped_function.tpl`` into a call of ``nnet::clipact_sloped``
 (one ``alpha``, written into the call as hls4ml writes a LeakyReLU's) or ``nnet::clipact_prelu``
-(PReLU's ``alpha`` as the weight array ``a{index}``). ``param_t`` is what hls4ml gives the layer it
+(PReLU's ``alpha`` as the weight array ``a{index}``) or ``nnet::clipact_elu`` (hls4ml's ELU table, its
+default ``table_t`` / ``table_size`` unless configured). ``param_t`` is what hls4ml gives the layer it
 replaces (``config_from_keras_model`` leaves that ``auto``): the smallest type that holds the slope
 (hls4ml's rule for LeakyReLU) or, for PReLU's array, the layer's input type, set by the optimizer pass
 ``PARAM_TYPE_PASS`` that runs right after hls4ml's ``infer_precision_types`` (the input type is not
@@ -127,10 +128,18 @@ def _sloped_layer_class():
                 if auto:
                     precision = _get_precision_from_constant(float(self.get_attr("activ_param")))
                 self.set_attr("param_t", NamedType(f"{self.name}_param_t" if auto else type_name, precision))
+            if self.get_attr("alpha") == "elu":  # hls4ml's ELU table: its defaults unless configured
+                table = config.layer_name_precision.get(f"{self.name.lower()}_table")
+                table = config.backend.convert_precision_string(table or ELU_TABLE_T)
+                self.set_attr("table_t", NamedType(f"{self.name}_table_t", table))
+                self.set_attr("table_size", int(config.get_layer_config_value(self, "TableSize", ELU_TABLE_SIZE)))
 
     return ClipSlopedActivation
 
 
+ELU_TABLE_T = "fixed<18,8>"
+ELU_TABLE_SIZE = 1024
+"""hls4ml's defaults for an activation's table (``table_t``, ``table_size``), those a Keras ELU gets."""
 PARAM_TYPE_PASS = "hwflow_clipact_param_type"
 """The optimizer pass that types a clipped PReLU's alpha array as hls4ml types a PReLU's (its input type)."""
 
@@ -183,8 +192,8 @@ def parse_clipact_layer(keras_layer, input_names, input_shapes, data_reader):
         if layer["param_data"] is None:
             msg = f"{where}: its PReLU alpha weights are missing; build the layer before converting it"
             raise ConversionError(msg)
-    elif form in ("leaky", "quantized_leaky"):
-        layer["alpha"] = "scalar"
+    elif form in ("leaky", "quantized_leaky", "elu"):
+        layer["alpha"] = "elu" if form == "elu" else "scalar"
         layer["activ_param"] = slope
     else:
         msg = f"{where}: unknown form {form!r}; hwflow writes relu, quantized_leaky, leaky or prelu"
@@ -196,9 +205,12 @@ def _sloped_attrs(layer) -> dict:
     """What ``hwflow.emulator.clip.sloped_layer`` reads: threshold, mode, alpha form (and the scalar slope)."""
     attrs = {"threshold": float(layer.get_attr("threshold")), "mode": str(layer.get_attr("mode")),
              "alpha": str(layer.get_attr("alpha"))}
-    if attrs["alpha"] == "scalar":
+    if attrs["alpha"] != "array":
         attrs["param"] = float(layer.get_attr("activ_param"))
         attrs["param_t"] = str(from_hls4ml(layer.get_attr("param_t").precision))
+    if attrs["alpha"] == "elu":
+        attrs["table_size"] = int(layer.get_attr("table_size"))
+        attrs["table_t"] = str(from_hls4ml(layer.get_attr("table_t").precision))
     return attrs
 
 
@@ -255,9 +267,15 @@ def _sloped_template_classes(layer_class):
             x_type = from_hls4ml(node.get_input_variable().type.precision)
             requested = float(node.get_attr("threshold"))
             alpha = node.get_attr("alpha")
+            table = ""
+            if alpha == "elu":
+                table = (f"\n    static const unsigned table_size = {node.get_attr('table_size')};"
+                         f"\n    typedef {node.get_attr('table_t').name} table_t;")
             return _template(SLOPED_CONFIG_TEMPLATE).substitute(
                 index=node.index, n_in=node.get_attr("n_in"), iotype=params["iotype"], mode=node.get_attr("mode"),
-                alpha="alpha[i] per position" if alpha == "array" else f"alpha {node.get_attr('activ_param')!r}",
+                table=table,
+                alpha={"array": "alpha[i] x", "elu": f"ELU {node.get_attr('activ_param')!r} (e^x - 1)"}.get(
+                    alpha, f"alpha {node.get_attr('activ_param')!r} x"),
                 saturate="true" if node.get_attr("mode") == "saturate" else "false",
                 requested=repr(requested), input_type=x_type.cpp(), code=threshold_code(requested, x_type),
                 threshold=repr(threshold_value(requested, x_type)), param_t=node.get_attr("param_t").name,
@@ -272,8 +290,9 @@ def _sloped_template_classes(layer_class):
             array = node.get_attr("alpha") == "array"
             # The scalar slope as hls4ml writes a LeakyReLU's: the Python float's text, a C++ double.
             param = node.get_weights("param").name if array else repr(float(node.get_attr("activ_param")))
+            function = {"array": "clipact_prelu", "elu": "clipact_elu"}.get(node.get_attr("alpha"), "clipact_sloped")
             return _template(SLOPED_FUNCTION_TEMPLATE).substitute(
-                function="clipact_prelu" if array else "clipact_sloped", index=node.index,
+                function=function, index=node.index,
                 input_t=params["input_t"], param_t=node.get_attr("param_t").name, output_t=params["output_t"],
                 input=params["input"], param=param, output=params["output"],
             ).strip()

@@ -18,7 +18,8 @@ negative slope, ``hls/nnet_clipact.h``'s ``clipact_sloped`` / ``clipact_prelu``)
 side exactly so and keep the negative side as the activation computes it: for ``x <= 0``,
 ``y = (res_T)(alpha * x)``, the exact product of the input word and ``alpha`` in ``param_t`` (one
 scalar, the C++ literal converted to ``param_t``; or PReLU's ``param`` array, one word per input
-position, held in weight memory and faulted like any weight), then cast.
+position, held in weight memory and faulted like any weight), then cast. A clipped ELU keeps hls4ml's
+ELU below zero (``alpha * elu_table[index]``, ``hwflow.emulator.activations.param_activation``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 
 import numpy as np
 
-from hwflow.emulator.activations import prelu_codes
+from hwflow.emulator.activations import param_activation, prelu_codes
 from hwflow.emulator.kernels import register_op
 from hwflow.emulator.program import Kind, LayerSpec, Program, register_arrays
 from hwflow.errors import EmulatorError
@@ -35,8 +36,9 @@ from hwflow.fixed import FixedType, cast, parse_type, quantize_float
 
 CLIP_KINDS = (Kind.CLIPACT, Kind.CLIPACT_SLOPED)
 """The clipped activations: a clipped ReLU, and one whose negative side has a slope."""
-ALPHA_FORMS = ("scalar", "array")
-"""A sloped clip's ``alpha``: one ``param`` attribute (LeakyReLU, quantized_relu) or a ``param`` array (PReLU)."""
+ALPHA_FORMS = ("scalar", "array", "elu")
+"""A sloped clip's negative side: ``alpha x`` with one ``param`` attribute (LeakyReLU, quantized_relu), with a
+``param`` array (PReLU), or ELU's ``alpha * table(x)`` (hls4ml's ELU table, ``table_size`` / ``table_t``)."""
 
 register_arrays(Kind.CLIPACT_SLOPED, ("param",))
 
@@ -128,6 +130,21 @@ def scalar_alpha(layer: LayerSpec) -> tuple[int, FixedType]:
     return int(quantize_float(np.float64(alpha), param_t)), param_t
 
 
+def scalar_sloped_codes(layer: LayerSpec, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+    """A sloped clip whose negative side holds no array: one slope (``alpha: scalar``) or ELU's table."""
+    where = f"clipped activation {layer.name}"
+    threshold = check_threshold(layer.attrs.get("threshold"), f"{where}: threshold")
+    mode = check_mode(layer.attrs.get("mode"), f"{where}: mode")
+    if layer.attrs.get("alpha") != "elu":
+        alpha, alpha_type = scalar_alpha(layer)
+        return sloped_codes(x, x_type, layer.result, threshold, mode, alpha, alpha_type)
+    codes = np.asarray(x)
+    elu = LayerSpec(layer.name, Kind.PARAM_ACTIVATION, layer.inputs, layer.output_shape, layer.result,
+                    attrs={**layer.attrs, "activation": "elu"})
+    negative = param_activation(elu, np.minimum(codes, 0), x_type)
+    return np.where(codes > 0, clip_codes(codes, x_type, layer.result, threshold, mode), negative)
+
+
 def sloped_layer(emulator, layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
     """A ``Kind.CLIPACT_SLOPED`` layer (attributes ``threshold``, ``mode``, ``alpha`` and, for a scalar
     slope, ``param``/``param_t``; PReLU's words come from the image's ``param`` array)."""
@@ -142,9 +159,8 @@ def sloped_layer(emulator, layer: LayerSpec, inputs: list[np.ndarray], types: li
             msg = f"{where} needs its param array in fixed point (the WeightImage holds {held})"
             raise EmulatorError(msg)
         alpha, alpha_type = np.asarray(w.codes).reshape(tuple(np.shape(x)[1:])), w.type
-    else:
-        alpha, alpha_type = scalar_alpha(layer)
-    return sloped_codes(x, types[0], layer.result, threshold, mode, alpha, alpha_type)
+        return sloped_codes(x, types[0], layer.result, threshold, mode, alpha, alpha_type)
+    return scalar_sloped_codes(layer, x, types[0])
 
 
 register_op(Kind.CLIPACT_SLOPED, sloped_layer)

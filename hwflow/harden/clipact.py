@@ -15,9 +15,10 @@ the original ``QActivation``: the quantizer saturates there anyway.
 The ReLU family with a negative side (``form``) is clipped on its positive side only, the negative
 side kept as the activation computes it: ``quantized_leaky`` (``quantized_relu(bits, integer,
 negative_slope)``, ``q`` then being that quantizer), ``leaky`` (Keras ``LeakyReLU``: ``alpha * x``
-below 0, no quantizer) and ``prelu`` (Keras ``PReLU`` without ``shared_axes``: its ``alpha`` array,
-one per position, kept as a trainable weight and, in hardware, as a weight array in memory).
-``ELU`` and ``ThresholdedReLU`` are refused (``unclippable`` says why; ``docs/methods.md``).
+below 0, no quantizer), ``prelu`` (Keras ``PReLU`` without ``shared_axes``: its ``alpha`` array,
+one per position, kept as a trainable weight and, in hardware, as a weight array in memory) and
+``elu`` (Keras ``ELU``: ``alpha (e^x - 1)`` below 0, hls4ml's ELU table in hardware).
+``ThresholdedReLU`` is refused (``unclippable`` says why; ``docs/methods.md``).
 
 The layer is a real Keras layer, so a clipped model still trains and saves to ``.h5``;
 :func:`hwflow.zoo.loading.load_model` knows it. In hardware (``hls/nnet_clipact.h``) and in the
@@ -57,9 +58,9 @@ def _check_bits(bits: object, integer: object, where: str) -> tuple[int, int]:
     return int(bits), int(integer)
 
 
-FORMS = ("relu", "quantized_leaky", "leaky", "prelu")
+FORMS = ("relu", "quantized_leaky", "leaky", "prelu", "elu")
 """What a ClipActivation replaced: a plain quantized ReLU, a ``quantized_relu`` with a negative slope, a
-Keras ``LeakyReLU`` or a Keras ``PReLU``."""
+Keras ``LeakyReLU``, a Keras ``PReLU`` or a Keras ``ELU`` (``negative_slope`` holding its alpha)."""
 SLOPED_FORMS = FORMS[1:]
 """The forms with a negative side (``hwflow.emulator.clip``'s ``Kind.CLIPACT_SLOPED``)."""
 
@@ -73,7 +74,7 @@ def _check_form(form: object, negative_slope: object, where: str) -> tuple[str, 
         msg = f"{where}: negative_slope must be a finite number, got {negative_slope!r}"
         raise HardenError(msg)
     slope = float(negative_slope)
-    if form in ("quantized_leaky", "leaky") and slope == 0.0:
+    if form in ("quantized_leaky", "leaky", "elu") and slope == 0.0:
         msg = f"{where}: form {form!r} needs a non-zero negative_slope (use form 'relu' for a plain ReLU)"
         raise HardenError(msg)
     if form in ("relu", "prelu") and slope != 0.0:
@@ -121,6 +122,8 @@ class ClipActivation(tf.keras.layers.Layer):
             clipped = tf.minimum(inputs, t)
         if self._quantizer is not None:  # quantized_relu maps x < 0 to 0 or, with a slope, to its slope
             return self._quantizer(clipped)
+        if self.form == "elu":  # alpha (e^x - 1) below zero
+            return tf.where(inputs > 0, clipped, self.negative_slope * (tf.exp(tf.minimum(inputs, 0.0)) - 1.0))
         alpha = self.alpha if self.form == "prelu" else tf.constant(self.negative_slope, dtype=inputs.dtype)
         return tf.where(inputs > 0, clipped, alpha * inputs)
 
@@ -154,7 +157,7 @@ def _clip_form(layer: Any) -> tuple[str, int, int, float] | None:
     """``(form, bits, integer, negative_slope)`` of a layer FT-ClipAct can replace, else None.
 
     ``QActivation(quantized_relu(bits, integer[, negative_slope]))`` without sigmoid form, upper bound
-    or stochastic rounding; Keras ``LeakyReLU``; Keras ``PReLU`` without ``shared_axes``; a
+    or stochastic rounding; Keras ``LeakyReLU``; Keras ``PReLU`` without ``shared_axes``; Keras ``ELU``; a
     ``ClipActivation`` (clipped again with another threshold)."""
     kind = type(layer).__name__
     if isinstance(layer, ClipActivation):
@@ -165,6 +168,9 @@ def _clip_form(layer: Any) -> tuple[str, int, int, float] | None:
         return ("leaky", 8, 3, slope) if slope != 0.0 else None
     if kind == "PReLU":
         return ("prelu", 8, 3, 0.0) if layer.get_config().get("shared_axes") is None else None
+    if kind == "ELU":
+        alpha = float(layer.get_config().get("alpha", 1.0))
+        return ("elu", 8, 3, alpha) if alpha != 0.0 else None
     if kind != "QActivation":
         return None
     quantizer = getattr(layer, "quantizer", None)  # the object, also when the layer was given a string
@@ -181,7 +187,7 @@ def _clip_form(layer: Any) -> tuple[str, int, int, float] | None:
 def clip_layers(model: tf.keras.Model) -> dict[str, tuple[int, int]]:
     """The layers FT-ClipAct can clip, with their ``(bits, integer)``: plain quantized ReLUs
     (``QActivation(quantized_relu(bits, integer))``), quantized ReLUs with a negative slope, Keras
-    ``LeakyReLU`` and ``PReLU`` (no ``shared_axes``) and existing ``ClipActivation`` layers."""
+    ``LeakyReLU``, ``PReLU`` (no ``shared_axes``) and ``ELU``, and existing ``ClipActivation`` layers."""
     out = {}
     for layer in model.layers:
         if (form := _clip_form(layer)) is not None:
@@ -197,7 +203,7 @@ def clip_forms(model: tf.keras.Model) -> dict[str, tuple[str, int, int, float]]:
 RELU_FAMILY = ("LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "ReLU")
 """ReLU-like Keras layers; those ``clip_layers`` does not take are explained by ``unclippable``."""
 _UNCLIPPABLE = {
-    "ELU": "ELU: its negative side is a table hls4ml indexes in its own config; not implemented",
+    "ELU": "ELU with alpha 0: make it a quantized_relu",
     "ThresholdedReLU": "ThresholdedReLU: it already zeroes a band of inputs, a second threshold is not implemented",
     "ReLU": "a float Keras ReLU layer: quantize it as QActivation(quantized_relu(bits, integer)) first",
     "PReLU": "PReLU with shared_axes: hls4ml 1.3.0 converts one alpha per position only",
@@ -230,7 +236,7 @@ def _check_thresholds(model: tf.keras.Model, thresholds: dict[str, float]) -> di
     layers = clip_layers(model)
     if not layers:
         msg = (f"model {model.name} has no layer FT-ClipAct can clip: it replaces "
-               "QActivation(quantized_relu(...)) layers without upper bound, LeakyReLU and PReLU layers")
+               "QActivation(quantized_relu(...)) layers without upper bound, LeakyReLU, PReLU and ELU layers")
         raise HardenError(msg)
     unknown = sorted(set(thresholds) - set(layers))
     if unknown:

@@ -84,7 +84,7 @@ class ClipSearchConfig:
     val_samples: int | None = None
     """Validation samples the score runs on (the first ones); None: the whole validation split."""
     layers: tuple[str, ...] | None = None
-    """Layers to clip; None: every clippable layer (quantized ReLUs with or without a negative slope, LeakyReLU,
+    """Layers to clip; None: every clippable layer (quantized ReLUs with or without a negative slope, LeakyReLU, ELU,
     PReLU, existing ClipActivations)."""
     options: HlsOptions = field(default_factory=HlsOptions)
     """hls4ml options of the conversion the scores are computed on (use the deployment's)."""

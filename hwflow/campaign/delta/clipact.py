@@ -1,4 +1,4 @@
-"""Delta rule of FT-ClipAct's sloped form (a clipped LeakyReLU, PReLU or sloped ``quantized_relu``).
+"""Delta rule of FT-ClipAct's sloped form (a clipped LeakyReLU, PReLU, ELU or sloped ``quantized_relu``).
 
 The layer is elementwise: an output position changes only where its input did, so each block runs
 through ``hwflow.emulator.clip.sloped_codes`` alone. PReLU's ``param`` array holds one word per
@@ -19,7 +19,7 @@ from hwflow.campaign.delta.channelwise import Channelwise, changed_channels
 from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, Delta, spread_channels
 from hwflow.emulator import Kind, LayerSpec
-from hwflow.emulator.clip import check_mode, scalar_alpha, sloped_codes
+from hwflow.emulator.clip import check_mode, scalar_sloped_codes, sloped_codes
 from hwflow.emulator.run import Weights
 from hwflow.errors import EmulatorError
 
@@ -44,18 +44,16 @@ class ClipSloped(Channelwise):
     @staticmethod
     def _run(step: Step, x: np.ndarray, w: Weights | None, channels: np.ndarray | None) -> np.ndarray:
         layer = step.layer
+        if not _array(layer):  # one slope, or ELU's table: nothing in memory
+            return scalar_sloped_codes(layer, x, step.x_type)
         mode = check_mode(layer.attrs.get("mode"), f"clipped activation {layer.name}: mode")
-        if _array(layer):
-            if w is None or not w.is_fixed:
-                msg = f"clipped activation {layer.name} needs its param array in fixed point"
-                raise EmulatorError(msg)
-            alpha = np.asarray(w.codes).reshape(tuple(layer.output_shape))
-            if channels is not None:
-                alpha = np.take(alpha, channels, axis=-1)
-            alpha_type = w.type
-        else:
-            alpha, alpha_type = scalar_alpha(layer)
-        return sloped_codes(x, step.x_type, layer.result, layer.attrs["threshold"], mode, alpha, alpha_type)
+        if w is None or not w.is_fixed:
+            msg = f"clipped activation {layer.name} needs its param array in fixed point"
+            raise EmulatorError(msg)
+        alpha = np.asarray(w.codes).reshape(tuple(layer.output_shape))
+        if channels is not None:
+            alpha = np.take(alpha, channels, axis=-1)
+        return sloped_codes(x, step.x_type, layer.result, layer.attrs["threshold"], mode, alpha, w.type)
 
     def needs_input(self, layer: LayerSpec) -> bool:
         return _array(layer)
