@@ -63,14 +63,18 @@ def mini_resnet8(seed: int = 0):
     return model
 
 
-def narrow_options(reuse: int) -> HlsOptions:
-    """io_stream, Resource, ``reuse``, batch norms and Adds in ``NARROW`` (hls4ml's LayerType entries)."""
-    config = parse_hls_config({
-        "Model": {"Precision": {"default": "fixed<16,6>"}, "ReuseFactor": reuse, "Strategy": "Resource"},
-        "LayerType": {"BatchNormalization": {"Precision": {"result": NARROW}},
-                      "Merge": {"Precision": {"result": NARROW}}},
-    })
-    return resolve_options(config, io="stream")
+def narrow_options(model, reuse: int) -> HlsOptions:
+    """As ``examples/resnet8-pynq-z2.yml`` is made: hls4ml's ``config_from_keras_model(granularity='name')``
+    (which keeps the QKeras types), Resource, ``reuse``, the batch norms and Adds in ``NARROW``."""
+    import hls4ml
+
+    config = hls4ml.utils.config_from_keras_model(model, granularity="name", backend="Vitis")
+    config["Model"].update(ReuseFactor=reuse, Strategy="Resource")
+    for name, entry in config["LayerName"].items():
+        entry.pop("ReuseFactor", None)
+        if "bn" in name or name.endswith("_add"):
+            entry["Precision"]["result"] = NARROW
+    return resolve_options(parse_hls_config(config), io="stream")
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +85,9 @@ def x():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("mini-resnet8")
-    build = generate(mini_resnet8(), load_board("pynq-z2"), out,
-                     BuildOptions(narrow_options(8), min_words=1, fifo_depth=FIFO_DEPTH))
+    model = mini_resnet8()
+    build = generate(model, load_board("pynq-z2"), out,
+                     BuildOptions(narrow_options(model, 8), min_words=1, fifo_depth=FIFO_DEPTH))
     return build, out
 
 
@@ -102,6 +107,7 @@ def test_the_build_is_the_residual_design_it_claims(built):
     assert program.layer("s1_add").inputs == ("relu1", "s1_bn2")
     assert str(program.layer("s2_add").result) == NARROW
     assert str(program.layer("s1_bn1").result) == NARROW
+    assert str(program.layer("s2_relu").result) == "ufixed<8,3,RND_CONV,SAT>"  # the QKeras quantizer's, kept
     assert program.layer("s2_shortcut").attrs["reuse_factor"] == 8  # above n_in = 4: rf_gt_nin_rem0
     source = (out / "hls" / "firmware" / "myproject.cpp").read_text()
     depths = dict(line.split("variable=")[1].split(" depth=") for line in source.splitlines()
