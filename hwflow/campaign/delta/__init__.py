@@ -12,9 +12,16 @@
 Importing the package registers every rule.
 """
 
-from hwflow.campaign.delta import channelwise, clipact, depthwise, mac, merge, reshape  # noqa: F401 - registers the rules
-from hwflow.campaign.delta import pooling  # noqa: F401 - cropping and resize rules
-from hwflow.campaign.delta import activations  # noqa: F401 - activation rules (PReLU, parametrized, hard)
+from hwflow.campaign.delta import (  # noqa: F401 - registers the rules
+    activations,  # noqa: F401 - activation rules (PReLU, parametrized, hard)
+    channelwise,
+    clipact,
+    depthwise,
+    mac,
+    merge,
+    pooling,  # noqa: F401 - cropping and resize rules
+    reshape,
+)
 from hwflow.campaign.delta.golden import Golden
 from hwflow.campaign.delta.quantizers import PerChannel  # noqa: F401 - registers ApplyAlpha, binary/ternary thresholds
 from hwflow.campaign.delta.registry import RULES, Rule, Step, register_rule, rule_for
