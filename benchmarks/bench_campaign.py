@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="trials evaluated side by side (both cores)")
     parser.add_argument("--exact-images", type=int, default=1000, help="subset checked against full emulation")
     parser.add_argument("--profile", action="store_true", help="print where the engine's time goes per rate")
+    parser.add_argument("--io", default="parallel", choices=("parallel", "stream"),
+                        help="hls4ml io type of the design (stream for the 32x32 zoo models: a far shorter g++ build)")
     parser.add_argument("--out", default="out/bench")
     args = parser.parse_args(argv)
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     model = trained.model
     data = load_dataset(trained.metadata.get("dataset") or "digits")
     x, y = data.x_test[: args.images], data.y_test[: args.images]
-    hls_model = convert(model, HlsOptions(), out / f"hls-campaign-{args.model}")
+    hls_model = convert(model, HlsOptions.make(args.io), out / f"hls-campaign-{args.model}-{args.io}")
     program, image = program_from_hls(hls_model), image_from_hls(hls_model)
     weighted = [a.layer for a in image if a.name == "weight" and not a.layer.startswith("bn")]
     target = Target(layers=tuple(weighted), arrays=("weight", "bias"))
