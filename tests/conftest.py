@@ -34,13 +34,11 @@ needs_gxx = pytest.mark.usefixtures("require_gxx")
 needs_fmnist = pytest.mark.usefixtures("require_fmnist")
 
 
-def zoo_model(name: str, weight_bits: int, act_bits: int, seed: int = 0):
-    """An untrained zoo model whose batch-norm layers have random statistics (so they do something)."""
+def random_bn_statistics(model, seed: int = 0):
+    """``model`` with random batch-norm statistics, as training leaves them (so each batch norm does
+    something, and hls4ml keeps it)."""
     import tensorflow as tf
 
-    from hwflow.zoo.models import build_model
-
-    model = build_model(name, weight_bits=weight_bits, act_bits=act_bits, seed=seed)
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.BatchNormalization):
@@ -48,6 +46,13 @@ def zoo_model(name: str, weight_bits: int, act_bits: int, seed: int = 0):
             layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n),
                                rng.uniform(0.1, 1.5, n)])
     return model
+
+
+def zoo_model(name: str, weight_bits: int, act_bits: int, seed: int = 0):
+    """An untrained zoo model whose batch-norm layers have random statistics (so they do something)."""
+    from hwflow.zoo.models import build_model
+
+    return random_bn_statistics(build_model(name, weight_bits=weight_bits, act_bits=act_bits, seed=seed), seed)
 
 
 class CSimCache:

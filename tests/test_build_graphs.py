@@ -21,7 +21,7 @@ from hwflow.errors import BuildError
 from hwflow.hardware.boards import load_board
 from hwflow.hardware.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
 from hwflow.hardware.project import BuildOptions, check_resources, generate
-from tests.conftest import needs_gxx
+from tests.conftest import needs_gxx, random_bn_statistics
 
 SAMPLES = 24
 FIFO_DEPTH = 4
@@ -54,13 +54,7 @@ def mini_resnet8(seed: int = 0):
     x = relu("s2_relu")(layers.Add(name="s2_add")([conv("s2_shortcut", 8, 1, strides=2)(x), y]))
     x = layers.Flatten(name="flatten")(layers.AveragePooling2D(4, name="pool")(x))
     model = tf.keras.Model(inp, QDense(3, name="out", **q)(x), name="mini_resnet8")
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n),
-                               rng.uniform(0.1, 1.5, n)])
-    return model
+    return random_bn_statistics(model, seed)
 
 
 def narrow_options(model, reuse: int) -> HlsOptions:

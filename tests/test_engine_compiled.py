@@ -17,7 +17,7 @@ from hwflow.campaign.delta.compiled import ROUNDING_CODES, use_numba
 from hwflow.emulator import Emulator
 from hwflow.emulator.step import BoundStep
 from hwflow.faults import fault_model_from_spec
-from tests.conftest import zoo_model
+from tests.conftest import random_bn_statistics, zoo_model
 
 pytestmark = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is pinned in pyproject.toml")
 CODE_DTYPES = [np.int8, np.int16, np.int32, np.float32]
@@ -246,13 +246,7 @@ def _conv1d_model():
     x = tf.keras.layers.MaxPooling1D(2, name="p2")(x)
     x = tf.keras.layers.Flatten(name="flat")(x)
     model = tf.keras.Model(inp, QDense(4, kernel_quantizer=q, bias_quantizer=q, name="out")(x))
-    rng = np.random.default_rng(2)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n),
-                               rng.uniform(0.1, 1.5, n)])
-    return model
+    return random_bn_statistics(model, 2)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from hwflow.errors import DatasetError
 from hwflow.zoo import ZOO, TrainConfig, build_model, check_supported, train
 from hwflow.zoo.models import logits_model
-from tests.conftest import needs_fmnist, needs_gxx
+from tests.conftest import needs_fmnist, needs_gxx, random_bn_statistics
 
 PUBLISHED = ("jet-mlp", "resnet8", "rn07", "ds-cnn")
 
@@ -24,19 +24,6 @@ STORED = {
     "rn07": (57_582, 460_656),  # batch norms folded into 8-bit kernels and biases
     "ds-cnn": (22_794, 191_568),  # depthwise kernels 8-bit, batch norms 16-bit
 }
-
-
-def _with_statistics(model, seed: int = 0):
-    """Random batch-norm statistics (as training leaves them), so hls4ml keeps each batch norm."""
-    import tensorflow as tf
-
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            n = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 2.0, n), rng.normal(0, 0.5, n), rng.normal(0, 0.3, n),
-                               rng.uniform(0.1, 1.5, n)])
-    return model
 
 
 def _convert(model, io: str = "stream"):
@@ -122,7 +109,7 @@ def test_ds_cnn_is_depthwise_separable():
 @pytest.mark.parametrize("name", PUBLISHED)
 def test_stored_weight_bits(name):
     """What a fault campaign draws from: the words of the WeightImage hls4ml's firmware stores."""
-    _, image = _convert(_with_statistics(build_model(name)))
+    _, image = _convert(random_bn_statistics(build_model(name)))
     assert (image.total_words, image.total_bits) == STORED[name]
 
 
