@@ -46,8 +46,11 @@ _GEOMETRY = (
     "pad_right", "pool_height", "pool_width", "count_pad",
 )
 
-# hls4ml's Resource strategy stores kernels transposed (resource_strategy.py): firmware = logical.T(axes).
-_RESOURCE_AXES = {Kind.DENSE: (1, 0), Kind.CONV1D: (2, 0, 1), Kind.CONV2D: (3, 0, 1, 2)}
+
+# hls4ml's Resource strategy stores kernels transposed (resource_strategy.py): firmware = logical.T(axes),
+# per (kind, array); ``register_layer(..., resource_axes=)`` adds a family's own.
+_ARRAY_AXES: dict[tuple[Kind, str], tuple[int, ...]] = {
+    (Kind.DENSE, "weight"): (1, 0), (Kind.CONV1D, "weight"): (2, 0, 1), (Kind.CONV2D, "weight"): (3, 0, 1, 2)}
 
 
 _ATTRS: dict[str, Callable] = {}
@@ -71,9 +74,6 @@ def register_layer(class_name: str, kind: Kind, attrs: Callable | None = None,
         _ATTRS[class_name] = attrs
     for array, axes in (resource_axes or {}).items():
         _ARRAY_AXES[(kind, array)] = tuple(axes)
-
-
-_ARRAY_AXES: dict[tuple[Kind, str], tuple[int, ...]] = {}
 
 
 def _kind(layer) -> Kind:
@@ -205,10 +205,6 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
             resource = str(layer.get_attr("strategy", "")).lower().startswith("resource")
             if (kind, name) in _ARRAY_AXES and (resource or layer.get_attr("_weights_transposed", False) is True):
                 axes = _ARRAY_AXES[(kind, name)]
-            elif name == "weight" and layer.get_attr("_weights_transposed", False) is True:
-                axes = _RESOURCE_AXES[kind]
-            elif name == "weight" and str(layer.get_attr("strategy", "")).lower().startswith("resource"):
-                axes = _RESOURCE_AXES.get(kind, axes)
             logical = tuple(data.shape[i] for i in np.argsort(axes))
             array = StoredArray(
                 layer=names.to_user(layer.name),

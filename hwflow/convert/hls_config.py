@@ -41,7 +41,7 @@ LAYER_KEYS = ("Precision", "ReuseFactor", "Strategy", "Trace", "ConvImplementati
               "TableSize", "TimeStepLoopParallelism", "DepthwiseReuseFactor", "PointwiseReuseFactor")
 """Keys of a ``LayerName`` / ``LayerType`` entry: hls4ml's configurable layer attributes (Vivado/Vitis)."""
 STRATEGIES = {"latency": "Latency", "resource": "Resource"}
-"""Strategies the emulator reproduces (Resource stores kernels transposed: ``extract._RESOURCE_AXES``)."""
+"""Strategies the emulator reproduces (Resource stores kernels transposed: ``extract._ARRAY_AXES``)."""
 IO_TYPES = ("io_parallel", "io_stream")
 BACKENDS = ("Vitis", "Vivado")
 
