@@ -97,7 +97,7 @@ class TrialEvaluator:
         self._chains = {start: end for start, end in chains(program).items()
                         if all(k in self._only_next for k in range(start, end))}
         # The last layer reading each output: a trial's blocks of a layer are dropped after it.
-        self._last_use = {name: i for i, layer in enumerate(program.layers) for name in layer.inputs}
+        self._last_use = program.last_use
         self._steps: dict[int, tuple | None] = {}  # chain start -> its folded step function (or None)
         # Trim at the kept layers except accumulator outputs (rarely sparser than what follows them).
         self._trim = {layer.name: self.store.has(layer.name) and layer.kind not in MAC_KINDS

@@ -8,6 +8,7 @@ workers, and the weights live apart from it in the WeightImage that faults act o
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,20 @@ class Program:
     @property
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
+
+    @functools.cached_property
+    def last_use(self) -> dict[str, int]:
+        """Index of the last layer that reads each layer's output: in a graph a value lives until then."""
+        return {name: i for i, layer in enumerate(self.layers) for name in layer.inputs}
+
+    @functools.cached_property
+    def reader_count(self) -> dict[str, int]:
+        """How many layers read each layer's output (two or more at a branch)."""
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            for name in layer.inputs:
+                counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def layer(self, name: str) -> LayerSpec:
         for layer in self.layers:

@@ -214,7 +214,7 @@ class Emulator:
         first = 1 if start is None else self.program.index(start) + 1
         begin = layers[first - 1]
         values = {begin.name: codes}
-        last_use = {name: i for i, layer in enumerate(layers) for name in layer.inputs}  # a merge reads late
+        last_use = self.program.last_use  # a merge reads late
         for i, layer in enumerate(layers[first:], start=first):
             src = values[layer.inputs[0]]
             src_type = self._type_of(layer.inputs[0])
@@ -343,7 +343,7 @@ class Emulator:
             return False
         if nxt.kind not in (Kind.POOL1D, Kind.POOL2D) or nxt.inputs != (layer.name,):
             return False
-        if sum(layer.name in other.inputs for other in self.program.layers) != 1:  # a branch reads it unpooled
+        if self.program.reader_count.get(layer.name, 0) != 1:  # a branch reads it unpooled
             return False
         if nxt.attrs.get("pool_op") != "Max" or any(self._pool_geometry(nxt)[2]) or any(self._pool_geometry(nxt)[3]):
             return False

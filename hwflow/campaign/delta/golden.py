@@ -110,7 +110,7 @@ class Golden:
 
         self._bound = {}
         graph = not sequential(program)
-        last_use = {name: i for i, layer in enumerate(layers) for name in layer.inputs}
+        last_use = program.last_use
         for lo in range(0, n, PASS_CHUNK):
             sl = slice(lo, min(lo + PASS_CHUNK, n))
             codes = emulator.quantize_input(x[sl])
