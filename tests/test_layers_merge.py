@@ -190,8 +190,9 @@ def test_a_residual_block_runs_on_the_csim_board(tmp_path):
 def test_graph_runs_on_the_plain_path_and_run_codes_continues_only_where_it_can(nets, x):
     program, image = nets["parallel"]
     emulator = Emulator(program, image, chunk=7)
-    assert not emulator.fused  # a graph is not sequential
+    assert emulator.fused  # a graph runs fused too (hwflow.emulator.fused groups it)
     out = emulator.run(x)
+    np.testing.assert_array_equal(out, Emulator(program, image, fused=False).run(x))
     traced = emulator.trace(x)
     np.testing.assert_array_equal(traced[program.output.name], out)
     np.testing.assert_array_equal(emulator.run(x, upto="add"), traced["add"])

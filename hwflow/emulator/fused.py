@@ -45,11 +45,11 @@ Entry points for a campaign engine (besides ``Emulator.run`` / ``run_codes``, wh
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hwflow.emulator import compiled, gemm, ops, step
+from hwflow.emulator import compiled, gemm, merge, ops, step
 from hwflow.emulator.clip import check_mode
 from hwflow.emulator.program import Kind, LayerSpec, Program
 from hwflow.fixed import FixedType, Overflow, requantize
@@ -84,32 +84,83 @@ class Group:
 
 
 def sequential(program: Program) -> bool:
-    """Whether every layer reads the output of the layer before it (what grouping assumes)."""
+    """Whether every layer reads the output of the layer before it (a chain, no merge or branch)."""
     layers = program.layers
     return all(layer.inputs == (layers[i].name,) for i, layer in enumerate(layers[1:]))
 
 
 def groups(program: Program, first: int, last: int) -> list[Group]:
-    """Group layers ``first..last`` (indices into ``program.layers``) greedily, in order."""
-    layers, out, i = program.layers, [], first
-    while i <= last:
+    """Group layers ``first..last`` (indices into ``program.layers``) greedily, in order.
+
+    In a graph a layer joins the group of the layer it reads only where it reads that layer alone
+    and is its one reader (``Program.reader_count``): every value another layer reads is a group's
+    output. The reader need not come next in the program (hls4ml may put a shortcut's convolution
+    between a convolution and its batch norm): reading one value only, it can run right after it.
+    A zero padding whose one reader is a convolution is folded into that convolution's own padding
+    (the same zeros; the convolution then reads the padding's input). Groups come in the order of
+    their first layer, a valid order to run them in.
+    """
+    layers, out, taken = program.layers, [], set()
+    readers = _sole_readers(program, first, last)
+    for i in range(first, last + 1):
+        if i in taken:
+            continue
         layer = layers[i]
         head = layer if layer.kind in MAC else None
-        j = i + 1 if head else i
+        at = i
+        nxt = readers.get(i)
+        if nxt is not None and _folds_into(program, layer, layers[nxt]):
+            head, at = _padded_head(layer, layers[nxt]), nxt
+            taken.add(nxt)
         chain = []
-        while j <= last and layers[j].kind in CHAIN:
+        j = readers.get(at) if head else i
+        while j is not None and layers[j].kind in CHAIN:
             chain.append(layers[j])
-            j += 1
+            taken.add(j)
+            at, j = j, readers.get(j)
         pool = None
-        if j <= last and layers[j].kind in POOL and _poolable(layers[j]):
-            pool, j = layers[j], j + 1
+        if (head or chain) and j is not None and layers[j].kind in POOL and _poolable(layers[j]):
+            pool = layers[j]
+            taken.add(j)
         if head is None and not chain:
             out.append(Group(None, (), None, plain=layer))
-            i += 1
             continue
         out.append(Group(head, tuple(chain), pool))
-        i = j
     return out
+
+
+def _sole_readers(program: Program, first: int, last: int) -> dict[int, int]:
+    """Layer index -> index of its one reader in ``first..last``, where that reader reads it alone."""
+    index = {layer.name: i for i, layer in enumerate(program.layers)}
+    out = {}
+    for j in range(first, last + 1):
+        layer = program.layers[j]
+        if len(layer.inputs) == 1 and program.reader_count.get(layer.inputs[0], 0) == 1:
+            out[index[layer.inputs[0]]] = j
+    return out
+
+
+def _joins(program: Program, before: LayerSpec, layer: LayerSpec) -> bool:
+    """Whether ``layer`` reads ``before`` alone and is its one reader (nothing else needs the value between)."""
+    return layer.inputs == (before.name,) and program.reader_count.get(before.name, 0) == 1
+
+
+_PAD_ATTRS = {Kind.ZEROPAD2D: (Kind.CONV2D, ("pad_top", "pad_bottom", "pad_left", "pad_right")),
+              Kind.ZEROPAD1D: (Kind.CONV1D, ("pad_left", "pad_right"))}
+
+
+def _folds_into(program: Program, pad: LayerSpec, conv: LayerSpec) -> bool:
+    """A zero padding that only moves codes (same type in and out) and feeds one convolution alone."""
+    if pad.kind not in _PAD_ATTRS or conv.kind is not _PAD_ATTRS[pad.kind][0] or not _joins(program, pad, conv):
+        return False
+    return len(pad.inputs) == 1 and program.layer(pad.inputs[0]).result == pad.result
+
+
+def _padded_head(pad: LayerSpec, conv: LayerSpec) -> LayerSpec:
+    """``conv`` reading ``pad``'s input, with ``pad``'s zeros added to its own padding."""
+    names = _PAD_ATTRS[pad.kind][1]
+    attrs = dict(conv.attrs, **{n: int(conv.attrs[n]) + int(pad.attrs[n]) for n in names})
+    return replace(conv, inputs=pad.inputs, attrs=attrs)
 
 
 def pool_geometry(layer: LayerSpec):
@@ -166,20 +217,53 @@ class FusedRunner:
         self.emulator = emulator
         self.cache = {} if cache is None else cache
         self.compiled = use_compiled  # False: the numpy path even where numba runs (compiled.enabled)
+        self._plans: dict = {}  # (first, last) -> what run_values runs (the program's alone)
 
     def run(self, codes: np.ndarray, x_type: FixedType, first: int, last: int) -> np.ndarray:
-        x = codes
-        for group in groups(self.emulator.program, first, last):
-            x = self.run_group(group, x, x_type)
-            x_type = group.last.result
-        return x
+        """Codes of layer ``last`` from the codes (type ``x_type``) of layer ``first - 1``."""
+        return self.run_values({self.emulator.program.layers[first - 1].name: codes}, first, last, x_type)
 
-    def run_group(self, group: Group, x: np.ndarray, x_type: FixedType) -> np.ndarray:
+    def run_values(self, values: dict[str, np.ndarray], first: int, last: int,
+                   x_type: FixedType | None = None) -> np.ndarray:
+        """Codes of layer ``last`` from ``values``: the codes of every layer before ``first`` that layers
+        ``first..last`` read, by name (any integer or float dtype holding exact codes).
+
+        Groups run in order (``groups``); a value is dropped after its last reader in the range.
+        ``x_type``: the type of the codes of layer ``first - 1`` where it is not that layer's result
+        type (``run``'s caller decides). ``values`` itself is left as it was.
+        """
+        program = self.emulator.program
+        values = dict(values)
+        for group, names, drop in self._plan(first, last):
+            types = [x_type if x_type is not None and n == program.layers[first - 1].name else self._type(n)
+                     for n in names]
+            xs = [values[n] for n in names]
+            values[group.last.name] = self.run_group(group, xs[0], types[0], xs[1:], types[1:])
+            for n in drop:
+                values.pop(n, None)
+        return values[program.layers[last].name]
+
+    def _plan(self, first: int, last: int) -> list[tuple[Group, tuple[str, ...], tuple[str, ...]]]:
+        """Per group of ``first..last``: the group, the values it reads, the values dropped after it
+        (those no later group reads; the range's own output is kept)."""
+        key = (first, last)
+        if key not in self._plans:
+            found = groups(self.emulator.program, first, last)
+            reads = [group.layers[0].inputs for group in found]
+            final = {name: p for p, names in enumerate(reads) for name in names}
+            keep = self.emulator.program.layers[last].name
+            self._plans[key] = [(group, names, tuple(n for n in dict.fromkeys(names) if final[n] == p and n != keep))
+                                for p, (group, names) in enumerate(zip(found, reads, strict=True))]
+        return self._plans[key]
+
+    def _type(self, name: str) -> FixedType:
+        return self.emulator.program.layer(name).result
+
+    def run_group(self, group: Group, x: np.ndarray, x_type: FixedType, more: list | tuple = (),
+                  more_types: list | tuple = ()) -> np.ndarray:
+        """One group's output codes from its input codes (``more``: a plain layer's further inputs)."""
         if group.plain is not None:
-            layer = group.plain
-            if layer.kind is Kind.RESHAPE and layer.result == x_type:
-                return x.reshape((x.shape[0],) + tuple(layer.output_shape))
-            return self.emulator._layer(layer, x, x_type)
+            return self._plain_layer(group.plain, x, x_type, more, more_types)
         compiled = self._compiled(group, x, x_type)
         if compiled is not None:
             return self._fast(group, compiled, x, x_type)
@@ -195,6 +279,29 @@ class FusedRunner:
             y = self.emulator._layer(layer, y, t)
             t = layer.result
         return y
+
+    def _plain_layer(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType, more, more_types) -> np.ndarray:
+        """A layer the groups do not fold, on compact integer codes where its kernel has an integer form.
+
+        Merges and concatenations add, multiply and compare in int64 (``merge.merge_int``), a zero
+        padding or reshape that keeps its type moves the codes as they are; every other kind runs its
+        plain kernel (float64 codes), whose result is stored in the narrowest dtype of its type.
+        """
+        kind = layer.kind
+        if kind is Kind.RESHAPE and layer.result == x_type:
+            return x.reshape((x.shape[0],) + tuple(layer.output_shape))
+        if kind in _PAD_ATTRS and layer.result == x_type and not more:
+            names = _PAD_ATTRS[kind][1]
+            pads = [int(layer.attrs[n]) for n in names]
+            return ops.pad(x, tuple(pads[0::2]), tuple(pads[1::2]))
+        if kind is Kind.MERGE and layer.attrs.get("op") in merge.ELEMENTWISE:
+            y = merge.merge_int(layer, [x, *more], [x_type, *more_types])
+        elif kind is Kind.CONCATENATE:
+            y = merge.concatenate_int(layer, [x, *more], [x_type, *more_types])
+        else:
+            y = self.emulator._layer(layer, x, x_type, more, more_types)
+        t = layer.result
+        return y.astype(compiled.narrow_dtype(t.min_code, t.max_code), copy=False)
 
     def _prefix(self, group: Group, x: np.ndarray, x_type: FixedType):
         """The longest head + chain prefix of ``group`` that folds (no pooling), with its compiled form."""
@@ -232,7 +339,8 @@ class FusedRunner:
             if w.is_fixed and gemm.gemm_dtype(x_bound, w.type, k) is not np.float32:
                 x_bound = min(x_bound, gemm.data_bound(x))  # the data's own bound: exact for these codes
         weights = self._weights(group)
-        key = (group.last.name, group.layers[0].name, x_type, x_bound, tuple(id(v) for v in weights))
+        key = (group.last.name, group.layers[0].name, group.layers[0].inputs, x_type, x_bound,
+               tuple(id(v) for v in weights))
         found = self.cache.get(key, self)  # self: not derived yet (None means: run plainly)
         if found is self:
             if len(self.cache) > 512:  # stale entries of earlier fault maps
@@ -349,6 +457,8 @@ class FusedRunner:
                 xp = xp[:, None]
             y = compiled.conv_group(xp, comp.plan, dtype)
             return y.reshape((x.shape[0],) + tuple(group.last.output_shape))
+        if head is None and group.pool is None and np.issubdtype(x.dtype, np.integer):
+            return compiled.apply_step(x, comp.params, dtype)  # a chain on integer codes: int64, exact
         if head is not None and head.kind is Kind.DENSE and group.pool is None:
             lead = x.shape[:-1]
             s = x.reshape(-1, x.shape[-1]).astype(comp.w.dtype) @ comp.w

@@ -25,7 +25,7 @@ import numpy as np
 from hwflow.emulator.kernels import register_op
 from hwflow.emulator.program import Kind, LayerSpec
 from hwflow.errors import EmulatorError
-from hwflow.fixed import FixedType, cast
+from hwflow.fixed import FixedType, cast, requantize, value_range
 
 if TYPE_CHECKING:
     from hwflow.emulator.run import Emulator
@@ -88,6 +88,45 @@ def elementwise(op: str, a: np.ndarray, ta: FixedType, b: np.ndarray, tb: FixedT
     raise EmulatorError(msg)
 
 
+def cast_int(codes: np.ndarray, src: FixedType, dst: FixedType) -> np.ndarray:
+    """``src`` codes assigned to ``dst`` in int64 arithmetic (``requantize``), skipped where the types
+    make the assignment a move of the binary point that nothing overflows (hls4ml's merge types often do)."""
+    codes = np.asarray(codes)
+    lo, hi = value_range(src, dst)
+    if src.frac <= dst.frac and dst.min_code <= lo and hi <= dst.max_code:
+        shift = dst.frac - src.frac
+        y = codes.astype(np.int64)
+        return np.left_shift(y, shift, out=y) if shift else y
+    return requantize(codes.astype(np.int64), src.frac, dst)
+
+
+def elementwise_int(op: str, a: np.ndarray, ta: FixedType, b: np.ndarray, tb: FixedType,
+                    result: FixedType) -> np.ndarray:
+    """:func:`elementwise` on int64 codes: the same expressions, exact up to 62 bits, no float pass.
+
+    The fused path (``hwflow.emulator.fused``) runs merges with it on its compact integer codes;
+    the result is the int64 codes of ``result`` (``tests/test_fused_graph.py`` checks it against
+    :func:`elementwise` on random types and codes)."""
+    if op in ("add", "subtract", "average"):
+        t = sum_type(ta, tb, minus=op == "subtract")
+        x, y = _codes(a, ta, t.frac, True), _codes(b, tb, t.frac, True)
+        total = np.subtract(x, y, out=x) if op == "subtract" else np.add(x, y, out=x)
+        if op == "average":
+            t = _exact(t.width + 1, t.integer, t.signed)
+        return cast_int(total, t, result)
+    if op == "multiply":
+        t = product_type(ta, tb)
+        return cast_int(np.asarray(a, dtype=np.int64) * np.asarray(b, dtype=np.int64), t, result)
+    if op in ("maximum", "minimum"):
+        frac = max(ta.frac, tb.frac)
+        _exact(max(ta.width + frac - ta.frac, tb.width + frac - tb.frac), 0, True)  # refuses over 62 bits
+        x, y = _codes(a, ta, frac, True), _codes(b, tb, frac, True)
+        first = x > y if op == "maximum" else x < y
+        return np.where(first, cast_int(a, ta, result), cast_int(b, tb, result))
+    msg = f"merge operation {op!r} is not emulated; supported: {', '.join(ELEMENTWISE)}"
+    raise EmulatorError(msg)
+
+
 def _check_two(layer: LayerSpec, inputs: list) -> None:
     if len(inputs) != 2:
         msg = f"merge layer {layer.name} has {len(inputs)} inputs; hls4ml merges two"
@@ -117,3 +156,20 @@ def concatenate_op(emulator: Emulator, layer: LayerSpec, inputs: list[np.ndarray
 
 register_op(Kind.MERGE, merge_op)
 register_op(Kind.CONCATENATE, concatenate_op)
+
+
+def concatenate_int(layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
+    """:func:`concatenate_op` on int64 codes (the fused path's form)."""
+    _check_two(layer, inputs)
+    parts = [cast_int(x, t, layer.result) for x, t in zip(inputs, types, strict=True)]
+    return np.concatenate(parts, axis=1 + concat_axis(layer))
+
+
+def merge_int(layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
+    """:func:`merge_op` on int64 codes (the fused path's form)."""
+    _check_two(layer, inputs)
+    a, b = inputs
+    if a.shape != b.shape:
+        msg = f"merge layer {layer.name}: inputs of shapes {a.shape[1:]} and {b.shape[1:]}; the shapes must be equal"
+        raise EmulatorError(msg)
+    return elementwise_int(layer.attrs["op"], a, types[0], b, types[1], layer.result)

@@ -23,7 +23,7 @@ import numpy as np
 
 from hwflow.emulator import gemm, kernels, ops, pooling
 from hwflow.emulator.clip import clip_layer
-from hwflow.emulator.fused import FusedRunner, pool_geometry, sequential
+from hwflow.emulator.fused import FusedRunner, pool_geometry
 from hwflow.emulator.products import THRESHOLD_ACTIVATIONS, Exponents, special, threshold_activation
 from hwflow.emulator.products import linear as product_linear
 from hwflow.emulator.program import Kind, LayerSpec, Program
@@ -68,7 +68,7 @@ class Emulator:
         self.program = program
         self.chunk = chunk
         self.threads = threads  # chunks run on this many threads; None: as many as BLAS may use (<= 2)
-        self.fused = fused and sequential(program)  # the fused path groups consecutive layers
+        self.fused = fused  # the fused path: layer groups, compact codes (chains and graphs alike)
         self._weights = {}
         self._runner = FusedRunner(self)
         self.set_image(image)
@@ -135,16 +135,56 @@ class Emulator:
         Lets a campaign compute the layers before the first faulty one once and reuse them. ``codes``
         may have any integer or float dtype holding exact codes; the result is int64.
         """
+        self._check_cut(start, upto)
         if self.fused:
             first = 1 if start is None else self.program.index(start) + 1
             x_type = self.program.layers[first - 1].result
             last = self._last(upto)
             outs = self._map(lambda i: self._runner.run(codes[i : i + self.chunk], x_type, first, last), len(codes))
         else:
-            self._check_cut(start, upto)
             outs = [self._run_chunk(codes[i : i + self.chunk], upto, False, start)
                     for i in range(0, len(codes), self.chunk)]
         return _as_codes(outs, self._shape(upto))
+
+    def run_values(self, values: dict[str, np.ndarray], first: str, upto: str | None = None) -> np.ndarray:
+        """Codes of layer ``upto`` (default: the last) from the codes of the values it depends on.
+
+        ``values``: by layer name, the (already quantized) output codes of every layer before
+        ``first`` that layers ``first..upto`` read, each with the sample axis first (any integer or
+        float dtype holding exact codes). In a graph this continues where ``run_codes`` cannot: a
+        campaign's fault-free pass runs one layer (or group) of a residual network from its inputs'
+        codes. Fused path: ``FusedRunner.run_values``; plain path: the layer kernels. int64 result.
+        """
+        lo = self.program.index(first)
+        last = self._last(upto)
+        if lo < 1 or last < lo:
+            msg = f"run_values runs layers {first}..{upto or self.program.output.name}: not a range after the input"
+            raise EmulatorError(msg)
+        later = {name for layer in self.program.layers[lo : last + 1] for name in layer.inputs}
+        missing = sorted(name for name in later if self.program.index(name) < lo and name not in values)
+        if missing:
+            msg = (f"run_values from layer {first}: the codes of {', '.join(missing)} (read by the layers from "
+                   f"{first} on) are missing; give every value computed before {first} that they read")
+            raise EmulatorError(msg)
+        needed = {name: values[name] for name in later if self.program.index(name) < lo}
+        n = len(next(iter(needed.values())))
+
+        def chunk(i: int) -> np.ndarray:
+            part = {name: v[i : i + self.chunk] for name, v in needed.items()}
+            if self.fused:
+                return self._runner.run_values(part, lo, last)
+            return self._run_values_plain(part, lo, last)
+
+        return _as_codes(self._map(chunk, n), self._shape(upto))
+
+    def _run_values_plain(self, values: dict[str, np.ndarray], first: int, last: int) -> np.ndarray:
+        """``run_values`` on the plain kernels, layer by layer (the reference)."""
+        values = dict(values)
+        for layer in self.program.layers[first : last + 1]:
+            xs = [values[name] for name in layer.inputs]
+            types = [self._type_of(name) for name in layer.inputs]
+            values[layer.name] = self._layer(layer, xs[0], types[0], xs[1:], types[1:])
+        return values[self.program.layers[last].name]
 
     def _check_cut(self, start: str | None, upto: str | None) -> None:
         """In a graph, continuing from one layer's codes needs every value the later layers read to be

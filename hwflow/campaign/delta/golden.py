@@ -148,13 +148,11 @@ class Golden:
         """One layer's fault-free output codes from its inputs' codes.
 
         A chain of layers continues through ``run_codes`` (the fused path). In a graph (a merge reads
-        two values) each layer runs its plain kernel on every input: ``run_codes`` can only continue
-        from a single value."""
+        two values) ``run_values`` runs the layer from the codes of every input, on the fused path's
+        kernels too (``run_codes`` can only continue from a single value)."""
         if not graph:
             return emulator.run_codes(outputs[layer.inputs[0]], start=layer.inputs[0], upto=layer.name)
-        types = [emulator.program.layer(name).result for name in layer.inputs]
-        return emulator._layer(layer, outputs[layer.inputs[0]], types[0], [outputs[n] for n in layer.inputs[1:]],
-                               types[1:])
+        return emulator.run_values({name: outputs[name] for name in layer.inputs}, layer.name, layer.name)
 
     @staticmethod
     def conv_layers(program: Program) -> set[str]:
