@@ -71,7 +71,10 @@ def macs_per_sample(program, image) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="cnn-fmnist")
+    parser.add_argument("--model", default="cnn-fmnist", help="zoo model (trained once, cached in --out)")
+    parser.add_argument("--io", default="parallel", choices=("parallel", "stream"),
+                        help="hls4ml io type (stream for the 32x32 zoo models: resnet8's io_stream project is "
+                             "shared with bench_campaign, hls-campaign-<model>-stream)")
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--out", default="out/bench")
     args = parser.parse_args(argv)
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(trained.metadata.get("dataset") or "digits")
     x = data.x_test[: args.images]
     n = len(x)
-    csim = build_csim(trained.model, HlsOptions(), out / f"hls-{args.model}")
+    project = out / (f"hls-{args.model}" if args.io == "parallel" else f"hls-campaign-{args.model}-{args.io}")
+    csim = build_csim(trained.model, HlsOptions.make(args.io), project)
     emulator = Emulator(csim.program, csim.image)
 
     emulator.logits(x[:64])  # warm-up (BLAS threads, allocations, numba kernels compiled or loaded)
@@ -119,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mismatches = int(np.sum(emu.reshape(n, -1) != ref))
     acc = float(np.mean(np.argmax(emu.reshape(n, -1), axis=1) == data.y_test[:n]))
-    print(f"bench emulator-images/s: {n / t_emu:.0f} ({n} images of {args.model}, accuracy {acc:.4f}, "
+    print(f"bench emulator-images/s: {n / t_emu:.0f} ({n} images of {args.model}, io_{args.io}, accuracy {acc:.4f}, "
           f"{mismatches} output words differ from C-sim)")
     print(f"bench emulator-fused-equals-plain: {same} ({n} images; plain path {t_plain:.3f} s, "
           f"fused {t_emu:.3f} s: {t_plain / t_emu:.1f}x)")
