@@ -156,7 +156,8 @@ def test_graph_groups_follow_the_one_reader():
     assert names == [["conv1", "bn1", "relu1"], ["conv2", "bn2"], ["short"], ["merge"], ["act"], ["cat"],
                      ["act3", "pool"], ["gap"], ["out"]]
     head = groups(program, 1, len(program.layers) - 1)[0].head
-    assert head.inputs == ("x",) and head.attrs["pad_top"] == 1  # the zero padding folded into conv1
+    assert head.inputs == ("x",)  # the zero padding folded into conv1
+    assert head.attrs["pad_top"] == 1
     assert [layer.name for g in groups(program, 1, 1) for layer in g.layers] == ["zp"]  # alone: plain
 
 
