@@ -88,6 +88,8 @@ def _kind(layer) -> Kind:
 
 def program_from_hls(hls_model, source: dict | None = None) -> Program:
     """The emulator's Program for a converted ModelGraph, with the user's layer names."""
+    from hwflow.convert.layers_quant import mac_attrs  # here: layers_quant registers itself with this module
+
     names = names_of(hls_model)
     specs = []
     for layer in hls_model.get_layers():
@@ -105,9 +107,7 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
         if kind in (Kind.DENSE, Kind.CONV1D, Kind.CONV2D):  # per layer: a user's configuration sets them so
             attrs["reuse_factor"] = int(layer.get_attr("reuse_factor", 1))
             attrs["strategy"] = str(layer.get_attr("strategy", "latency")).lower()
-            from hwflow.convert.layers_quant import mac_attrs  # binary/ternary/po2 products (not plain ones)
-
-            attrs.update(mac_attrs(layer))
+            attrs.update(mac_attrs(layer))  # binary/ternary/po2 products (not plain ones)
         if layer.class_name in _ATTRS:
             attrs.update(_ATTRS[layer.class_name](layer))
         accum = layer.get_attr("accum_t")
@@ -180,6 +180,8 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
         msg = ("the storage plan moves the binary point of hls4ml types that this graph was not converted with: "
                "pass the same plan to hwflow.convert.convert(..., storage=plan)")
         raise ConversionError(msg)
+    from hwflow.convert.layers_quant import stored_words  # here: layers_quant registers itself with this module
+
     arrays = []
     names = names_of(hls_model)
     for layer in hls_model.get_layers():
@@ -190,10 +192,8 @@ def image_from_hls(hls_model, storage: StoragePlan | None = None) -> WeightImage
             var = layer.weights.get(name)
             if var is None:
                 continue
-            from hwflow.convert.layers_quant import stored_words  # XNOR, ternary and exponent words
-
             data = np.asarray(var.data, dtype=np.float64)
-            quantized = stored_words(layer, kind, name, var)
+            quantized = stored_words(layer, kind, name, var)  # XNOR, ternary and exponent words
             if quantized is None:
                 ftype = from_hls4ml(var.type.precision)
                 text_values = np.array([float(var.precision_fmt.format(v)) for v in data.reshape(-1)])
