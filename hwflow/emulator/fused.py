@@ -218,6 +218,7 @@ class FusedRunner:
         self.cache = {} if cache is None else cache
         self.compiled = use_compiled  # False: the numpy path even where numba runs (compiled.enabled)
         self._plans: dict = {}  # (first, last) -> what run_values runs (the program's alone)
+        self._masses: dict = {}  # id(weights) -> (weights, largest column sum of |codes|)
 
     def run(self, codes: np.ndarray, x_type: FixedType, first: int, last: int) -> np.ndarray:
         """Codes of layer ``last`` from the codes (type ``x_type``) of layer ``first - 1``."""
@@ -330,13 +331,28 @@ class FusedRunner:
         names = [(layer.name, a) for layer in group.layers for a in layer.arrays]
         return tuple(self.emulator._weights.get(key) for key in names)
 
+    def _mass(self, w, m: int) -> int:
+        """The largest column sum of ``|w|`` (``w``'s codes as a (K, m) matrix).
+
+        ``|x| <= B`` bounds every partial sum of ``x @ w`` (in any order) by ``B`` times it: the bound
+        that decides float32 (below 2**24) and that the step function starts from. It is the weights'
+        own, far below the type's ``max_code * K`` for trained weights (resnet8's 3x3x64 kernels fit
+        float32 with it, not with the type's bound); a faulty array is a new object, so a new bound.
+        """
+        found = self._masses.get(id(w))
+        if found is None or found[0] is not w:
+            if len(self._masses) > 512:
+                self._masses.clear()
+            mass = int(np.abs(w.codes.reshape(-1, m).astype(np.int64)).sum(axis=0).max()) if w.codes.size else 0
+            found = self._masses[id(w)] = (w, max(mass, 1))
+        return found[1]
+
     def _compiled(self, group: Group, x: np.ndarray, x_type: FixedType) -> _Compiled | None:
         x_bound = gemm.max_code(x_type)
         head = group.head
         if head is not None:
             w = self.emulator._weights[(head.name, "weight")]
-            k = w.codes.size // head.output_shape[-1] if w.is_fixed else 1
-            if w.is_fixed and gemm.gemm_dtype(x_bound, w.type, k) is not np.float32:
+            if w.is_fixed and x_bound * self._mass(w, head.output_shape[-1]) >= gemm.F32_EXACT:
                 x_bound = min(x_bound, gemm.data_bound(x))  # the data's own bound: exact for these codes
         weights = self._weights(group)
         key = (group.last.name, group.layers[0].name, group.layers[0].inputs, x_type, x_bound,
@@ -369,11 +385,14 @@ class FusedRunner:
                 return None  # truncating or saturating accumulator: the stepwise reference
             m = head.output_shape[-1]
             k = w.codes.size // m
-            dtype = gemm.gemm_dtype(x_bound, w.type, k)
-            if dtype is None or w.codes.size != k * m:
+            if w.codes.size != k * m:
+                return None
+            s_bound = x_bound * self._mass(w, m)  # |every partial sum| of these weights' GEMM
+            dtype = np.float32 if s_bound < gemm.F32_EXACT else np.float64 if s_bound < 2**53 else None
+            if dtype is None:
                 return None
             bias = requantize(b.codes, b.type.frac, accum) if b is not None else None
-            state = step.start_mac(bias, accum.frac - p_frac, accum, x_bound * gemm.max_code(w.type) * k, m)
+            state = step.start_mac(bias, accum.frac - p_frac, accum, s_bound, m)
             step.cast(state, head.result)
             gemm_w = w.codes.reshape(k, m).astype(dtype)
             c, t = m, head.result
