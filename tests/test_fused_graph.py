@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hwflow.emulator import Emulator, Kind, LayerSpec, Program
+from hwflow.emulator import Emulator, Kind, LayerSpec, Program, compiled
 from hwflow.emulator import merge as merge_kernels
+from hwflow.emulator.compiled import merge_step
 from hwflow.emulator.fused import FusedRunner, groups
 from hwflow.emulator.run import Weights
 from hwflow.errors import EmulatorError
@@ -80,7 +81,11 @@ def random_graph(seed: int, io_type: str):
     w = int(rng.integers(8, 34))  # at most 12 fractional bits: a cast to more overflows int64 (fixed.requantize)
     merge_t = FixedType(w, w - int(rng.integers(0, 12)), bool(rng.integers(2)), ROUNDINGS[int(rng.integers(7))],
                         [Overflow.SAT, Overflow.WRAP, Overflow.SAT_SYM, Overflow.SAT_ZERO][int(rng.integers(4))])
+    if seed % 4 < 2 and op in ("add", "subtract"):  # hls4ml's own type: the exact sum (one compiled pass)
+        merge_t = merge_kernels.sum_type(acc2 if shortcut_conv else act_t, bn2_t, op == "subtract")
     act2_t = _type(rng, (3, 9), (1, 4), signed=False)
+    if seed % 4 < 2:  # a saturating ReLU (a wrapping one does not fold)
+        act2_t = FixedType(act2_t.width, act2_t.integer, False, act2_t.rounding, Overflow.SAT)
     cat_t = _type(rng, (4, 12), (1, 6))
     layers += [
         LayerSpec("bn2", Kind.BATCHNORM, ("conv2",), sp, bn2_t),
@@ -139,8 +144,11 @@ def test_random_graph_fused_equals_plain(seed, io_type, use_compiled):
     np.testing.assert_array_equal(fast.run_values(given, "conv2"), traced["out"])  # the rest of the network
 
 
-def test_random_graphs_take_the_fast_path():
-    """The comparisons above must not pass by falling back: the convolution groups fuse."""
+def test_random_graphs_take_the_fast_path(monkeypatch):
+    """The comparisons above must not pass by falling back: the convolution groups fuse, and the
+    merges whose type is the exact sum run with the chain after them in one compiled pass."""
+    calls = []
+    monkeypatch.setattr(compiled, "merge_step", lambda *a: calls.append(1) or merge_step(*a))
     fused = 0
     for seed in range(24):
         program, weights, x = random_graph(seed, "io_stream")
@@ -148,13 +156,14 @@ def test_random_graphs_take_the_fast_path():
         fast.run_codes(x[:4], "x")
         fused += sum(v is not None for v in fast._runner.cache.values())
     assert fused > 24 * 3  # 3.8 groups per graph when written
+    assert len(calls) >= 4  # 8 seeds of 24 have an exact Add or Subtract
 
 
 def test_graph_groups_follow_the_one_reader():
     program, _, _ = random_graph(0, "io_stream")  # seed 0: a shortcut convolution and a zero padding
     names = [[layer.name for layer in g.layers] for g in groups(program, 1, len(program.layers) - 1)]
-    assert names == [["conv1", "bn1", "relu1"], ["conv2", "bn2"], ["short"], ["merge"], ["act"], ["cat"],
-                     ["act3", "pool"], ["gap"], ["out"]]
+    assert names == [["conv1", "bn1", "relu1"], ["conv2", "bn2"], ["short"], ["merge", "act"], ["cat"],
+                     ["act3", "pool"], ["gap"], ["out"]]  # the Add's type is its exact sum: it heads a chain
     head = groups(program, 1, len(program.layers) - 1)[0].head
     assert head.inputs == ("x",)  # the zero padding folded into conv1
     assert head.attrs["pad_top"] == 1
@@ -230,3 +239,24 @@ def test_golden_pass_on_resnet8_equals_the_plain_trace(zoo_graphs):
     assert {"relu1", "s1_relu", "s2_shortcut", "s2_relu", "out"} <= set(kept)  # a merge reads each
     for name in kept:
         np.testing.assert_array_equal(take(evaluator.store[name], None, None), traced[name], err_msg=name)
+
+
+@pytest.mark.parametrize("channels", [3, 16])
+@pytest.mark.parametrize("rounding", ROUNDINGS)
+def test_merge_step_kernel_equals_its_reference(rounding, channels):
+    """``compiled.merge_step`` (numba) against ``merge_step_ref`` (int64 numpy), every rounding and its ties."""
+    from hwflow.emulator import step as steps
+
+    rng = np.random.default_rng(channels)
+    a = rng.integers(0, 256, (300, channels)).astype(np.uint8)
+    b = rng.integers(-2**30, 2**30, (300, channels))
+    state = steps.start_codes(FixedType(44, 22), channels)
+    steps.relu(state, FixedType(8, 3, False, rounding, Overflow.SAT))
+    p = compiled.step_params(steps.finish(state))
+    for minus in (False, True):
+        ours = compiled.merge_step(a, b, 17, 0, minus, p, np.empty(a.shape, np.uint8))
+        ref = compiled.merge_step_ref(a, b, 17, 0, minus, p, np.empty(a.shape, np.int64))
+        np.testing.assert_array_equal(ours, ref)
+        total = (a.astype(np.int64) << 17) + (-1 if minus else 1) * b
+        np.testing.assert_array_equal(ref, compiled.step_ref(total, p))
+    assert len(np.unique(ref)) > 10

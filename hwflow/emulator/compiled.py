@@ -25,7 +25,7 @@ Why the kernels index with unsigned integers: numba wraps a negative signed inde
 semantics), a branch per access that keeps LLVM from vectorizing the loop; an unsigned index has none.
 
 Exported for other engines (e.g. a campaign's delta kernels): :class:`StepParams`,
-:func:`step_params`, :func:`max_step`, :func:`apply_step`, :func:`gather`, :func:`enabled`.
+:func:`step_params`, :func:`max_step`, :func:`apply_step`, :func:`merge_step`, :func:`gather`, :func:`enabled`.
 """
 
 from __future__ import annotations
@@ -213,6 +213,71 @@ def _max_step_kernel(channels: int, pool: int, cols: bool, flags: tuple, shift: 
                 tie = ta | (tn & neg) | (tp & (1 - neg)) | (td & fl)
                 up = (g & (np.int64(rem > half) | (np.int64(rem == half) & tie))) | (z & np.int64(rem != 0) & neg)
                 out[ub, uc] = min(max(fl + (up & 1), lo[uc]), hi[uc]) << j
+
+    return _jit(kernel)
+
+
+# --- a merge and the step function after it ---------------------------------------------------------
+
+
+def merge_step(a: np.ndarray, b: np.ndarray, sa: int, sb: int, minus: bool, p: StepParams,
+               out: np.ndarray) -> np.ndarray:
+    """``out[r, c] = step((a[r, c] << sa) +- (b[r, c] << sb))``, in place: an Add or Subtract whose
+    result type holds the sum exactly, and the chain after it, in one pass over integer codes.
+
+    ``a, b (R, C)``: codes of any dtype (float ones hold exact integers); ``out (R, C)``: any integer
+    dtype holding the step's range. Saves the merge's wide (int64) result and a second pass over it.
+    """
+    if enabled():
+        _merge_step_for(out.shape[1], minus, p)(a, b, sa, sb, p.m, p.q, p.lo, p.hi, p.k, p.flags, p.j, out)
+        return out
+    return merge_step_ref(a, b, sa, sb, minus, p, out)
+
+
+def merge_step_ref(a: np.ndarray, b: np.ndarray, sa: int, sb: int, minus: bool, p: StepParams,
+                   out: np.ndarray) -> np.ndarray:
+    """numpy reference of :func:`merge_step` (int64 arithmetic)."""
+    x = np.left_shift(np.asarray(a).astype(np.int64), sa)
+    y = np.left_shift(np.asarray(b).astype(np.int64), sb)
+    out[...] = step_ref(x - y if minus else x + y, p)
+    return out
+
+
+def _merge_step_for(channels: int, minus: bool, p: StepParams):
+    if channels % SPECIALIZE:
+        return _merge_step_kernel(0, minus, (0,) * 6, 0, 0)
+    return _merge_step_kernel(channels, minus, tuple(int(v) for v in p.flags), p.k, p.j)
+
+
+@functools.cache
+def _merge_step_kernel(channels: int, minus: bool, flags: tuple, shift: int, scale: int):
+    """:func:`merge_step` compiled with the channel count and the rounding as constants (``channels
+    == 0``: the generic kernel), as :func:`_max_step_kernel`."""
+    u = numba.uint64
+    generic = channels == 0
+    sign = -1 if minus else 1
+
+    def kernel(a, b, sa, sb, m, q, lo, hi, k_, flags_, j_, out):  # pragma: no cover - compiled
+        k = k_ if generic else shift
+        j = j_ if generic else scale
+        half = (np.int64(1) << (k - 1)) if k > 0 else np.int64(0)
+        if generic:
+            g, z, ta, tn, tp, td = flags_[0], flags_[1], flags_[2], flags_[3], flags_[4], flags_[5]
+        else:
+            g, z, ta, tn, tp, td = flags
+        count = out.shape[1] if generic else channels
+        for r in range(out.shape[0]):
+            ur = u(r)
+            for c in range(count):
+                uc = u(c)
+                s = (np.int64(a[ur, uc]) << sa) + sign * (np.int64(b[ur, uc]) << sb)
+                n = s * m[uc] + q[uc]
+                fl = n >> k
+                rem = n - (fl << k)
+                neg = np.int64(n < 0)
+                tie = ta | (tn & neg) | (tp & (1 - neg)) | (td & fl)
+                up = (g & (np.int64(rem > half) | (np.int64(rem == half) & tie))) | (z & np.int64(rem != 0) & neg)
+                out[ur, uc] = min(max(fl + (up & 1), lo[uc]), hi[uc]) << j
 
     return _jit(kernel)
 

@@ -52,7 +52,7 @@ import numpy as np
 from hwflow.emulator import compiled, gemm, merge, ops, step
 from hwflow.emulator.clip import check_mode
 from hwflow.emulator.program import Kind, LayerSpec, Program
-from hwflow.fixed import FixedType, Overflow, requantize
+from hwflow.fixed import FixedType, Overflow, requantize, value_range
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,14 @@ class Group:
     chain: tuple[LayerSpec, ...]
     pool: LayerSpec | None
     plain: LayerSpec | None = None  # a layer of another kind, run by its plain kernel
+    merge: LayerSpec | None = None  # an Add or Subtract the chain reads (no head): FusedRunner._merged
 
     @property
     def layers(self) -> tuple[LayerSpec, ...]:
         if self.plain is not None:
             return (self.plain,)
-        return ((self.head,) if self.head else ()) + self.chain + ((self.pool,) if self.pool else ())
+        first = (self.head,) if self.head else (self.merge,) if self.merge else ()
+        return first + self.chain + ((self.pool,) if self.pool else ())
 
     @property
     def last(self) -> LayerSpec:
@@ -109,11 +111,12 @@ def groups(program: Program, first: int, last: int) -> list[Group]:
         head = layer if layer.kind in MAC else None
         at = i
         nxt = readers.get(i)
+        merged = layer if _fusable_merge(layer) and nxt is not None and layers[nxt].kind in CHAIN else None
         if nxt is not None and _folds_into(program, layer, layers[nxt]):
             head, at = _padded_head(layer, layers[nxt]), nxt
             taken.add(nxt)
         chain = []
-        j = readers.get(at) if head else i
+        j = readers.get(at) if head or merged else i
         while j is not None and layers[j].kind in CHAIN:
             chain.append(layers[j])
             taken.add(j)
@@ -125,8 +128,25 @@ def groups(program: Program, first: int, last: int) -> list[Group]:
         if head is None and not chain:
             out.append(Group(None, (), None, plain=layer))
             continue
-        out.append(Group(head, tuple(chain), pool))
+        out.append(Group(head, tuple(chain), pool, merge=merged))
     return out
+
+
+def _fusable_merge(layer: LayerSpec) -> bool:
+    """An Add or Subtract: the chain after it runs on its sum (``FusedRunner._merged``)."""
+    return layer.kind is Kind.MERGE and layer.attrs.get("op") in ("add", "subtract")
+
+
+def merge_shifts(layer: LayerSpec, ta: FixedType, tb: FixedType) -> tuple[int, int] | None:
+    """``(sa, sb)`` with ``result code = (a << sa) +- (b << sb)`` where the merge's one cast, from the
+    exact sum to its result type, only moves the binary point (it rounds and overflows nothing;
+    hls4ml's inferred merge types do that); None where it casts."""
+    minus = layer.attrs.get("op") == "subtract"
+    t, res = merge.sum_type(ta, tb, minus), layer.result
+    lo, hi = value_range(t, res)
+    if t.frac > res.frac or lo < res.min_code or hi > res.max_code or res.width > 62:
+        return None
+    return res.frac - ta.frac, res.frac - tb.frac
 
 
 def _sole_readers(program: Program, first: int, last: int) -> dict[int, int]:
@@ -265,6 +285,8 @@ class FusedRunner:
         """One group's output codes from its input codes (``more``: a plain layer's further inputs)."""
         if group.plain is not None:
             return self._plain_layer(group.plain, x, x_type, more, more_types)
+        if group.merge is not None:
+            return self._merged(group, [x, *more], [x_type, *more_types])
         compiled = self._compiled(group, x, x_type)
         if compiled is not None:
             return self._fast(group, compiled, x, x_type)
@@ -280,6 +302,23 @@ class FusedRunner:
             y = self.emulator._layer(layer, y, t)
             t = layer.result
         return y
+
+    def _merged(self, group: Group, xs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
+        """An Add or Subtract and the chain after it: one compiled pass (``compiled.merge_step``) where
+        the merge only shifts and adds and the chain folds, else the integer merge, then the chain."""
+        layer, rest = group.merge, Group(None, group.chain, group.pool)
+        shifts = merge_shifts(layer, types[0], types[1]) if len(xs) == 2 else None
+        fast = (self.compiled and compiled.enabled() and group.pool is None and shifts is not None
+                and xs[0].shape == xs[1].shape)  # codes of any dtype: float ones hold exact integers
+        comp = self._compiled(rest, xs[0], layer.result) if fast else None
+        if comp is None:
+            return self.run_group(rest, merge.merge_int(layer, xs, types), layer.result)
+        lo, hi = comp.fn.out_range()
+        c = xs[0].shape[-1]
+        a, b = (np.ascontiguousarray(v).reshape(-1, c) for v in xs)
+        out = np.empty(a.shape, dtype=compiled.narrow_dtype(lo, hi))
+        compiled.merge_step(a, b, shifts[0], shifts[1], layer.attrs["op"] == "subtract", comp.params, out)
+        return out.reshape(xs[0].shape)
 
     def _plain_layer(self, layer: LayerSpec, x: np.ndarray, x_type: FixedType, more, more_types) -> np.ndarray:
         """A layer the groups do not fold, on compact integer codes where its kernel has an integer form.
