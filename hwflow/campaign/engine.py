@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from hwflow.campaign.delta import Golden, Step, rule_for
+from hwflow.campaign.delta.chain import FoldedChain, longest_fold, runs
 from hwflow.campaign.delta.golden import bytes_per_sample
 from hwflow.campaign.delta.hoist import apply_step, chains, pool_blocks, pool_casts, pool_geometry, step_function
 from hwflow.campaign.delta.state import Delta, apply, trim
@@ -99,6 +100,21 @@ class TrialEvaluator:
         # The last layer reading each output: a trial's blocks of a layer are dropped after it.
         self._last_use = program.last_use
         self._steps: dict[int, tuple | None] = {}  # chain start -> its folded step function (or None)
+        # Runs of per-channel layers without a pool (batch norm, ReLU after a convolution or a merge), folded
+        # into one step function where they fold (``delta.chain``): (start, stop) -> the fold or None.
+        self._runs = runs(program)
+        self._folds: dict[tuple[int, int], FoldedChain | None] = {}
+        # A run whose last layer is read by one layer alone, whose rule steps blocks on the fly (a merge):
+        # its blocks stay unstepped (``chain.PendingStep``). A run read alone from a layer whose rule can
+        # finish with it (``delta_then``: a merge, then ReLU) runs in that rule's pass.
+        readers = {layer.name: [k for k, other in enumerate(program.layers) if layer.name in other.inputs]
+                   for layer in program.layers}
+        self._lazy = {k: len(readers[layer.name]) == 1 and self._offers(program.layers[readers[layer.name][0]],
+                                                                       "takes_pending")
+                      for k, layer in enumerate(program.layers)}
+        self._then = {k for k in self._runs if program.layers[k].inputs[0] == program.layers[k - 1].name
+                      and readers[program.layers[k - 1].name] == [k] and self._offers(program.layers[k - 1],
+                                                                                    "delta_then")}
         # Trim at the kept layers except accumulator outputs (rarely sparser than what follows them).
         self._trim = {layer.name: self.store.has(layer.name) and layer.kind not in MAC_KINDS
                       for layer in program.layers}
@@ -233,16 +249,56 @@ class TrialEvaluator:
                     self._release(deltas, end)
                     i = end + 1
                     continue
+            folded = self._folded(i, changed) if not mine and not any(more) else None
+            if folded is not None:
+                end = folded.stop - 1
+                lazy = self._lazy[end]
+                out = folded.apply(inputs, lazy=lazy)
+                if self._trim.get(layers[end].name) and not lazy:
+                    out = trim(out, store[layers[end].name])
+                deltas[layers[end].name] = out
+                self._release(deltas, end)
+                i = end + 1
+                continue
             step = self._step(layer, inputs, mine, store)
             step.crop = self._crop(i, changed)
             step.more_inputs = more
-            out = rule_for(layer).delta(step)
+            rule = rule_for(layer)
+            after = self._folded(i + 1, changed) if i + 1 in self._then else None
+            out = rule.delta_then(step, after) if after is not None else None
+            if out is not None:  # the rule ran the folded chain after it in the same pass
+                end = after.stop - 1
+                if self._trim.get(layers[end].name):
+                    out = trim(out, store[layers[end].name])
+                deltas[layers[end].name] = out
+                self._release(deltas, end)
+                i = end + 1
+                continue
+            out = rule.delta(step)
             if self._trim.get(layer.name):
                 out = trim(out, store[layer.name])
             deltas[layer.name] = out
             self._release(deltas, i)
             i += 1
         return deltas[layers[-1].name]
+
+    @staticmethod
+    def _offers(layer, what: str) -> bool:
+        """Whether ``layer``'s rule has the optional ``what`` (the input layer has no rule)."""
+        return layer.kind is not Kind.INPUT and bool(getattr(rule_for(layer), what, False))
+
+    def _folded(self, i: int, changed: dict) -> FoldedChain | None:
+        """The run of per-channel layers from ``i`` up to its first faulty layer, folded (``delta.chain``);
+        ``None`` where there is no run or it does not fold (the layers' own rules run)."""
+        stop = self._runs.get(i)
+        if stop is None:
+            return None
+        stop = next((k for k in range(i, stop) if self.program.layers[k].name in changed), stop)
+        if stop == i:
+            return None
+        if (i, stop) not in self._folds:
+            self._folds[(i, stop)] = longest_fold(self.program, i, stop, self._clean)
+        return self._folds[(i, stop)]
 
     @staticmethod
     def _readers(program: Program, i: int) -> list[int]:

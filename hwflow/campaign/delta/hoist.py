@@ -61,25 +61,10 @@ def step_function(program: Program, start: int, end: int, weights: dict[tuple[st
     of the chain's input codes (``hwflow.emulator.step``, the emulator's fused form), bound to its
     constants; ``None`` where the chain does not fold exactly (then the rules run one by one)."""
     layers = program.layers
-    x_type = layers[start - 1].result
-    state = steps.start_codes(x_type, int(layers[start].output_shape[-1]))
-    t = x_type
     try:
-        for layer in layers[start:end]:
-            if layer.kind is Kind.BATCHNORM:
-                s, b = weights[(layer.name, "scale")], weights[(layer.name, "bias")]
-                if not (s.is_fixed and b.is_fixed):
-                    return None
-                steps.batchnorm(state, s.codes, s.type, b.codes, b.type, layer.result)
-            elif layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") == "relu":
-                steps.relu(state, layer.result)
-            elif layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") == "linear":
-                steps.cast(state, layer.result)
-            elif layer.kind is Kind.CLIPACT and check_mode(layer.attrs.get("mode")) == "saturate":
-                steps.clip_saturate(state, t, layer.attrs["threshold"], layer.result)
-            else:
-                return None
-            t = layer.result
+        state, t = chain_state(program, start, end, weights)
+        if state is None:
+            return None
         pool = layers[end]
         acc = pool.accum or t
         steps.cast(state, acc)
@@ -88,6 +73,32 @@ def step_function(program: Program, start: int, end: int, weights: dict[tuple[st
     except steps.NotCollapsible:
         return None
     return None if fn is None else (fn.direction, fn.bind(None, True), fn.bind(None, False))
+
+
+def chain_state(program: Program, start: int, stop: int, weights: dict[tuple[str, str], Weights]):
+    """The step-function state of layers ``start..stop-1`` applied to the codes layer ``start`` reads,
+    and the type of what they output; ``(None, None)`` where a layer is not one the step form knows
+    (raises ``steps.NotCollapsible`` where one does not fold exactly)."""
+    layers = program.layers
+    x_type = program.layer(layers[start].inputs[0]).result
+    state = steps.start_codes(x_type, int(layers[start].output_shape[-1]))
+    t = x_type
+    for layer in layers[start:stop]:
+        if layer.kind is Kind.BATCHNORM:
+            s, b = weights[(layer.name, "scale")], weights[(layer.name, "bias")]
+            if not (s.is_fixed and b.is_fixed):
+                return None, None
+            steps.batchnorm(state, s.codes, s.type, b.codes, b.type, layer.result)
+        elif layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") == "relu":
+            steps.relu(state, layer.result)
+        elif layer.kind is Kind.ACTIVATION and layer.attrs.get("activation") == "linear":
+            steps.cast(state, layer.result)
+        elif layer.kind is Kind.CLIPACT and check_mode(layer.attrs.get("mode")) == "saturate":
+            steps.clip_saturate(state, t, layer.attrs["threshold"], layer.result)
+        else:
+            return None, None
+        t = layer.result
+    return state, t
 
 
 def apply_step(delta: Delta, bound) -> Delta:

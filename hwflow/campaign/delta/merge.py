@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwflow.campaign.delta import compiled, int_kernels
+from hwflow.campaign.delta.chain import FoldedChain, PendingStep
 from hwflow.campaign.delta.fallback import F64_EXACT
+from hwflow.campaign.delta.golden import compact_dtype
 from hwflow.campaign.delta.registry import Step, register_rule
-from hwflow.campaign.delta.state import Block, Delta, take
+from hwflow.campaign.delta.state import Block, ChannelMajor, Delta, take
 from hwflow.emulator import Kind, LayerSpec
 from hwflow.emulator.merge import concat_axis
 from hwflow.emulator.run import Weights
@@ -65,6 +68,46 @@ def _channels(*blocks: Block | None) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.union1d(*parts)
 
 
+def _side(golden, block: Block | None, samples: np.ndarray, channels: np.ndarray) -> tuple:
+    """One input of ``int_kernels.merge_codes``: its fault-free codes as ``(N, P, C)``, its block's values
+    as ``(rows, P, channels)``, where each of ``samples`` and ``channels`` sits in the block (-1: not), and
+    the folded chain the block's values still go through (a ``chain.PendingStep``; None: none)."""
+    codes = np.moveaxis(golden.array, 0, -1) if isinstance(golden, ChannelMajor) else golden
+    g = codes.reshape(len(codes), -1, codes.shape[-1])
+    if block is None:
+        return (g, np.zeros((1, 1, 1), dtype=np.int8), np.full(len(samples), -1, np.int64),
+                np.full(len(channels), -1, np.int64)), None
+    pre = block.chain if isinstance(block, PendingStep) else None
+    values = np.asarray(block.raw.values if pre is not None else block.values)
+    rows = _rows(block, samples).astype(np.int64)
+    pos = np.searchsorted(block.channels, channels)
+    pos = np.where((pos < len(block.channels)) & (block.channels[np.minimum(pos, len(block.channels) - 1)] ==
+                                                  channels), pos, -1).astype(np.int64)
+    return (g, values.reshape(len(values), -1, values.shape[-1]), rows, pos), pre
+
+
+def integer_delta(step: Step, second: Delta, types: list[FixedType], post: FoldedChain | None = None) -> Delta:
+    """The elementwise merge rule in integer arithmetic: per group of samples, one compiled pass over
+    its samples x positions x channels (``int_kernels.merge_codes``) reading each input's block where it
+    holds a code (through the folded chain before it, for a ``PendingStep`` block) and the compact
+    fault-free codes elsewhere, writing compact codes of the result, or of the folded chain ``post``
+    after the merge."""
+    layer = step.layer
+    plan = int_kernels.MergePlan(layer.attrs["op"], types[0], types[1], layer.result)
+    names = layer.inputs
+    spatial = tuple(layer.output_shape[:-1])
+    dtype = compact_dtype(layer.result if post is None else post.result)
+    out = []
+    for samples, a, b in groups(step.inputs, second, step.samples):
+        channels = _channels(a, b).astype(np.int64)
+        codes = np.empty((len(samples), int(np.prod(spatial, dtype=np.int64)), len(channels)), dtype=dtype)
+        side_a, pre_a = _side(step.golden[names[0]], a, samples, channels)
+        side_b, pre_b = _side(step.golden[names[1]], b, samples, channels)
+        int_kernels.merge_codes(plan, *side_a, *side_b, samples.astype(np.int64), channels, codes, pre_a, pre_b, post)
+        out.append(Block(samples, channels, codes.reshape((len(samples),) + spatial + (len(channels),))))
+    return out
+
+
 class Merge:
     """Elementwise merges, and concatenation along a spatial axis: the kernel on each group's channels."""
 
@@ -82,6 +125,8 @@ class Merge:
         layer = step.layer
         second = step.more_inputs[0] if step.more_inputs else []
         names, types = layer.inputs, [self._type(step, name) for name in layer.inputs]
+        if layer.kind is Kind.MERGE and compiled.enabled():
+            return integer_delta(step, second, types)
         out = []
         for samples, a, b in groups(step.inputs, second, step.samples):
             channels = _channels(a, b)
@@ -89,6 +134,16 @@ class Merge:
             xb = faulty_channels(step.golden[names[1]], b, samples, channels, types[1])
             out.append(Block(samples, channels, step.emulator._layer(layer, xa, types[0], [xb], types[1:])))
         return out
+
+    def delta_then(self, step: Step, post: FoldedChain) -> Delta | None:
+        """``post.apply(self.delta(step))`` in one pass where the compiled merge kernel runs (the folded
+        chain after an elementwise merge: ReLU after a residual Add); ``None``: not offered here."""
+        if step.layer.kind is not Kind.MERGE or not compiled.enabled():
+            return None
+        second = step.more_inputs[0] if step.more_inputs else []
+        return integer_delta(step, second, [self._type(step, name) for name in step.layer.inputs], post)
+
+    takes_pending = True  # reads ``chain.PendingStep`` blocks through their chain (the compiled kernel)
 
     def needs_input(self, layer: LayerSpec) -> bool:
         return True  # the other input's fault-free codes at a block's positions
