@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.emulator import gemm, kernels, ops, pooling
+from hwflow.emulator import compiled, gemm, kernels, ops, pooling
 from hwflow.emulator.clip import clip_layer
 from hwflow.emulator.fused import FusedRunner, pool_geometry
 from hwflow.emulator.products import THRESHOLD_ACTIVATIONS, Exponents, special, threshold_activation
@@ -153,7 +153,12 @@ class Emulator:
         ``first`` that layers ``first..upto`` read, each with the sample axis first (any integer or
         float dtype holding exact codes). In a graph this continues where ``run_codes`` cannot: a
         campaign's fault-free pass runs one layer (or group) of a residual network from its inputs'
-        codes. Fused path: ``FusedRunner.run_values``; plain path: the layer kernels. int64 result.
+        codes. Fused path: ``FusedRunner.run_values``; plain path: the layer kernels.
+
+        Returns compact codes: the narrowest integer dtype of the layer's result type (int8, uint8,
+        int16, ...; int64 above 32 bits), not int64 as ``run_codes``: a pass that keeps every layer's
+        codes then writes them as they come (converting resnet8's activations to int64 cost more than
+        computing them).
         """
         lo = self.program.index(first)
         last = self._last(upto)
@@ -169,13 +174,18 @@ class Emulator:
         needed = {name: values[name] for name in later if self.program.index(name) < lo}
         n = len(next(iter(needed.values())))
 
-        def chunk(i: int) -> np.ndarray:
-            part = {name: v[i : i + self.chunk] for name, v in needed.items()}
-            if self.fused:
-                return self._runner.run_values(part, lo, last)
-            return self._run_values_plain(part, lo, last)
+        t = self.program.layers[last].result
+        dtype = compiled.narrow_dtype(t.min_code, t.max_code)
 
-        return _as_codes(self._map(chunk, n), self._shape(upto))
+        out = np.empty((n,) + self._shape(upto), dtype=dtype)
+
+        def chunk(i: int) -> None:  # each chunk writes its rows (on its thread: no join pass after)
+            part = {name: v[i : i + self.chunk] for name, v in needed.items()}
+            run = self._runner.run_values if self.fused else self._run_values_plain
+            out[i : i + self.chunk] = run(part, lo, last).reshape((-1,) + out.shape[1:])
+
+        self._map(chunk, n)
+        return out
 
     def _run_values_plain(self, values: dict[str, np.ndarray], first: int, last: int) -> np.ndarray:
         """``run_values`` on the plain kernels, layer by layer (the reference)."""
