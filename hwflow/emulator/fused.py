@@ -5,9 +5,9 @@ that hls4ml runs on its output (batch norm, ReLU / linear activation, FT-ClipAct
 without padding. The plain path (``Emulator(..., fused=False)``, ``ops``) runs each layer on float64
 codes; here each group is
 
-1. one GEMM on float32 codes where the types (and, for the network input, the data) bound every
-   partial sum below 2**24 (``gemm``), with im2col built once in float32, or one row per pooled
-   output when a pooling follows;
+1. one GEMM on float32 codes where the input type (for the network input, the data) times the
+   weights' largest column sum of ``|codes|`` bounds every partial sum below 2**24, with im2col
+   built once in float32, or one row per pooled output when a pooling follows;
 2. max pooling of the raw accumulator, *before* everything else: the rest of the group is one
    per-channel monotone step function of the accumulator (``step``), and max commutes with a
    non-decreasing function (a non-increasing channel has its weight column negated, so that the
@@ -30,6 +30,21 @@ run fused, without pooling first, and the rest plainly. Both paths give identica
 ``StepFunction.thresholds`` lists a channel's step as MultiThreshold thresholds (for inspection and
 delta rules: a changed accumulator changes the output only if it crosses one).
 
+**Graphs** (residual networks: a value read by two layers, a merge reading two values) run fused
+too. A layer joins the group of the value it reads only where it reads that value alone and is its
+one reader (``Program.reader_count``), so every value another layer reads is some group's output;
+the reader may come later in the program (hls4ml puts resnet8's shortcut convolution between a
+convolution and its batch norm), and a group runs where its first layer is. A zero padding that
+keeps its type and feeds one convolution becomes that convolution's padding (io_stream's form). An
+Add or Subtract whose type holds its exact sum (hls4ml's inferred type) heads the chain after it:
+``compiled.merge_step`` shifts, adds and runs the chain's step function in one int64 pass. Every
+other layer (merges that cast, concatenation, global and average pooling, depthwise, tables) runs
+its own kernel on the compact codes (merges in int64: ``merge.merge_int``), its result stored in
+the narrowest dtype of its type. A value is dropped after its last reader. ``tests/test_fused_graph.py``
+checks all of it against the plain path (random graphs and types, both io types, the zoo's resnet8
+and ds-cnn, and the campaign's golden pass), and ``benchmarks/bench_emulator.py --model resnet8 --io
+stream`` against the C simulation.
+
 Entry points for a campaign engine (besides ``Emulator.run`` / ``run_codes``, which use this path):
 
 - ``groups(program, first, last)``: the layer groups between two layer indices (inclusive).
@@ -37,9 +52,16 @@ Entry points for a campaign engine (besides ``Emulator.run`` / ``run_codes``, wh
   (default: two when BLAS may use two, else one, e.g. inside a campaign worker).
 - ``FusedRunner(emulator).run(codes, x_type, first, last)``: codes of layer ``last`` from the
   output codes (any integer or float dtype) of layer ``first - 1``; returns compact codes (int8,
-  int16, ... or float64 from a plain layer), the caller casts. ``run_group(group, codes, x_type)``
-  runs one group. A runner caches what it derives from the weights, keyed by the weight objects, so
-  an emulator made by ``with_arrays`` shares every group whose arrays did not change.
+  int16, ... or float64 from a plain layer), the caller casts. ``run_group(group, codes, x_type,
+  more, more_types)`` runs one group (``more``: a merge's further inputs). A runner caches what it
+  derives from the weights, keyed by the weight objects, so an emulator made by ``with_arrays``
+  shares every group whose arrays did not change.
+- In a graph, ``FusedRunner(emulator).run_values(values, first, last)``: codes of layer ``last``
+  from ``values``, the codes by name of every value computed before layer ``first`` that layers
+  ``first..last`` read. ``Emulator.run_values(values, first_name, upto_name)`` is its chunked,
+  threaded form with a checked input (a missing value is named) and the result type's compact
+  dtype: the campaign's fault-free pass (``Golden._run``) runs each layer of a graph through it,
+  ``run_values({n: outputs[n] for n in layer.inputs}, layer.name, layer.name)``.
 """
 
 from __future__ import annotations
