@@ -13,6 +13,8 @@ from the input codes to the next layer's codes:
   their narrowest integer dtype: no float64 pass.
 
 :func:`conv_group` runs that loop for a convolution (:class:`ConvPlan`); ``fused`` calls it.
+:func:`merge_step` runs a residual network's Add (or Subtract) and the step function after it in
+one pass over the two inputs' codes.
 
 Every kernel has a numpy reference (``*_ref``, same arguments; ``step_ref`` is checked against
 ``StepFunction.exact``); ``tests/test_emulator_compiled.py`` checks both bit-identical on random
