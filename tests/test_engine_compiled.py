@@ -34,21 +34,67 @@ def _both(fn, *args, out):
     return results
 
 
-def _conv_sum_case(rng, gold_dtype, partial_dtype, cols_dtype, wrap_bits, pooled, signed_pool):
-    m, n, h, w = 5, 13, 7, 6
-    gh, gw = 6, 4  # a crop of the 7 x 6 grid
+def _conv_sum_definition(gold, channels, samples, grid, db, wrap, partial, xv, xg, xch, wt, src, wptr, wky, wkx, wci,
+                         wval, geometry, win, sgn):
+    """``compiled.conv_sum`` written out one position at a time, in Python integers (the contract)."""
+    gh, gw = grid
+    kh, kw, sh, sw, pt, pl = geometry
+    ih, iw = src.shape[1:3]
+    bits, lo = wrap
+    acc = np.zeros((len(channels), len(samples), gh * gw), dtype=object)
+    for ci, c in enumerate(channels):
+        for si, n in enumerate(samples):
+            for y in range(gh):
+                for x in range(gw):
+                    v = int(gold[c, n, y, x]) + int(db[ci]) + (int(partial[si, y, x, ci]) if partial.size else 0)
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            iy, ix = y * sh + ky - pt, x * sw + kx - pl
+                            if not (0 <= iy < ih and 0 <= ix < iw):
+                                continue  # the padding
+                            for j, cj in enumerate(xch if xv.size else []):
+                                v += int(wt[ky, kx, j, ci]) * (int(xv[si, iy, ix, j]) - int(xg[n, iy, ix, cj]))
+                    for w in range(wptr[ci], wptr[ci + 1]):
+                        iy, ix = y * sh + wky[w] - pt, x * sw + wkx[w] - pl
+                        if 0 <= iy < ih and 0 <= ix < iw:
+                            v += int(wval[w]) * int(src[n, iy, ix, wci[w]])
+                    if bits:
+                        v = ((v - lo) % (1 << bits)) + lo
+                    acc[ci, si, y * gw + x] = v
+    if win.shape[0] == 0:
+        return acc
+    return np.array([[[sg * max(sg * acc[ci, si, p] for p in window) for window in win] for si in range(len(samples))]
+                     for ci, sg in enumerate(sgn)], dtype=object)
+
+
+def _conv_sum_case(rng, gold_dtype, src_dtype, values_dtype, wrap_bits, pooled, signed_pool, geometry, grid,
+                   with_partial):
+    """Random terms of every kind: fault-free codes, an input block (some codes changed), changed words
+    (one channel without any), a bias change, a partial input term; ``geometry`` ``(KH, KW, sy, sx, pt, pl)``."""
+    m, n, ih, iw, cin = 5, 11, 7, 6, 4
+    kh, kw, sh, sw, pt, pl = geometry
+    oh, ow = (ih + 2 * pt - kh) // sh + 1, (iw + 2 * pl - kw) // sw + 1
+    gh, gw = grid
     hi = 2 ** (wrap_bits - 1) if wrap_bits else 2**20
     info = np.iinfo(gold_dtype) if np.issubdtype(gold_dtype, np.integer) else None
     g_hi = min(hi, int(info.max)) if info else hi
-    gold = rng.integers(-g_hi, g_hi, (m, n, h, w)).astype(gold_dtype)
+    gold = rng.integers(-g_hi, g_hi, (m, n, oh, ow)).astype(gold_dtype)
     channels = np.array([0, 2, 3], dtype=np.int64)
-    samples = np.sort(rng.choice(n, 9, replace=False)).astype(np.int64)
+    samples = np.sort(rng.choice(n, 7, replace=False)).astype(np.int64)
+    c_info = np.iinfo(src_dtype)
+    src = rng.integers(int(c_info.min), int(c_info.max) + 1, (n, ih, iw, cin)).astype(src_dtype)
+    xch = np.array([1, 3], dtype=np.int64)
+    xv = src[samples][..., xch].astype(values_dtype)
+    changed = rng.random(xv.shape) < 0.5
+    xv[changed] = rng.integers(int(c_info.min), int(c_info.max) + 1, int(changed.sum()))
+    wt = rng.integers(-60, 60, (kh, kw, len(xch), len(channels))).astype(np.int64)
+    wt[0, 0, 0, 1] = 0  # a zero weight is skipped
     p_hi = hi if wrap_bits else 2**12  # near the accumulator's ends: the wrap bites
-    partial = rng.integers(-p_hi, p_hi, (len(samples), gh, gw, len(channels))).astype(partial_dtype)
-    c_info = np.iinfo(cols_dtype)
-    cols = rng.integers(int(c_info.min), int(c_info.max) + 1, (11, n, h, w)).astype(cols_dtype)
-    wptr = np.array([0, 2, 2, 5], dtype=np.int64)
-    wrow = rng.integers(0, 11, 5).astype(np.int64)
+    partial = (rng.integers(-p_hi, p_hi, (len(samples), gh, gw, len(channels))) if with_partial
+               else np.zeros((0, 0, 0, 0))).astype(np.float32 if not wrap_bits else np.int64)
+    wptr = np.array([0, 2, 2, 5], dtype=np.int64)  # channel 2 has no changed word
+    wky, wkx, wci = (rng.integers(0, kh, 5), rng.integers(0, kw, 5), rng.integers(0, cin, 5))
+    wky[0], wkx[0] = kh - 1, kw - 1  # the last tap: in the padding at the grid's end for padded geometries
     wval = rng.integers(-300, 300, 5).astype(np.int64)
     db = rng.integers(-50, 50, len(channels)).astype(np.int64)
     lo = -(2 ** (wrap_bits - 1)) if wrap_bits else 0
@@ -60,50 +106,64 @@ def _conv_sum_case(rng, gold_dtype, partial_dtype, cols_dtype, wrap_bits, pooled
         win = np.zeros((0, 1), dtype=np.int64)
     sgn = np.array([1, -1, 1] if signed_pool else [1, 1, 1], dtype=np.int64)
     width = win.shape[0] if pooled else gh * gw
-    out_dtype = np.int64 if wrap_bits or partial_dtype == np.int64 else np.float64
-    out = np.zeros((len(channels), len(samples), width), dtype=out_dtype)
-    args = (partial, gold, channels, samples, cols, wptr, wrow, wval, db, (wrap_bits, lo), (gh, gw), win, sgn)
-    return args, out, out_dtype != np.int64
+    top = max(-int(c_info.min), int(c_info.max))  # the caller's bound on every partial sum picks the dtype
+    bound = g_hi + 50 + p_hi + int(np.abs(wt).sum()) * 2 * top + int(np.abs(wval).sum()) * top
+    dtype = np.int64 if wrap_bits else np.float32 if bound < 2**24 and values_dtype != np.float64 else np.float64
+    out = np.zeros((len(channels), len(samples), width), dtype=np.int64 if wrap_bits else dtype)
+    args = (gold, channels, samples, grid, db, (wrap_bits, lo), partial, xv, src, xch, wt, src, wptr, wky, wkx, wci,
+            wval, geometry, win, sgn)
+    return args, out, dtype
 
 
-@pytest.mark.parametrize(("gold_dtype", "partial_dtype", "cols_dtype"), [
-    (np.int8, np.float32, np.int8), (np.int16, np.float64, np.uint8), (np.int32, np.int64, np.int16),
-    (np.float32, np.float32, np.uint8)])
-def test_conv_sum_equals_numpy(gold_dtype, partial_dtype, cols_dtype):
-    """Every code dtype of the golden store, with and without a wrap, pooled (max, and min where the
-    sign is negative) and not."""
-    rng = np.random.default_rng([CODE_DTYPES.index(gold_dtype), np.dtype(partial_dtype).num])
-    for wrap_bits in (0, 14):
-        for pooled, signed_pool in ((False, False), (True, False), (True, True)):
-            args, out, exact_float = _conv_sum_case(rng, gold_dtype, partial_dtype, cols_dtype, wrap_bits, pooled,
-                                                    signed_pool)
-            fast, ref = _both(functools.partial(compiled.conv_sum, exact_float=exact_float), *args, out=out)
-            np.testing.assert_array_equal(fast, ref, err_msg=f"wrap {wrap_bits} pool {pooled} signed {signed_pool}")
-            if wrap_bits and not pooled:  # the sums leave the accumulator's range: the wrap bites
-                plain = np.zeros(out.shape, dtype=np.int64)
-                with use_numba(False):
-                    compiled.conv_sum(*args[:9], (0, 0), *args[10:], plain, exact_float=False)
-                assert (plain != ref).any()
+GEOMETRIES = [((3, 3, 1, 1, 0, 0), (5, 4)), ((3, 3, 1, 1, 0, 0), (4, 4)), ((3, 2, 2, 1, 1, 1), (4, 6)),
+              ((1, 3, 1, 2, 0, 1), (6, 3)), ((2, 2, 2, 2, 0, 0), (3, 3))]
+
+
+@pytest.mark.parametrize(("gold_dtype", "src_dtype", "values_dtype"), [
+    (np.int8, np.uint8, np.float32), (np.int16, np.int8, np.float64), (np.int32, np.int16, np.int16),
+    (np.float32, np.uint8, np.float32)])
+def test_conv_sum_equals_numpy_and_its_definition(gold_dtype, src_dtype, values_dtype):
+    """Every code dtype of the golden store, unit and larger strides, padding, a crop of the output, with
+    and without a wrap and a partial term, pooled (max, and min where the sign is negative) and not."""
+    rng = np.random.default_rng([CODE_DTYPES.index(gold_dtype), np.dtype(src_dtype).num])
+    for geometry, grid in GEOMETRIES:
+        for wrap_bits in (0, 14):
+            for pooled, signed_pool in ((False, False), (True, False), (True, True)):
+                with_partial = pooled and not signed_pool
+                args, out, dtype = _conv_sum_case(rng, gold_dtype, src_dtype, values_dtype, wrap_bits, pooled,
+                                                  signed_pool, geometry, grid, with_partial)
+                label = f"{geometry} {grid} wrap {wrap_bits} pool {pooled} signed {signed_pool}"
+                fast, ref = _both(functools.partial(compiled.conv_sum, dtype=dtype), *args, out=out)
+                np.testing.assert_array_equal(fast, ref, err_msg=label)
+                np.testing.assert_array_equal(ref, _conv_sum_definition(*args).astype(np.int64), err_msg=label)
+                if wrap_bits and not pooled:  # the sums leave the accumulator's range: the wrap bites
+                    plain = np.zeros(out.shape, dtype=np.int64)
+                    with use_numba(False):
+                        compiled.conv_sum(*args[:5], (0, 0), *args[6:], plain, dtype=np.int64)
+                    assert (plain != ref).any()
 
 
 def test_conv_sum_wraps_and_pools_as_defined():
-    """The reference itself against the definition written out: one sample, one channel, one word."""
-    gold = np.array([[[[8000, -8000], [100, 5]]]], dtype=np.int32)  # (m=1, N=1, 2, 2)
-    cols = np.array([[[[1, 2], [3, 4]]]], dtype=np.int8)
-    partial = np.array([[[[300], [-300]], [[0], [1]]]], dtype=np.int64)  # (S=1, 2, 2, |C|=1)
+    """One sample, one channel, one changed word and one faulty input weight, written out by hand."""
+    gold = np.array([[[[8100, -8000], [100, 5]]]], dtype=np.int32)  # (m=1, N=1, 2, 2)
+    src = np.array([[[[1], [2]], [[3], [4]]]], dtype=np.int8)  # (N=1, 2, 2, Cin=1), a 1x1 kernel
+    xv = np.array([[[[4], [2]], [[3], [-1]]]], dtype=np.float32)  # faulty input: +3 at (0, 0), -5 at (1, 1)
+    wt = np.array([[[[7]]]], dtype=np.int64)  # (KH, KW, |B|, |C|)
     win = np.array([[0, 1, 2, 3]], dtype=np.int64)
-    args = (partial, gold, np.array([0]), np.array([0]), cols, np.array([0, 1]), np.array([0]), np.array([100]),
-            np.array([10]), (14, -8192))
-    acc = gold[0, 0] + partial[0, :, :, 0] + 10 + 100 * cols[0, 0].astype(np.int64)
+    args = (gold, np.array([0]), np.array([0]), (2, 2), np.array([10]), (14, -8192), np.zeros((0, 0, 0, 0)),
+            xv, src, np.array([0]), wt, src, np.array([0, 1]), np.array([0]), np.array([0]), np.array([0]),
+            np.array([100]), (1, 1, 1, 1, 0, 0))
+    dx = xv[0, :, :, 0].astype(np.int64) - src[0, :, :, 0]
+    acc = gold[0, 0] + 10 + 7 * dx + 100 * src[0, :, :, 0].astype(np.int64)
     wrapped = ((acc.astype(np.int64) + 8192) % 16384) - 8192
     for sgn, expect in ((1, wrapped.max()), (-1, wrapped.min())):
         for on in (True, False):
             out = np.zeros((1, 1, 1), dtype=np.int64)
             with use_numba(on):
-                compiled.conv_sum(*args, (2, 2), win, np.array([sgn]), out, exact_float=False)
+                compiled.conv_sum(*args, win, np.array([sgn]), out, dtype=np.int64)
             assert out[0, 0, 0] == expect, (sgn, on)
-    assert acc.max() == 8410
-    assert wrapped[0, 0] == 8410 - 2**14  # the largest sum wrapped to a negative code
+    assert acc.max() == 8100 + 10 + 21 + 100
+    assert wrapped[0, 0] == 8231 - 2**14  # the largest sum wrapped to a negative code
 
 
 @pytest.mark.parametrize(("full", "grid"), [((9,), (8,)), ((7, 6), (6, 6)), ((7, 6), (6, 4))])
@@ -114,25 +174,40 @@ def test_pending_conv_pools_as_its_values_do(full, grid):
     from hwflow.emulator import ops
 
     rng = np.random.default_rng(len(full) + grid[-1])
-    m, n, k = 3, 6, 4
+    m, n, cin = 3, 6, 2
+    size = (3,) * len(full)
+    spatial_in = tuple(f + 2 for f in full)  # valid 3-wide kernels
     samples = np.array([0, 2, 3, 5], dtype=np.int64)
+    source = rng.integers(0, 200, (n,) + spatial_in + (cin,)).astype(np.uint8)
+    values = source[samples][..., [1]].astype(np.float32) + rng.integers(-2, 3, (len(samples),) + spatial_in + (1,))
     acc = ConvSum(gold=rng.integers(-500, 500, (m, n) + full).astype(np.float32), channels=np.arange(m),
-                  samples=samples, grid=grid, dtype=np.dtype(np.float32),
-                  partial=rng.integers(-50, 50, (len(samples),) + grid + (m,)).astype(np.float32),
-                  cols=rng.integers(0, 200, (k, n) + full).astype(np.uint8),
+                  samples=samples, grid=grid, dtype=np.dtype(np.float32), source=source,
+                  geometry=(size, (1,) * len(full), (0,) * len(full)),
+                  block=(values, np.array([1]), rng.integers(-9, 9, size + (1, m))),
                   words=(np.array([0, 1, 1, 3]), np.array([2, 0, 3]), np.array([3, -2, 5])),
                   db=np.array([1, 0, -4]))
-    size = (2,) * len(grid)
+    pool = (2,) * len(grid)
     sgn = np.array([1, -1, 1])
     for on in (True, False):
         with use_numba(on):
-            values = acc.values()
-            expect = ops.max_pool(values * sgn, size, size) * sgn
-            np.testing.assert_array_equal(np.moveaxis(acc.pooled(size, size, sgn), 0, -1), expect, err_msg=str(on))
-    direct = acc.gold[:, samples][(slice(None), slice(None)) + tuple(slice(0, g) for g in grid)]
-    direct = np.moveaxis(direct, 0, -1) + acc.partial + acc.db
-    direct[..., 0] += 3 * acc.cols[2].astype(np.int64)[samples][(slice(None),) + tuple(slice(0, g) for g in grid)]
-    np.testing.assert_array_equal(values[..., 0], direct[..., 0])  # channel 0 by its definition
+            got = acc.values()
+            expect = ops.max_pool(got * sgn, pool, pool) * sgn
+            np.testing.assert_array_equal(np.moveaxis(acc.pooled(pool, pool, sgn), 0, -1), expect, err_msg=str(on))
+    # channel 0 by its definition: row 2 of the im2col is tap 1 of input channel 0
+    crop = tuple(slice(0, g) for g in grid)
+    direct = np.moveaxis(acc.gold[:, samples][(slice(None), slice(None)) + crop], 0, -1) + acc.db
+    dx = values[..., 0] - source[samples][..., 1]
+    _, _, wt = acc.block
+    taps = np.ndindex(*size)
+    for tap in taps:
+        shifted = tuple(slice(t, t + g) for t, g in zip(tap, grid, strict=True))
+        direct[..., 0] += wt[tap + (0, 0)] * dx[(slice(None),) + shifted]
+    one = (1,) + (0,) * (len(full) - 1) if len(full) == 2 else (1,)  # tap 1 in row-major order
+    if len(full) == 2:
+        one = (0, 1)
+    shifted = tuple(slice(t, t + g) for t, g in zip(one, grid, strict=True))
+    direct[..., 0] += 3 * source[samples][(slice(None),) + shifted + (0,)].astype(np.int64)
+    np.testing.assert_array_equal(got[..., 0], direct[..., 0])
 
 
 @pytest.mark.parametrize("golden_dtype", [np.uint8, np.int8, np.int16, np.int32])

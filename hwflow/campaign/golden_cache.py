@@ -49,7 +49,7 @@ from hwflow.image import WeightImage
 
 log = logging.getLogger(__name__)
 
-STORE_LAYOUT = 1
+STORE_LAYOUT = 2  # 2: no stored im2col (``name#cols``) in the pass
 """Bumped when an entry's layout or the key's recipe changes (old entries then simply miss)."""
 
 ENV = "HWFLOW_GOLDEN_CACHE"

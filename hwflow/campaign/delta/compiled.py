@@ -63,117 +63,217 @@ ROUNDING_CODES = {None: 0, Rounding.TRN: 1, Rounding.TRN_ZERO: 2, Rounding.RND: 
                   Rounding.RND_MIN_INF: 5, Rounding.RND_ZERO: 6, Rounding.RND_INF: 7}
 
 
-# --- 1. a convolution's accumulator: partial products + fault-free codes + faulty words, wrapped, pooled
+# --- 1. a convolution's accumulator: fault-free codes + input term + faulty words, wrapped, pooled
 
-def conv_sum(partial, gold, channels, samples, cols, wptr, wrow, wval, db, wrap, grid, win, sgn, out,
-             exact_float: bool = True) -> None:
+def conv_sum(gold, channels, samples, grid, db, wrap, partial, xv, xg, xch, wt, src, wptr, wky, wkx, wci, wval,
+             geometry, win, sgn, out, dtype=np.float64) -> None:
     """``out[ci, si, q]``: for output channel ``c = channels[ci]`` and sample ``n = samples[si]``, the
     faulty accumulator at grid position ``(y, x)`` (``y < GH, x < GW`` of the full ``(H, W)``) is
 
-        gold[c, n, y, x] + partial[si, y, x, ci] + db[ci] + sum_w cols[wrow[w], n, y, x] * wval[w]
+        gold[c, n, y, x] + db[ci] + partial[si, y, x, ci]
+          + sum_{j, ky, kx} wt[ky, kx, j, ci] * (xv[si, iy, ix, j] - xg[n, iy, ix, xch[j]])
+          + sum_w wval[w] * src[n, y * sy + wky[w] - pt, x * sx + wkx[w] - pl, wci[w]]
 
-    (``w`` over ``wptr[ci]:wptr[ci + 1]``; ``gold`` ``(m, N, H, W)``, ``cols`` ``(k, N, H, W)``,
-    ``partial`` ``(S, GH, GW, |C|)``, ``grid = (GH, GW)``; an empty ``partial``: no input term; an
-    empty ``cols``: no words), wrapped into ``wrap = (bits, min_code)`` when ``bits > 0``. With
-    pooling windows ``win`` (``(Q, size)`` flat indices ``y * GW + x``; ``sgn`` +1/-1 per channel)
-    ``out`` is ``(|C|, S, Q)`` and holds ``sgn * max(sgn * acc)`` over each window; without (``win``
-    empty) it is ``(|C|, S, GH * GW)``, the accumulator itself. ``exact_float``: every partial sum
-    is below 2**53, so the kernel may add in float64 (converting to it vectorizes, to int64 does
-    not); otherwise it adds in int64."""
+    with ``iy = y * sy + ky - pt``, ``ix = x * sx + kx - pl`` and every term read outside the input
+    plane zero (the padding); ``w`` runs over ``wptr[ci]:wptr[ci + 1]``. ``gold`` is the fault-free
+    accumulator ``(m, N, H, W)``; ``partial`` ``(S, GH, GW, |C|)`` an input term computed elsewhere
+    (empty: none); ``xv`` ``(S, IH, IW, |B|)`` the faulty input codes of input channels ``xch`` and
+    ``xg`` ``(N, IH, IW, Cin)`` the fault-free ones, ``wt`` ``(KH, KW, |B|, |C|)`` the faulty
+    weights of those input channels (empty ``xv``: no input term); ``src`` ``(N, IH, IW, Cin)`` the
+    fault-free input the changed words ``(wky, wkx, wci, wval)`` multiply. ``geometry`` is
+    ``(KH, KW, sy, sx, pt, pl)``; ``grid = (GH, GW)``. The result is wrapped into ``wrap = (bits,
+    min_code)`` when ``bits > 0``. With pooling windows ``win`` (``(Q, size)`` flat indices ``y * GW
+    + x``; ``sgn`` +1/-1 per channel) ``out`` is ``(|C|, S, Q)`` and holds ``sgn * max(sgn * acc)``
+    over each window; without (``win`` empty) it is ``(|C|, S, GH * GW)``, the accumulator itself.
+
+    Neither term is an im2col: a changed word adds its difference times a shifted, strided slice of
+    the fault-free input (no stored columns), and each faulty weight of the input block adds itself
+    times a shifted slice of the block's difference, padded once per sample. ``dtype``: what the
+    kernel adds in, float32 where the caller's bound keeps every partial sum below 2**24, float64
+    below 2**53, int64 otherwise (float adds vectorize; the wrap converts to int64 first)."""
     gh, gw = grid
-    args = (partial, gold, channels, samples, cols, wptr, wrow, wval, db, int(wrap[0]), int(wrap[1]), win, sgn, out,
-            gh, gw)
+    kh, kw, sh, sw, pt, pl = (int(v) for v in geometry)
+    dtype = np.dtype(dtype)
+    args = (gold, channels, samples, gh, gw, db.astype(dtype), int(wrap[0]), int(wrap[1]), partial, xv, xg, xch,
+            wt.astype(dtype), src, wptr, wky, wkx, wci, wval.astype(dtype), kh, kw, sh, sw, pt, pl, win, sgn, out)
     if not enabled():
-        conv_sum_numpy(*args, exact_float=exact_float)
+        conv_sum_numpy(*args)
         return
-    buf = np.empty(gh * gw, dtype=np.float64 if exact_float and not wrap[0] else np.int64)
-    args = args[:7] + (wval.astype(buf.dtype), db.astype(buf.dtype)) + args[9:]  # in buf's dtype: no conversions
-    _conv_sum_nb(*args, buf)
+    _conv_sum_nb(*args, np.zeros(1, dtype=dtype))
 
 
-def conv_sum_numpy(partial, gold, channels, samples, cols, wptr, wrow, wval, db, bits, lo, win, sgn, out,
-                   gh, gw, exact_float: bool = False) -> None:
-    """The reference: the same sums in numpy, in int64 (float64 where ``exact_float`` and no wrap)."""
-    dtype = np.float64 if exact_float and not bits else np.int64
-    every_c, every_s = len(channels) == gold.shape[0], len(samples) == gold.shape[1]
-    acc = gold if every_c else np.take(gold, channels, axis=0)
-    acc = acc if every_s else np.take(acc, samples, axis=1)
-    acc = acc[:, :, :gh, :gw].astype(dtype).reshape(len(channels), len(samples), gh * gw)
+def _padded(planes: np.ndarray, pt: int, pl: int, rows: int, cols: int) -> np.ndarray:
+    """``planes`` ``(S, IH, IW, ...)`` inside zeros: ``rows x cols`` positions, the plane at ``(pt, pl)``."""
+    big = np.zeros((planes.shape[0], rows, cols) + planes.shape[3:], dtype=planes.dtype)
+    hh, ww = max(0, min(planes.shape[1], rows - pt)), max(0, min(planes.shape[2], cols - pl))
+    big[:, pt : pt + hh, pl : pl + ww] = planes[:, :hh, :ww]
+    return big
+
+
+def conv_sum_numpy(gold, channels, samples, gh, gw, db, bits, lo, partial, xv, xg, xch, wt, src, wptr, wky, wkx,
+                   wci, wval, kh, kw, sh, sw, pt, pl, win, sgn, out) -> None:
+    """The reference: the same sums in numpy, shifted slices of zero-padded planes, in ``db``'s dtype."""
+    dtype = db.dtype
+    s_n = len(samples)
+    acc = np.take(np.take(gold, channels, axis=0), samples, axis=1)[:, :, :gh, :gw].astype(dtype)
+    acc += db[:, None, None, None]
     if partial.size:
-        acc += np.moveaxis(partial.reshape(len(samples), gh * gw, len(channels)), -1, 0).astype(dtype)
-    acc += db.astype(dtype)[:, None, None]
-    if cols.size:
-        for ci in range(len(channels)):
-            for w in range(wptr[ci], wptr[ci + 1]):
-                x = cols[wrow[w]] if every_s else np.take(cols[wrow[w]], samples, axis=0)
-                acc[ci] += x[:, :gh, :gw].reshape(len(samples), -1).astype(dtype) * wval[w]
+        acc += np.moveaxis(partial, -1, 0).astype(dtype)
+    rows, cols = pt + sh * gh + kh, pl + sw * gw + kw
+    if xv.size:
+        dx = xv.astype(dtype) - np.take(np.take(xg, samples, axis=0), xch, axis=-1).astype(dtype)
+        big = _padded(dx, pt, pl, rows, cols)
+        for ky in range(kh):
+            for kx in range(kw):
+                part = big[:, ky : ky + sh * gh : sh, kx : kx + sw * gw : sw]  # (S, GH, GW, |B|)
+                acc += np.moveaxis(part @ wt[ky, kx], -1, 0)
+    for ci in range(len(channels)):
+        for w in range(wptr[ci], wptr[ci + 1]):
+            plane = np.take(src[..., wci[w]], samples, axis=0).astype(dtype)
+            big = _padded(plane, pt, pl, rows, cols)
+            acc[ci] += big[:, wky[w] : wky[w] + sh * gh : sh, wkx[w] : wkx[w] + sw * gw : sw] * wval[w]
+    acc = acc.reshape(len(channels), s_n, gh * gw)
     if bits > 0:
-        acc = ((acc - lo) & ((1 << bits) - 1)) + lo
+        acc = ((acc.astype(np.int64) - lo) & ((1 << bits) - 1)) + lo
     if win.shape[0] == 0:
         out[...] = acc
         return
-    signs = sgn.astype(dtype)[:, None, None]
-    acc *= signs
+    signs = sgn.astype(acc.dtype)[:, None, None]
+    acc = acc * signs
     best = acc[:, :, win[:, 0]]
     for t in range(1, win.shape[1]):
         np.maximum(best, acc[:, :, win[:, t]], out=best)
     out[...] = best * signs
 
 
-def _conv_sum_kernel(partial, gold, channels, samples, cols, wptr, wrow, wval, db, bits, lo, win, sgn, out, gh, gw,
-                     buf):  # pragma: no cover - compiled
-    """Samples in blocks of ``SAMPLE_BLOCK`` (their ``partial`` rows stay in cache while each channel
-    reads its column of them), one channel at a time inside a block (``gold`` and ``cols`` stream)."""
+def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv, xg, xch, wt, src, wptr, wky, wkx,
+                     wci, wval, kh, kw, sh, sw, pt, pl, win, sgn, out, buf):  # pragma: no cover - compiled
+    """One sample at a time: its input difference once into zero-padded planes (``plane``, rows of
+    ``pw`` values), every channel's sum in ``wide`` laid out as those rows (position ``(y, x)`` at
+    ``y * pw + x``), so that with unit strides each faulty weight's term is one contiguous loop over
+    the shifted plane; then per channel its changed words, the wrap and the pooling or the copy out.
+    Loops index arrays by their induction variables (or unsigned offsets): numba then drops its
+    negative-index wraparound and LLVM vectorizes them."""
     has_partial = partial.size > 0
-    has_cols = cols.size > 0
+    has_input = xv.size > 0
     pooled = win.shape[0] > 0
     mask = (np.int64(1) << bits) - 1 if bits > 0 else np.int64(0)
-    n_s = samples.shape[0]
-    n_p = gh * gw
-    for s0 in range(0, n_s, SAMPLE_BLOCK):
-        s1 = min(n_s, s0 + SAMPLE_BLOCK)
-        for ci in range(channels.shape[0]):
-            c = channels[ci]
-            d = db[ci]
-            for si in range(s0, s1):
-                n = samples[si]
+    n_c = channels.shape[0]
+    n_b = xch.shape[0]
+    ih, iw = src.shape[1], src.shape[2]
+    pw = max(iw + pl, (gw - 1) * sw + kw)
+    ph = max(ih + pt, (gh - 1) * sh + kh) + 1  # a spare row: the unit-stride loop reads past the last one
+    plane = np.zeros((max(n_b, 1), ph * pw), dtype=buf.dtype)
+    span = gh * pw
+    wide = np.zeros((n_c, span), dtype=buf.dtype)
+    n_q = win.shape[0]
+    wwin = np.empty((n_q, win.shape[1]), dtype=np.uint64)  # the windows' positions in wide's layout
+    for q in range(n_q):
+        for t in range(win.shape[1]):
+            wwin[q, t] = (win[q, t] // gw) * pw + win[q, t] % gw
+    unit = sh == 1 and sw == 1
+    # The input channels the changed words read, each once per sample into a padded plane of its own.
+    n_w = wci.shape[0]
+    slot = np.empty(n_w, dtype=np.int64)
+    used = np.full(src.shape[3], -1, dtype=np.int64)
+    n_used = 0
+    for w in range(n_w):
+        if used[wci[w]] < 0:
+            used[wci[w]] = n_used
+            n_used += 1
+        slot[w] = used[wci[w]]
+    word_ch = np.empty(n_used, dtype=np.uint64)
+    for ch in range(src.shape[3]):
+        if used[ch] >= 0:
+            word_ch[used[ch]] = ch
+    wplane = np.zeros((max(n_used, 1), ph * pw), dtype=buf.dtype)
+    for si in range(samples.shape[0]):
+        n = np.uint64(samples[si])
+        for k in range(n_used):
+            cw = word_ch[k]
+            for iy in range(ih):
+                base = np.uint64((iy + pt) * pw + pl)
+                for ix in range(iw):
+                    wplane[k, base + ix] = src[n, iy, ix, cw]
+        for ci in range(n_c):
+            c = np.uint64(channels[ci])
+            dc = db[ci]
+            for y in range(gh):
+                base = np.uint64(y * pw)
+                for x in range(gw):
+                    wide[ci, base + x] = gold[c, n, y, x] + dc
+            if has_partial:
                 for y in range(gh):
+                    base = np.uint64(y * pw)
                     for x in range(gw):
-                        buf[y * gw + x] = gold[c, n, y, x] + d
-                if has_partial:
-                    for y in range(gh):
-                        for x in range(gw):
-                            buf[y * gw + x] += partial[si, y, x, ci]
-                if has_cols:
-                    for w in range(wptr[ci], wptr[ci + 1]):
-                        r = wrow[w]
-                        dv = wval[w]
-                        for y in range(gh):
-                            for x in range(gw):
-                                buf[y * gw + x] += cols[r, n, y, x] * dv
-                if bits > 0:
-                    for p in range(n_p):
-                        v = np.int64(buf[p])
-                        buf[p] = ((v - lo) & mask) + lo
-                if pooled:
-                    sg = sgn[ci]
-                    for q in range(win.shape[0]):
-                        best = buf[win[q, 0]] * sg
-                        for t in range(1, win.shape[1]):
-                            v2 = buf[win[q, t]] * sg
-                            if v2 > best:
-                                best = v2
-                        out[ci, si, q] = best * sg
+                        wide[ci, base + x] += partial[si, y, x, ci]
+        if has_input:
+            for j in range(n_b):
+                cj = np.uint64(xch[j])
+                for iy in range(xv.shape[1]):
+                    base = np.uint64((iy + pt) * pw + pl)
+                    for ix in range(xv.shape[2]):
+                        plane[j, base + ix] = xv[si, iy, ix, j]
+                        plane[j, base + ix] -= xg[n, iy, ix, cj]
+            for j in range(n_b):
+                for ky in range(kh):
+                    for kx in range(kw):
+                        if unit:
+                            shifted = plane[j, ky * pw + kx : ky * pw + kx + span]
+                            for ci in range(n_c):
+                                wv = wt[ky, kx, j, ci]
+                                if wv == 0:
+                                    continue
+                                for q in range(span):
+                                    wide[ci, q] += wv * shifted[q]
+                        else:
+                            for ci in range(n_c):
+                                wv = wt[ky, kx, j, ci]
+                                if wv == 0:
+                                    continue
+                                for y in range(gh):
+                                    start = np.uint64((y * sh + ky) * pw + kx)
+                                    base = np.uint64(y * pw)
+                                    for x in range(gw):
+                                        wide[ci, base + x] += wv * plane[j, start + np.uint64(x * sw)]
+        for ci in range(n_c):
+            for w in range(wptr[ci], wptr[ci + 1]):
+                ky, kx, dv = wky[w], wkx[w], wval[w]
+                k = slot[w]
+                if unit:
+                    shifted = wplane[k, ky * pw + kx : ky * pw + kx + span]
+                    for q in range(span):
+                        wide[ci, q] += dv * shifted[q]
                 else:
-                    for p in range(n_p):
-                        out[ci, si, p] = buf[p]
-
-
-SAMPLE_BLOCK = 64
+                    for y in range(gh):
+                        start = np.uint64((y * sh + ky) * pw + kx)
+                        base = np.uint64(y * pw)
+                        for x in range(gw):
+                            wide[ci, base + x] += dv * wplane[k, start + np.uint64(x * sw)]
+            if bits > 0:
+                for y in range(gh):
+                    base = np.uint64(y * pw)
+                    for x in range(gw):
+                        v = np.int64(wide[ci, base + x])
+                        wide[ci, base + x] = ((v - lo) & mask) + lo
+            if pooled:
+                sg = sgn[ci]
+                for q in range(n_q):
+                    best = wide[ci, wwin[q, 0]] * sg
+                    for t in range(1, wwin.shape[1]):
+                        v2 = wide[ci, wwin[q, t]] * sg
+                        if v2 > best:
+                            best = v2
+                    out[ci, si, q] = best * sg
+            else:
+                for y in range(gh):
+                    base = np.uint64(y * pw)
+                    dest = np.uint64(y * gw)
+                    for x in range(gw):
+                        out[ci, si, dest + x] = wide[ci, base + x]
 
 
 _conv_sum_nb = _jit(_conv_sum_kernel)
-
 
 # --- 2. the im2col of an input difference -------------------------------------------------------
 

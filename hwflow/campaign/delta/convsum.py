@@ -1,11 +1,16 @@
 """A convolution's faulty accumulator block, summed where it is read.
 
-The MAC rule's result for a convolution is ``gold + partial + ΔW·a + Δb``, wrapped: four terms over
+The MAC rule's result for a convolution is ``gold + W'·Δa + ΔW·a + Δb``, wrapped: four terms over
 the widest tensor of the network. A :class:`PendingConv` keeps the terms apart until a consumer reads
 it. Read as ``values`` it is summed once (``compiled.conv_sum``) into the same channel-first array,
 in the same dtype, that the plain numpy sum gave; read by a max pool moved before the batch norm
 (``hoist.pool_blocks``), the sum and the pooling happen in one pass and the full-size accumulator
 is never written (at 1e-3 on cnn-fmnist: 19 M codes per trial summed, 4.8 M written).
+
+Neither product term needs an im2col: ``ΔW·a`` reads shifted slices of the fault-free input the
+golden pass keeps anyway, and ``W'·Δa`` is either scattered from the input block's nonzero
+differences inside the same kernel (a block of few input channels) or a GEMM computed before
+(``partial``: a block of many, where BLAS wins).
 """
 
 from __future__ import annotations
@@ -18,47 +23,58 @@ from hwflow.campaign.delta import compiled
 from hwflow.campaign.delta.state import Block
 from hwflow.fixed import FixedType, cast
 
+_NO_GRID = np.zeros((0, 0, 0, 0), dtype=np.uint8)
+
 
 @dataclass
 class ConvSum:
-    """The terms of ``acc[c, s, *grid]`` for ``channels`` x ``samples`` (see ``compiled.conv_sum``)."""
+    """The terms of ``acc[c, s, *grid]`` for ``channels`` x ``samples`` (see ``compiled.conv_sum``).
+
+    A Conv1D's arrays have one spatial axis; the kernel sees them as rows of height one."""
 
     gold: np.ndarray  # (m, N, *out): the fault-free accumulator, channel first
     channels: np.ndarray  # output channels computed (indices into m)
     samples: np.ndarray  # samples computed (indices into N)
     grid: tuple[int, ...]  # the spatial positions computed: the leading ``grid`` of ``out`` (a crop)
     dtype: np.dtype  # the dtype of the plain sum (exact for its bound; int64 once wrapped)
-    partial: np.ndarray | None = None  # (S, *grid, |channels|): W'·Δa << up, or None
-    cols: np.ndarray | None = None  # (k, N, *out): the fault-free transposed im2col, for the faulty words
-    words: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # CSR per channel: ptr, row, dw << up
+    source: np.ndarray  # (N, *in, Cin): the fault-free input (any strides)
+    geometry: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (size, stride, pad_before)
+    partial: np.ndarray | None = None  # (S, *grid, |channels|): W'·Δa << up from a GEMM, or None
+    block: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (faulty input values (S, IH, IW, |B|),
+    # their input channels B, the faulty weights (KH, KW, |B|, |channels|) << up): W'·Δa in the kernel
+    words: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # CSR per channel: ptr, im2col row, dw << up
     db: np.ndarray | None = None  # (|channels|,) bias change in accumulator codes
     wrap: tuple[int, int] = (0, 0)  # (accumulator width, its min code); width 0: cannot overflow
     cast: tuple[FixedType, FixedType] | None = None  # accumulator -> result, where they differ
 
     def _args(self, win: np.ndarray, sgn: np.ndarray, out: np.ndarray) -> tuple:
-        """The arguments of ``compiled.conv_sum``, every spatial shape as 2-D: a Conv1D's of height one,
-        and a grid holding whole rows of the output as one row (the kernel's loops run the length of
-        all of them; the flat position ``y * GW + x`` is the same)."""
-        whole_rows = self.grid[1:] == tuple(self.gold.shape[3:])
-        if whole_rows:
-            rows = (1, int(np.prod(self.grid)))
-
-            def flat(a):  # (k, N, H, W) -> (k, N, 1, GH * W): the grid's leading rows, one row
-                return a.reshape(a.shape[:2] + (1, -1))[..., : rows[1]]
+        """The arguments of ``compiled.conv_sum``, every spatial shape 2-D (a Conv1D's of height one)."""
+        n_c = len(self.channels)
+        one = len(self.grid) == 1
+        size, stride, before = self.geometry
+        if one:
+            size, stride, before = (1,) + tuple(size), (1,) + tuple(stride), (0,) + tuple(before)
+        grid = (1,) + tuple(self.grid) if one else tuple(self.grid)
+        kw = size[1]
+        gold = self.gold[:, :, None] if one else self.gold
+        source = self.source[:, None] if one else self.source
+        cin = source.shape[-1]
+        partial = _NO_GRID.astype(self.dtype) if self.partial is None else self.partial.reshape(
+            (len(self.samples),) + grid + (n_c,))
+        if self.block is None:
+            xv, xch, wt = _NO_GRID, np.zeros(0, dtype=np.int64), np.zeros((0, 0, 0, 0), dtype=np.float64)
         else:
-            rows = self.grid
-
-            def flat(a):
-                return a
-        partial = np.zeros((0, 0, 0, 0), dtype=self.dtype) if self.partial is None else (
-            self.partial.reshape((len(self.samples),) + rows + (len(self.channels),)))
-        cols_dtype = self.cols.dtype if self.cols is not None else np.uint8  # one compiled variant per store dtype
-        cols = flat(self.cols) if self.cols is not None and self.words else np.zeros((0, 0, 0, 0), dtype=cols_dtype)
-        ptr, row, val = self.words or (np.zeros(len(self.channels) + 1, dtype=np.int64), np.zeros(0, np.int64),
+            xv, xch, wt = self.block
+            if one:
+                xv, wt = xv[:, None], wt[None]
+        ptr, row, val = self.words or (np.zeros(n_c + 1, dtype=np.int64), np.zeros(0, np.int64),
                                        np.zeros(0, np.int64))
-        db = self.db if self.db is not None else np.zeros(len(self.channels), dtype=np.int64)
-        return (partial, flat(self.gold), self.channels, self.samples, cols, ptr, row, val, db.astype(np.int64),
-                self.wrap, rows, win, sgn, out, self.dtype != np.int64)
+        ky, rest = np.divmod(row, kw * cin)
+        kx, ci = np.divmod(rest, cin)
+        db = self.db if self.db is not None else np.zeros(n_c, dtype=np.int64)
+        return (gold, self.channels, self.samples, grid, db.astype(np.int64), self.wrap, partial, xv, source, xch,
+                wt, source, ptr, ky, kx, ci, val, tuple(size) + tuple(stride) + tuple(before), win, sgn, out,
+                self.dtype)
 
     def values(self) -> np.ndarray:
         """The result codes, channels last ``(S, *grid, |channels|)`` (a view of a channel-first array)."""

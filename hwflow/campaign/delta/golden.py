@@ -47,16 +47,14 @@ def accumulator_key(name: str) -> str:
     return f"{name}#acc"
 
 
-def columns_key(name: str) -> str:
-    return f"{name}#cols"
-
-
 def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set[str], set[str], set[str]]:
-    """What the golden pass keeps: ``key -> (shape of one sample, dtype)``, and the kept layers, the
-    layers whose accumulator and whose transposed im2col are kept."""
+    """What the golden pass keeps: ``key -> (shape of one sample, dtype)``, the kept layers, the layers
+    whose accumulator is kept, and an empty set where the layers with a stored im2col were: none is
+    kept any more, a convolution's rule reads shifted slices of its fault-free input
+    (``compiled.conv_sum``; the four-tuple stays for the callers that unpack it)."""
     layers = program.layers
     needed = {layers[0].name, layers[-1].name}
-    accumulators, columns = set(), set()
+    accumulators = set()
     for layer in layers[1:]:
         rule = rule_for(layer)
         if rule.needs_input(layer):
@@ -65,19 +63,12 @@ def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set
             needed.add(layer.name)
         if getattr(rule, "needs_accumulator", lambda _: False)(layer):
             accumulators.add(layer.name)
-        if getattr(rule, "needs_columns", lambda _: False)(layer):
-            columns.add(layer.name)
     keep = [layer for layer in layers if layer.name in needed or layer.result.width <= KEEP_WIDTH]
     shapes = {layer.name: (tuple(layer.output_shape), compact_dtype(layer.result)) for layer in keep}
     for name in accumulators:
         layer = program.layer(name)
         shapes[accumulator_key(name)] = (tuple(layer.output_shape), compact_dtype(layer.accum))
-    for name in columns:
-        layer = program.layer(name)
-        src = program.layer(layer.inputs[0])
-        k = rule_for(layer).columns(layer, np.zeros((1,) + tuple(src.output_shape), dtype=np.int8)).shape[0]
-        shapes[columns_key(name)] = ((k,) + tuple(layer.output_shape[:-1]), compact_dtype(src.result))
-    return shapes, {layer.name for layer in keep}, accumulators, columns
+    return shapes, {layer.name for layer in keep}, accumulators, set()
 
 
 def bytes_per_sample(program: Program) -> int:
@@ -87,22 +78,20 @@ def bytes_per_sample(program: Program) -> int:
 
 class Golden:
     """Fault-free codes of the kept layers for every evaluation sample: ``golden[name]`` (the sample
-    axis first, except the transposed im2col ``name#cols``: ``(k, samples, *out)``)."""
+    axis first; a convolution's accumulator channel first, ``ChannelMajor``)."""
 
     def __init__(self, program: Program, image: WeightImage, emulator: Emulator, x: np.ndarray):
         self.program = program
         layers = program.layers
-        shapes, self.kept, self.accumulators, self.columns = plan(program)
+        shapes, self.kept, self.accumulators, self.columns = plan(program)  # columns: empty (no im2col kept)
         n = len(x)
         self.samples = n
         self.codes: dict[str, np.ndarray] = {}
         # Convolution accumulators (not the network output) are kept channel first (``ChannelMajor``).
         self._channel_major = {key for key in shapes if key.split("#")[0] in self.conv_layers(program)
-                               and not key.endswith("#cols") and key != layers[-1].name}
+                               and key != layers[-1].name}
         for key, (shape, dtype) in shapes.items():
-            if key.endswith("#cols"):
-                self.codes[key] = np.empty((shape[0], n) + shape[1:], dtype=dtype)
-            elif key in self._channel_major:
+            if key in self._channel_major:
                 self.codes[key] = ChannelMajor(np.empty((shape[-1], n) + shape[:-1], dtype=dtype))
             else:
                 self.codes[key] = np.empty((n,) + shape, dtype=dtype)
@@ -126,9 +115,6 @@ class Golden:
                     arrays = {nm: weights[(layer.name, nm)] for nm in layer.arrays if (layer.name, nm) in weights}
                     x_type = program.layer(layer.inputs[0]).result
                     self._write(accumulator_key(layer.name), sl, rule.accumulate(layer, src, x_type, arrays))
-                if layer.name in self.columns:
-                    self.codes[columns_key(layer.name)][:, sl] = rule_for(layer).columns(
-                        layer, src.astype(self.codes[columns_key(layer.name)].dtype))
                 out = self._run(emulator, layer, outputs, graph)
                 outputs[layer.name] = out
                 if graph:  # a value is dropped after its last reader

@@ -23,7 +23,7 @@ import numpy as np
 
 from hwflow.campaign.delta import compiled
 from hwflow.campaign.delta.convsum import ConvSum, PendingConv
-from hwflow.campaign.delta.golden import accumulator_key, columns_key
+from hwflow.campaign.delta.golden import accumulator_key
 from hwflow.campaign.delta.registry import Step, register_rule
 from hwflow.campaign.delta.state import Block, ChannelMajor, Delta, fill, rest_of, take
 from hwflow.emulator import Kind, LayerSpec, ops, products
@@ -32,6 +32,9 @@ from hwflow.fixed import FixedType, Overflow, cast, overflow, requantize, value_
 
 ELEMENTS = 1 << 23  # elements of one im2col chunk (64 MiB in float64)
 DENSE = 0.9  # a convolution's input block holding at least this share of the samples is widened to all
+DIRECT_CHANNELS = 8  # a convolution's input block of at most this many channels, on an output of at least
+DIRECT_POSITIONS = 32  # this many positions, has its term summed in the sum's kernel (shifted planes, no
+# im2col); a wider block, or a small output (per-sample overhead), goes through a GEMM, where BLAS wins
 
 
 def geometry(layer: LayerSpec):
@@ -72,30 +75,6 @@ def _gemm_into(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
     c += np.matmul(a.astype(c.dtype, copy=False), b.astype(c.dtype, copy=False))
 
 
-def _gemm_into_t(c: np.ndarray, xt: np.ndarray, b: np.ndarray) -> None:
-    """``c += xt.T @ b`` for ``xt`` (r, R) holding one im2col column per row. A faulty word is one
-    entry of ``b``: with a few entries, each adds its column times the weight change into a
-    contiguous per-channel row (a GEMM with an inner dimension of one or two runs far below BLAS
-    speed), and the rows are added to ``c`` once; with many, ``(b.T @ xt).T``."""
-    nz = np.argwhere(b != 0)
-    if len(nz) > 4 * b.shape[1]:
-        c += np.matmul(b.T.astype(c.dtype), xt.astype(c.dtype, copy=False)).T
-        return
-    cols = np.unique(nz[:, 1])
-    rows_t = np.zeros((len(cols), c.shape[0]), dtype=c.dtype)
-    tmp = np.empty(c.shape[0], dtype=c.dtype)
-    for i in np.unique(nz[:, 0]):
-        x = xt[i].astype(c.dtype)
-        for pos, j in enumerate(cols):
-            if b[i, j]:
-                np.multiply(x, b[i, j], out=tmp)
-                rows_t[pos] += tmp
-    if len(cols) == c.shape[1]:
-        c += rows_t.T
-    else:
-        c[:, cols] += rows_t.T
-
-
 def _every_sample(block: Block, golden) -> Block:
     """``block`` widened to every sample (the others with their fault-free codes): where it holds nearly
     all of them, that is cheaper than gathering the fault-free codes of a ragged subset."""
@@ -127,19 +106,6 @@ class Mac:
 
     def needs_input(self, layer: LayerSpec) -> bool:
         return True
-
-    def needs_columns(self, layer: LayerSpec) -> bool:
-        """Convolutions keep the fault-free im2col, transposed (one row per kernel position and input
-        channel, in the input's compact dtype): a faulty weight word reads one contiguous row."""
-        return geometry(layer) is not None
-
-    @staticmethod
-    def columns(layer: LayerSpec, x: np.ndarray) -> np.ndarray:
-        """``(k, N, *out)``: the im2col of ``x`` with the kernel index first."""
-        view, out = _columns(x, geometry(layer), x.dtype)
-        k = int(np.prod(view.shape[1 + len(out) :]))
-        moved = np.moveaxis(view.reshape(view.shape[: 1 + len(out)] + (k,)), -1, 0)
-        return moved
 
     def _mac(self, layer, x, x_type, weights, result) -> np.ndarray:
         geo = geometry(layer)
@@ -248,10 +214,9 @@ class Mac:
             k_sub = k // cin * len(blk.channels)
             bound = acc_bound + ((dxb * wb * k_sub + xb * dwb * len(rows)) << up) + db_bound
             if conv:
-                partial = self._conv_input_term(step, blk, g_in, up, _dtype(bound))
                 everything = np.arange(m, dtype=np.int64)
                 out.append(PendingConv(blk.samples, everything, self._conv_sum(
-                    step, acc_g, everything, blk.samples, partial, rows, dw, up, db, no_wrap, _dtype(bound))))
+                    step, acc_g, everything, blk.samples, blk, rows, dw, up, db, no_wrap, _dtype(bound))))
                 continue
             dx = blk.values - take(g_in, blk.samples, blk.channels).astype(np.float64)
             total = take(acc_g, blk.samples, None).astype(_dtype(bound))
@@ -303,13 +268,25 @@ class Mac:
         return total
 
     def _conv_sum(self, step: Step, acc_g: ChannelMajor, channels: np.ndarray, samples: np.ndarray,
-                  partial: np.ndarray | None, rows: np.ndarray, dw: np.ndarray, up: int, db: np.ndarray,
+                  blk: Block | None, rows: np.ndarray, dw: np.ndarray, up: int, db: np.ndarray,
                   no_wrap: bool, dtype) -> ConvSum:
         """The terms of a convolution's faulty accumulator on ``channels`` x ``samples`` (summed when read):
-        the fault-free accumulator, the input term ``partial``, each changed word's ``ΔW·a`` from the
-        stored im2col row, the bias change, one wrap where the types allow an overflow, the cast."""
+        the fault-free accumulator, the input term of the input block ``blk`` (in the sum's kernel when
+        it holds few channels, a GEMM before it otherwise), each changed word's ``ΔW·a`` on
+        shifted slices of the stored fault-free input, the bias change, one wrap where the types allow
+        an overflow, the cast."""
         layer = step.layer
         acc_t = layer.accum
+        g_in = step.golden[step.input_name]
+        source = np.moveaxis(g_in.array, 0, -1) if isinstance(g_in, ChannelMajor) else g_in
+        partial = block = None
+        grid = tuple(step.crop or layer.output_shape[:-1])
+        if blk is not None and (len(blk.channels) > DIRECT_CHANNELS or np.prod(grid) < DIRECT_POSITIONS):
+            partial = self._conv_input_term(step, blk, g_in, up, dtype)
+        elif blk is not None:
+            wsub = np.take(step.weights["weight"].codes, blk.channels, axis=-2)  # (*size, |B|, m)
+            weights = np.ascontiguousarray(wsub.astype(np.int64) << up)
+            block = (np.asarray(blk.values), np.asarray(blk.channels, dtype=np.int64), weights)
         ptr = np.zeros(len(channels) + 1, dtype=np.int64)
         row_parts, val_parts = [], []
         for ci, c in enumerate(channels):
@@ -318,43 +295,28 @@ class Mac:
             val_parts.append(dw[nz, c].astype(np.int64) << up)
             ptr[ci + 1] = ptr[ci] + len(nz)
         words = (ptr, np.concatenate(row_parts).astype(np.int64), np.concatenate(val_parts)) if ptr[-1] else None
-        grid = tuple(step.crop or layer.output_shape[:-1])
+        size, stride, before, _ = geometry(layer)
         return ConvSum(acc_g.array, np.asarray(channels, dtype=np.int64), np.asarray(samples, dtype=np.int64), grid,
-                       np.dtype(dtype), partial, step.golden[columns_key(layer.name)], words,
+                       np.dtype(dtype), source, (tuple(size), tuple(stride), tuple(before)), partial, block, words,
                        db[channels], (0, 0) if no_wrap else (acc_t.width, acc_t.min_code),
                        None if acc_t == layer.result else (acc_t, layer.result))
 
     def _add_input_term(self, step: Step, total: np.ndarray, dx: np.ndarray, channels: np.ndarray, up: int) -> None:
-        """``total += (W'·Δa) << up`` for input differences ``dx`` (S, *spatial, len(channels))."""
+        """``total += (W'·Δa) << up`` for input differences ``dx`` (S, len(channels)) of a Dense layer."""
         layer = step.layer
         m = n_out(layer)
         wsub = np.take(step.weights["weight"].codes, channels, axis=-2)  # (..., cin, m) -> (..., |C|, m)
         k = wsub.size // m
         wmat = wsub.reshape(k, m).astype(total.dtype) * (2**up)
-        flat_total = total.reshape(len(total), -1, total.shape[-1])
-        geo = geometry(layer)
-        if geo is None:
-            _gemm_into(total.reshape(-1, m), dx.reshape(-1, k), wmat)
-            return
-        for sl in _chunks(len(dx), k * int(np.prod(layer.output_shape[:-1]))):
-            view, _ = _columns(dx[sl], geo, total.dtype if total.dtype != np.int64 else np.int64)
-            _gemm_into(flat_total[sl].reshape(-1, m), np.ascontiguousarray(view).reshape(-1, k), wmat)
+        _gemm_into(total.reshape(-1, m), dx.reshape(-1, k), wmat)
 
     def _add_weight_term(self, step: Step, total: np.ndarray, samples: np.ndarray, rows: np.ndarray,
                          dw: np.ndarray, up: int) -> None:
-        """``total += (ΔW·a) << up`` on the fault-free input of ``samples``, for the columns of ``dw``."""
-        layer = step.layer
+        """``total += (ΔW·a) << up`` on the fault-free input of ``samples``, for the columns of ``dw``
+        (Dense; a convolution's words are summed in ``compiled.conv_sum``)."""
         dwm = dw.astype(total.dtype) * (2**up)
-        c = total.reshape(-1, dw.shape[1])
-        if geometry(layer) is None:
-            x = take(step.golden[step.input_name], samples, None)
-            _gemm_into(c, x.reshape(-1, x.shape[-1])[:, rows], dwm)
-            return
-        cols = step.golden[columns_key(layer.name)]  # (k, N, *out)
-        picked = np.take(cols, rows, axis=0)
-        if len(samples) != cols.shape[1]:
-            picked = np.take(picked, samples, axis=1)
-        _gemm_into_t(c, picked.reshape(len(rows), -1), dwm)
+        x = take(step.golden[step.input_name], samples, None)
+        _gemm_into(total.reshape(-1, dw.shape[1]), x.reshape(-1, x.shape[-1])[:, rows], dwm)
 
     def _finish(self, step: Step, total: np.ndarray, db: np.ndarray, no_wrap: bool) -> np.ndarray:
         """The bias change, one wrap where the types allow an overflow, and the cast to the result; a
