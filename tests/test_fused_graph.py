@@ -197,20 +197,23 @@ def test_integer_merges_equal_the_float_kernels(seed):
 # --- the zoo's graphs: fused against plain ----------------------------------------------------------
 
 
+ZOO = [("resnet8", "parallel"), ("resnet8", "stream"), ("rn07", "parallel"), ("ds-cnn", "stream")]
+
+
 @pytest.fixture(scope="module")
 def zoo_graphs(tmp_path_factory):
     from hwflow.convert import HlsOptions, convert, image_from_hls, program_from_hls
     from tests.conftest import zoo_model
 
     out = {}
-    for name, io in (("resnet8", "parallel"), ("resnet8", "stream"), ("ds-cnn", "stream")):
+    for name, io in ZOO:
         hls_model = convert(zoo_model(name, 8, 8), HlsOptions.make(io), tmp_path_factory.mktemp(f"{name}-{io}"))
         out[(name, io)] = (program_from_hls(hls_model), image_from_hls(hls_model))
     return out
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "io"), [("resnet8", "parallel"), ("resnet8", "stream"), ("ds-cnn", "stream")])
+@pytest.mark.parametrize(("name", "io"), ZOO)
 def test_zoo_graph_fused_equals_plain(zoo_graphs, name, io):
     program, image = zoo_graphs[(name, io)]
     rng = np.random.default_rng(0)
