@@ -110,12 +110,44 @@ class BatchNorm(Channelwise):
         return np.where(scale < 0, -1, 1)
 
 
+class ZeroPad(Channelwise):
+    """Zero padding: a block's codes written into zeros in their own dtype where the cast to the result is
+    the identity (the emulator's kernel would convert them to float64 and back); else the kernel."""
+
+    def delta(self, step: Step) -> Delta:
+        layer = step.layer
+        if not _identity(step.x_type, layer.result):
+            return super().delta(step)
+        a = layer.attrs
+        if layer.kind is Kind.ZEROPAD2D:
+            before, after = (a["pad_top"], a["pad_left"]), (a["pad_bottom"], a["pad_right"])
+        else:
+            before, after = (a["pad_left"],), (a["pad_right"],)
+        out = []
+        for b in step.inputs:
+            values = np.asarray(b.values)
+            spatial = values.shape[1:-1]
+            padded = np.zeros((len(values),) + tuple(n + lo + hi for n, lo, hi in zip(spatial, before, after,
+                                                                                    strict=True))
+                              + values.shape[-1:], dtype=values.dtype)
+            padded[(slice(None),) + tuple(slice(lo, lo + n) for n, lo in zip(spatial, before, strict=True))] = values
+            out.append(Block(b.samples, b.channels, padded))
+        return out
+
+
+def _identity(src: FixedType, dst: FixedType) -> bool:
+    """Whether assigning ``src`` codes to ``dst`` leaves every code as it is."""
+    lo, hi = value_range(src, dst)
+    return src.frac == dst.frac and dst.min_code <= lo and hi <= dst.max_code
+
+
 def _cast_monotone(src: FixedType, dst: FixedType) -> bool:
     lo, hi = value_range(src, dst)
     return dst.overflow in MONOTONE_OVERFLOW or (dst.min_code <= lo and hi <= dst.max_code)
 
 
 register_rule(Kind.BATCHNORM, BatchNorm())
-for _kind in (Kind.ACTIVATION, Kind.CLIPACT, Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D,
-              Kind.ZEROPAD1D, Kind.ZEROPAD2D):
+for _kind in (Kind.ACTIVATION, Kind.CLIPACT, Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D):
     register_rule(_kind, Channelwise())
+for _kind in (Kind.ZEROPAD1D, Kind.ZEROPAD2D):
+    register_rule(_kind, ZeroPad())

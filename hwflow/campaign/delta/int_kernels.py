@@ -20,7 +20,7 @@ from hwflow.campaign.delta import compiled
 from hwflow.campaign.delta.compiled import ROUNDING_CODES, _jit
 from hwflow.emulator.merge import _exact, product_type, sum_type
 from hwflow.errors import EmulatorError
-from hwflow.fixed import FixedType, Overflow, requantize
+from hwflow.fixed import FixedType, Overflow, requantize, value_range
 
 OPS = {"add": 0, "subtract": 1, "average": 2, "multiply": 3, "maximum": 4, "minimum": 5}
 OVERFLOW_CODES = {Overflow.WRAP: 0, Overflow.SAT: 1, Overflow.SAT_ZERO: 2, Overflow.SAT_SYM: 3}
@@ -155,8 +155,17 @@ class MergePlan:
         lo, hi = result.min_code, result.max_code
         if result.overflow is Overflow.SAT_SYM and result.signed:
             lo = -hi
+        # The cast is a move of the binary point that nothing overflows where the types say so (hls4ml's
+        # inferred merge types often make it exact): then the kernel only shifts.
+        if op in ("maximum", "minimum"):
+            exact = _moves_only(ta, result) and _moves_only(tb, result)
+        elif op == "multiply":
+            exact = _moves_only(product_type(ta, tb), result)
+        else:
+            t = sum_type(ta, tb, minus=op == "subtract")
+            exact = _moves_only(FixedType(t.width + (op == "average"), t.integer, t.signed), result)
         self.cast_args = (ROUNDING_CODES[result.rounding], OVERFLOW_CODES[result.overflow], lo, hi, result.width,
-                          result.min_code)
+                          result.min_code, exact)
 
     def numpy(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """The reference: the same integer expression in numpy (int64 codes of ``result``)."""
@@ -170,6 +179,12 @@ class MergePlan:
         else:
             total = (a << self.sa) - (b << self.sb) if self.op == "subtract" else (a << self.sa) + (b << self.sb)
         return requantize(total, self.shift + self.result.frac, self.result)
+
+
+def _moves_only(src: FixedType, dst: FixedType) -> bool:
+    """Whether assigning ``src`` to ``dst`` drops no bit and cannot overflow (a left shift at most)."""
+    lo, hi = value_range(src, dst)
+    return src.frac <= dst.frac and dst.min_code <= lo and hi <= dst.max_code
 
 
 def _step_args(fn) -> tuple:
@@ -216,8 +231,11 @@ def merge_codes_numpy(plan, ga, va, ra, pa, gb, vb, rb, pb, samples, channels, o
     out[...] = plan.numpy(_gather(ga, va, ra, pa, samples, channels), _gather(gb, vb, rb, pb, samples, channels))
 
 
-def _cast_one(v, shift, rounding, ovf, lo, hi, width, min_code):  # pragma: no cover - compiled
-    """``requantize`` of one int64 code ``v`` with ``shift`` bits dropped (negative: added)."""
+def _cast_one(v, shift, rounding, ovf, lo, hi, width, min_code, exact):  # pragma: no cover - compiled
+    """``requantize`` of one int64 code ``v`` with ``shift`` bits dropped (negative: added); ``exact``: the
+    types say nothing is dropped and nothing overflows (only the shift)."""
+    if exact:
+        return v << (-shift)
     if shift <= 0:
         r = v << (-shift)
     else:
@@ -279,7 +297,7 @@ _load_side_nb = _jit(_load_side)
 def _merge_codes_kernel(ga, va, ra, pa, a_alpha, a_beta, a_lo, a_hi, a_round, a_scale, a_on,
                         gb, vb, rb, pb, b_alpha, b_beta, b_lo, b_hi, b_round, b_scale, b_on,
                         samples, channels, op, sa, sb, shift, shift_a, shift_b, rounding, ovf, lo, hi, width,
-                        min_code, o_alpha, o_beta, o_lo, o_hi, o_round, o_scale, o_on, out):  # pragma: no cover
+                        min_code, exact, o_alpha, o_beta, o_lo, o_hi, o_round, o_scale, o_on, out):  # pragma: no cover
     """One (sample, channel) row at a time: each input's row loaded once (its block's, through its chain,
     or the fault-free codes), the operation's loop over the positions, the chain after it, stored."""
     s_n, n_p, n_c = out.shape
@@ -298,18 +316,25 @@ def _merge_codes_kernel(ga, va, ra, pa, a_alpha, a_beta, a_lo, a_hi, a_round, a_
                     xp, yp = x[p], y[p]
                     first = (xp << sa) > (yp << sb) if op == 4 else (xp << sa) < (yp << sb)
                     if first:
-                        buf[p] = _cast_one_nb(xp, shift_a, rounding, ovf, lo, hi, width, min_code)
+                        buf[p] = _cast_one_nb(xp, shift_a, rounding, ovf, lo, hi, width, min_code, exact)
                     else:
-                        buf[p] = _cast_one_nb(yp, shift_b, rounding, ovf, lo, hi, width, min_code)
-            elif op == 3:
-                for p in range(n_p):
-                    buf[p] = _cast_one_nb(x[p] * y[p], shift, rounding, ovf, lo, hi, width, min_code)
-            elif op == 1:
-                for p in range(n_p):
-                    buf[p] = _cast_one_nb((x[p] << sa) - (y[p] << sb), shift, rounding, ovf, lo, hi, width, min_code)
+                        buf[p] = _cast_one_nb(yp, shift_b, rounding, ovf, lo, hi, width, min_code, exact)
             else:
-                for p in range(n_p):
-                    buf[p] = _cast_one_nb((x[p] << sa) + (y[p] << sb), shift, rounding, ovf, lo, hi, width, min_code)
+                if op == 3:
+                    for p in range(n_p):
+                        buf[p] = x[p] * y[p]
+                elif op == 1:
+                    for p in range(n_p):
+                        buf[p] = (x[p] << sa) - (y[p] << sb)
+                else:
+                    for p in range(n_p):
+                        buf[p] = (x[p] << sa) + (y[p] << sb)
+                if not exact:
+                    for p in range(n_p):
+                        buf[p] = _cast_one_nb(buf[p], shift, rounding, ovf, lo, hi, width, min_code, False)
+                elif shift < 0:
+                    for p in range(n_p):
+                        buf[p] = buf[p] << (-shift)
             dst = out[s]
             if o_on:
                 a, b = o_alpha[ch], o_beta[ch]
