@@ -12,6 +12,7 @@ resnet8 zoo topology with a few images.
 from __future__ import annotations
 
 import tempfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,9 +20,11 @@ import pytest
 from hwflow.campaign import TrialEvaluator
 from hwflow.campaign.delta import Block, compiled, int_kernels, rule_for
 from hwflow.campaign.delta.chain import FoldedChain, PendingStep, longest_fold, runs
+from hwflow.campaign.delta.pooling import Pool
 from hwflow.campaign.delta.state import apply, trim
 from hwflow.emulator import Emulator, Kind
 from hwflow.emulator.merge import elementwise
+from hwflow.emulator.pooling import _exact
 from hwflow.emulator.run import Weights
 from hwflow.emulator.step import StepFunction
 from hwflow.errors import EmulatorError
@@ -152,6 +155,35 @@ def test_merge_kernel_runs_the_chains_before_and_after_it():
     with compiled.use_numba(False), pytest.raises(EmulatorError, match="compiled kernel only"):
         int_kernels.merge_codes(plan, ga, ga, every, np.arange(c), gb, gb, every, np.arange(c), every,
                                 np.arange(c), out, None, pre, None)
+
+
+def test_average_pool_rule_equals_the_emulators_pooling():
+    """Tiling windows (one dividing the plane, one leaving cells out), both io types, an exact and a saturating
+    accumulator (the emulator's kernel then): the rule's blocks equal ``pooling.average_pool`` on them."""
+    from hwflow.emulator import LayerSpec, Program
+    from hwflow.emulator.pooling import average_pool
+
+    rng = np.random.default_rng(3)
+    x_type = FixedType(8, 3, False, Rounding.RND_CONV, Overflow.SAT)
+    result = FixedType(8, 3, False, Rounding.RND_CONV, Overflow.SAT)
+    for (h, w), (kh, kw) in (((8, 8), (8, 8)), ((9, 7), (2, 3))):
+        for accum in (FixedType(20, 9, False), FixedType(9, 5, False, Rounding.TRN, Overflow.SAT)):
+            for io in ("io_parallel", "io_stream"):
+                attrs = {"pool_op": "Average", "pool_height": kh, "pool_width": kw, "stride_height": kh,
+                         "stride_width": kw, "pad_top": 0, "pad_left": 0, "pad_bottom": 0, "pad_right": 0}
+                pool = LayerSpec("pool", Kind.POOL2D, ("x",), (h // kh, w // kw, 3), result, accum, attrs)
+                program = Program((LayerSpec("x", Kind.INPUT, (), (h, w, 3), x_type), pool), io)
+                codes = rng.integers(0, 256, (5, h, w, 3)).astype(np.uint8)
+                step = SimpleNamespace(layer=pool, x_type=x_type, inputs=[Block(np.arange(5), np.arange(3), codes)],
+                                       emulator=Emulator(program, _empty_image()))
+                got = Pool().delta(step)[0].values
+                np.testing.assert_array_equal(got, average_pool(pool, codes, x_type, io), err_msg=f"{accum} {io}")
+
+
+def _empty_image():
+    from hwflow.image import WeightImage
+
+    return WeightImage([])
 
 
 # --- a small residual network holding every elementwise merge ---------------------------------------
@@ -309,6 +341,12 @@ def test_the_rules_give_the_traced_difference(nets, x):
                 np.testing.assert_array_equal(apply(out, clean[end]), faulty[end], err_msg=end)
             checked.add(end)
         for layer in program.layers:
+            if layer.kind in (Kind.POOL2D, Kind.ZEROPAD2D):  # the integer pooling and padding rules
+                step = evaluator.layer_step(layer.name, _diff(clean[layer.inputs[0]], faulty[layer.inputs[0]]),
+                                            faultmap)
+                out = rule_for(layer).delta(step)
+                np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
+                checked.add(layer.name)
             if layer.kind is not Kind.MERGE:
                 continue
             step = evaluator.layer_step(layer.name, _diff(clean[layer.inputs[0]], faulty[layer.inputs[0]]), faultmap)
@@ -323,7 +361,11 @@ def test_the_rules_give_the_traced_difference(nets, x):
                 then = trim(rule.delta_then(step, fold), clean[end])
                 np.testing.assert_array_equal(apply(then, clean[end]), faulty[end], err_msg=end)
             checked.add(layer.name)
-    assert {"relu1", "s1_bn2", "s2_relu", "max_relu", "s1_add", "sub", "mul", "avg", "max", "min"} <= checked
+    assert {"relu1", "s1_bn2", "s2_relu", "max_relu", "s1_add", "sub", "mul", "avg", "max", "min", "pool"} <= checked
+    assert any(program.layer(name).kind is Kind.ZEROPAD2D for name in checked)  # io_stream pads before each conv
+    pool = program.layer("pool")
+    assert isinstance(rule_for(pool), Pool)
+    assert _exact(pool.accum, program.layer(pool.inputs[0]).result.frac)  # the int64 sum ran, not the kernel
 
 
 def _diff(clean: np.ndarray, faulty: np.ndarray) -> list[Block]:

@@ -147,7 +147,7 @@ def _cast_monotone(src: FixedType, dst: FixedType) -> bool:
 
 
 register_rule(Kind.BATCHNORM, BatchNorm())
-for _kind in (Kind.ACTIVATION, Kind.CLIPACT, Kind.POOL1D, Kind.POOL2D, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D):
-    register_rule(_kind, Channelwise())
+for _kind in (Kind.ACTIVATION, Kind.CLIPACT, Kind.GLOBALPOOL1D, Kind.GLOBALPOOL2D):
+    register_rule(_kind, Channelwise())  # POOL1D / POOL2D: ``pooling.Pool``
 for _kind in (Kind.ZEROPAD1D, Kind.ZEROPAD2D):
     register_rule(_kind, ZeroPad())
