@@ -8,6 +8,8 @@ Targets (issue 11): one full exact pass at least 4x QKeras's ``model.predict``, 
 at least 25 % of numpy's float32 GEMM peak measured in the same run (a large square sgemm, best of
 several), counting the network's multiply-accumulates. Peak memory (ru_maxrss) is printed too.
 Other processes on the machine change every figure: run it a few times and compare ratios.
+A residual network: ``--model resnet8 --io stream --images 1000`` (fashion-mnist-32; the io_stream
+project is the campaign benchmark's, out/bench/hls-campaign-resnet8-stream).
 """
 
 from __future__ import annotations

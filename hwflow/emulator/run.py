@@ -5,10 +5,12 @@ is emulated exactly as the hardware would compute with it (a scaled or float-sto
 divided back as the hardware does). Inputs are converted to the input type as hls4ml's C simulation
 converts them (``ap_fixed`` from the float value).
 
-``run`` and ``run_codes`` take the fused exact path (``hwflow.emulator.fused``: float32 GEMMs,
-pooling moved first, batch norm and activation as one step function, compact codes between
-layers); ``Emulator(..., fused=False)`` and ``trace`` run the plain kernels of ``ops`` layer by
-layer, the reference the fused path is tested against.
+``run``, ``run_codes`` and ``run_values`` take the fused exact path (``hwflow.emulator.fused``:
+float32 GEMMs, pooling moved first, batch norm and activation as one step function, compact codes
+between layers), on chains and graphs (residual networks) alike; ``Emulator(..., fused=False)`` and
+``trace`` run the plain kernels of ``ops`` layer by layer, the reference the fused path is tested
+against. ``run_values`` continues a graph from the codes of every value it reads (the campaign's
+fault-free pass runs each layer of a residual network so).
 """
 
 from __future__ import annotations
