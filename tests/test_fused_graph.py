@@ -142,6 +142,10 @@ def test_random_graph_fused_equals_plain(seed, io_type, use_compiled):
         np.testing.assert_array_equal(plain.run_values(given, layer.name, layer.name), traced[layer.name])
     given = {"relu1": traced["relu1"].astype(np.uint8 if traced["relu1"].max() < 256 else np.int64)}
     np.testing.assert_array_equal(fast.run_values(given, "conv2"), traced["out"])  # the rest of the network
+    fast.threads = 2  # chunks of 8 samples on two threads, each writing its rows of the result
+    np.testing.assert_array_equal(fast.run_values(given, "conv2"), traced["out"])
+    np.testing.assert_array_equal(fast.run_values({n: traced[n] for n in ("short", "bn2") if n in traced} |
+                                                  {"relu1": traced["relu1"]}, "merge", "merge"), traced["merge"])
 
 
 def test_random_graphs_take_the_fast_path(monkeypatch):

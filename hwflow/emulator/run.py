@@ -179,12 +179,16 @@ class Emulator:
         t = self.program.layers[last].result
         dtype = compiled.narrow_dtype(t.min_code, t.max_code)
 
-        out = np.empty((n,) + self._shape(upto), dtype=dtype)
+        shape = (n,) + self._shape(upto)
+        run = self._runner.run_values if self.fused else self._run_values_plain
+        if self._thread_count() <= 1:  # one pass over all samples: the result is the kernels' own array
+            y = self._map(lambda _: run(dict(needed), lo, last), 1)[0]
+            return y.reshape(shape).astype(dtype, copy=False)
+        out = np.empty(shape, dtype=dtype)
 
         def chunk(i: int) -> None:  # each chunk writes its rows (on its thread: no join pass after)
             part = {name: v[i : i + self.chunk] for name, v in needed.items()}
-            run = self._runner.run_values if self.fused else self._run_values_plain
-            out[i : i + self.chunk] = run(part, lo, last).reshape((-1,) + out.shape[1:])
+            out[i : i + self.chunk] = run(part, lo, last).reshape((-1,) + shape[1:])
 
         self._map(chunk, n)
         return out
@@ -222,12 +226,16 @@ class Emulator:
         """
         starts = list(range(0, n, self.chunk))
         blas = _blas()
-        threads = self.threads if self.threads is not None else _blas_threads(blas)
+        threads = self._thread_count()
         with blas.limit(limits=1, user_api="blas") if blas is not None else contextlib.nullcontext():
             if threads <= 1 or len(starts) < 2:
                 return [job(i) for i in starts]
             with ThreadPoolExecutor(min(threads, len(starts))) as pool:
                 return list(pool.map(job, starts))
+
+    def _thread_count(self) -> int:
+        """Chunk threads of ``_map``: ``threads``, or as many as BLAS may use now (at most two)."""
+        return self.threads if self.threads is not None else _blas_threads(_blas())
 
     def _last(self, upto: str | None) -> int:
         return len(self.program.layers) - 1 if upto is None else self.program.index(upto)
