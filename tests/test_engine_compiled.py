@@ -260,14 +260,15 @@ def test_step_equals_numpy_and_the_bound_step(rounding, dtype):
         assert (np.modf(s * alpha[:, None] + beta[:, None])[0] == 0.5).any() or rounding is None  # ties tested
 
 
+@pytest.mark.parametrize("positions", [9, 1])  # a convolution's block, a Dense layer's (one position)
 @pytest.mark.parametrize("dtype", CODE_DTYPES)
-def test_differs_equals_numpy(dtype):
+def test_differs_equals_numpy(dtype, positions):
     rng = np.random.default_rng(np.dtype(dtype).num)
-    golden = rng.integers(-100, 100, (20, 9, 6)).astype(dtype)
+    golden = rng.integers(-100, 100, (20, positions, 6)).astype(dtype)
     samples = np.array([1, 2, 7, 19], dtype=np.int64)
     channels = np.array([0, 3, 5], dtype=np.int64)
     values = golden[samples][..., channels].astype(np.float64)
-    values[1, 8, 2] += 1  # one change at the last position
+    values[1, positions - 1, 2] += 1  # one change at the last position
     values[3, 0, 0] -= 1
     out = np.zeros((len(samples), len(channels)), dtype=bool)
     fast, ref = _both(compiled.differs, values, golden, samples, channels, out=out)

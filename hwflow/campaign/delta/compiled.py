@@ -436,11 +436,23 @@ def differs_numpy(values, golden, samples, channels, out) -> None:
 
 
 def _differs_kernel(values, golden, samples, channels, out):  # pragma: no cover - compiled
+    """Indices as unsigned integers (numba then drops its negative-index wraparound); a block of
+    one position per channel (a Dense layer's) compares a whole row without the early exit, which
+    vectorizes."""
     s_n, n_pos, nc = values.shape
-    for si in range(s_n):
-        n = samples[si]
+    if n_pos == 1:
+        chans = np.empty(nc, dtype=np.uint64)
         for c in range(nc):
-            ch = channels[c]
+            chans[c] = channels[c]
+        for si in range(s_n):
+            n = np.uint64(samples[si])
+            for c in range(nc):
+                out[si, c] = values[si, 0, c] != golden[n, 0, chans[c]]
+        return
+    for si in range(s_n):
+        n = np.uint64(samples[si])
+        for c in range(nc):
+            ch = np.uint64(channels[c])
             hit = False
             for p in range(n_pos):
                 if values[si, p, c] != golden[n, p, ch]:
