@@ -162,9 +162,12 @@ def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv,
     n_b = xch.shape[0]
     ih, iw = src.shape[1], src.shape[2]
     pw = max(iw + pl, (gw - 1) * sw + kw)
-    ph = max(ih + pt, (gh - 1) * sh + kh) + 1  # a spare row: the unit-stride loop reads past the last one
-    plane = np.zeros((max(n_b, 1), ph * pw), dtype=buf.dtype)
-    span = gh * pw
+    ph = max(ih + pt, (gh - 1) * sh + kh)
+    # The unit-stride loops run over whole rows, rounded up to whole vectors (no scalar tail); the
+    # planes are long enough for the last shifted read (the extra values are zeros or unused columns).
+    span = (gh * pw + VECTOR - 1) // VECTOR * VECTOR
+    length = max(ph * pw, (kh - 1) * pw + kw - 1 + span)
+    plane = np.zeros((max(n_b, 1), length), dtype=buf.dtype)
     wide = np.zeros((n_c, span), dtype=buf.dtype)
     n_q = win.shape[0]
     wwin = np.empty((n_q, win.shape[1]), dtype=np.uint64)  # the windows' positions in wide's layout
@@ -186,7 +189,7 @@ def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv,
     for ch in range(src.shape[3]):
         if used[ch] >= 0:
             word_ch[used[ch]] = ch
-    wplane = np.zeros((max(n_used, 1), ph * pw), dtype=buf.dtype)
+    wplane = np.zeros((max(n_used, 1), length), dtype=buf.dtype)
     for si in range(samples.shape[0]):
         n = np.uint64(samples[si])
         for k in range(n_used):
@@ -273,6 +276,7 @@ def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv,
                         out[ci, si, dest + x] = wide[ci, base + x]
 
 
+VECTOR = 16  # values per unrolled vector loop of the kernel (two AVX-512 float32 registers)
 _conv_sum_nb = _jit(_conv_sum_kernel)
 
 # --- 2. the im2col of an input difference -------------------------------------------------------
