@@ -204,6 +204,10 @@ def requantize(codes: np.ndarray, src_frac: int, dst: FixedType) -> np.ndarray:
     codes = np.asarray(codes, dtype=np.int64)
     shift = src_frac - dst.frac
     if shift <= 0:
+        if dst.overflow is not Overflow.WRAP and shift < 0:
+            # A far move of the binary point would overflow int64; every code beyond the type's range
+            # by one step after the shift saturates the same, so clip first (a wrap is exact modulo 2**64).
+            codes = np.clip(codes, (dst.min_code >> -shift) - 1, (dst.max_code >> -shift) + 1)
         return overflow(np.left_shift(codes, -shift), dst)
     floor = np.right_shift(codes, shift)
     rem = codes - np.left_shift(floor, shift)
@@ -244,7 +248,10 @@ _F64_INT = 2**53
 
 
 def value_range(src: FixedType, dst: FixedType) -> tuple[int, int]:
-    """Smallest and largest ``dst`` codes a ``src`` value can round to, before overflow."""
+    """Smallest and largest ``dst`` codes a ``src`` value can round to, before overflow (Python
+    integers: a far move of the binary point leaves int64)."""
+    if src.frac <= dst.frac:
+        return src.min_code << (dst.frac - src.frac), src.max_code << (dst.frac - src.frac)
     ends = requantize_unbounded(np.array([src.min_code, src.max_code], dtype=np.int64), src.frac, dst)
     return int(ends[0]), int(ends[1])
 

@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 
 from hwflow.errors import FormatError
-from hwflow.fixed import FixedType, Overflow, Rounding, cast, overflow, parse_type, quantize_float, requantize
+from hwflow.fixed import (
+    FixedType,
+    Overflow,
+    Rounding,
+    cast,
+    overflow,
+    parse_type,
+    quantize_float,
+    requantize,
+    value_range,
+)
 
 HERE = Path(__file__).parent
 
@@ -77,6 +87,33 @@ def test_overflow_by_hand():
     np.testing.assert_array_equal(overflow(np.array([-3, 15, 16, 17]), u4), [13, 15, 0, 1])
     np.testing.assert_array_equal(overflow(np.array([-3, 15, 16]), FixedType(4, 4, False, overflow=Overflow.SAT)),
                                   [0, 15, 15])
+
+
+def _reference_cast(code: int, src: FixedType, dst: FixedType) -> int:
+    """A move of the binary point to more fractional bits, then the overflow, in Python integers."""
+    value = code << (dst.frac - src.frac)
+    if dst.min_code <= value <= dst.max_code:
+        return value
+    if dst.overflow is Overflow.WRAP:
+        return (value - dst.min_code) % (1 << dst.width) + dst.min_code
+    if dst.overflow is Overflow.SAT_ZERO:
+        return 0
+    low = -dst.max_code if dst.overflow is Overflow.SAT_SYM and dst.signed else dst.min_code
+    return low if value < 0 else dst.max_code
+
+
+@pytest.mark.parametrize("mode", list(Overflow))
+def test_far_binary_point_moves_leave_no_int64_overflow(mode):
+    # fixed<51,41> into ufixed<31,4> / fixed<31,4>: a shift of 17 on 50-bit codes needs 67 bits.
+    src = FixedType(51, 41)
+    rng = np.random.default_rng(3)
+    codes = np.concatenate([rng.integers(src.min_code, src.max_code, 200, endpoint=True),
+                            [src.min_code, src.max_code, -1, 0, 1]])
+    for dst in (FixedType(31, 4, False, overflow=mode), FixedType(31, 4, True, overflow=mode)):
+        want = [_reference_cast(int(c), src, dst) for c in codes]
+        np.testing.assert_array_equal(requantize(codes, src.frac, dst), want)
+        np.testing.assert_array_equal(cast(codes, src, dst), want)
+        assert value_range(src, dst) == (src.min_code << 17, src.max_code << 17)
 
 
 def test_rounding_then_overflow():
