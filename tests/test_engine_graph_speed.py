@@ -113,13 +113,15 @@ def _random_fold(rng, c: int) -> tuple[FoldedChain, StepFunction]:
 
 @needs_numba
 def test_step_codes_kernel_equals_the_exact_step_function():
-    """The folded chain's kernel (both memory layouts, every rounding mode, clamps, a scale) writes the codes
-    ``StepFunction.exact`` computes in int64, on blocks of some channels."""
+    """The folded chain's kernel (both memory layouts, few and many positions per sample, every rounding mode,
+    clamps, a scale) writes the codes ``StepFunction.exact`` computes in int64, on blocks of some channels."""
     rng = np.random.default_rng(1)
     for trial in range(40):
         c = 5
         folded, fn = _random_fold(rng, c)
-        s = rng.integers(-2**12, 2**12 + 1, (7, 3, 4, c))
+        # few positions per sample (stepped as rows over the samples), many (plane by plane), a Dense block
+        shape = ((7, 3, 4, c), (7, 6, 6, c), (7, c))[trial % 3]
+        s = rng.integers(-2**12, 2**12 + 1, shape)
         expected = np.stack([fn.exact(s[..., ch], ch) for ch in range(c)], axis=-1)
         channel_first = np.moveaxis(np.ascontiguousarray(np.moveaxis(s, -1, 0)).astype(np.float32), 0, -1)
         for values in (s, channel_first):
@@ -129,7 +131,7 @@ def test_step_codes_kernel_equals_the_exact_step_function():
                 np.testing.assert_array_equal(got, expected, err_msg=f"{trial} numba={numba_on}")
                 assert got.dtype == np.int16
         some = np.array([1, 3])
-        got = folded.apply([Block(np.arange(7), some, s[..., some])])[0].values
+        got = folded.apply([Block(np.arange(7), some, np.ascontiguousarray(s[..., some]))])[0].values
         np.testing.assert_array_equal(got, expected[..., some])
 
 

@@ -24,6 +24,8 @@ from hwflow.fixed import FixedType, Overflow, requantize, value_range
 
 OPS = {"add": 0, "subtract": 1, "average": 2, "multiply": 3, "maximum": 4, "minimum": 5}
 OVERFLOW_CODES = {Overflow.WRAP: 0, Overflow.SAT: 1, Overflow.SAT_ZERO: 2, Overflow.SAT_SYM: 3}
+PLANE = 32  # positions per sample from which a block is stepped plane by plane
+ROW_CHUNK = 1024  # rows stepped at a time, every channel (the chunk and the float64 buffer stay in cache)
 
 
 # --- 1. a folded chain: the bound step function, written as integer codes --------------------------
@@ -35,9 +37,16 @@ def step_codes(values: np.ndarray, alpha, beta, rounding: int, lo, hi, scale: fl
     if not compiled.enabled():
         step_codes_numpy(values, alpha, beta, rounding, lo, hi, scale, out)
         return
-    # Channel first: a convolution's accumulator block (``ChannelMajor``) is contiguous so, and numba
-    # compiles that layout's loops vectorized; a channels-last block runs the same loops strided.
-    _step_first_nb(np.moveaxis(values, -1, 0), alpha, beta, rounding, lo, hi, scale, out)
+    # Per channel over positions: contiguous for a convolution's accumulator block (channel first,
+    # ``ChannelMajor``), strided for a channels-last one. Planes of many positions go one sample at a time;
+    # few positions (a Dense layer's block has one) as rows over every sample, so the loops stay long.
+    s_n, n_p, n_c = values.shape
+    first = np.moveaxis(values, -1, 0)
+    if n_p >= PLANE:
+        _step_planes_nb(first, alpha, beta, rounding, lo, hi, scale, out)
+    else:
+        _step_rows_nb(first.reshape(n_c, s_n * n_p), alpha, beta, rounding, lo, hi, scale,
+                      out.reshape(s_n * n_p, n_c))
 
 
 def step_codes_numpy(values, alpha, beta, rounding, lo, hi, scale, out) -> None:
@@ -104,12 +113,13 @@ def _finish_row(buf, rounding, lo, hi, scale, c):  # pragma: no cover - compiled
 _finish_row_nb = _jit(_finish_row)
 
 
-def _step_first_kernel(values, alpha, beta, rounding, lo, hi, scale, out):  # pragma: no cover - compiled
-    """Input ``values (C, S, P)``: one (channel, sample) row at a time through a float64 buffer, each stage
-    a loop over the row (each vectorizes), stored channels last (``out (S, P, C)``)."""
+def _step_planes_kernel(values, alpha, beta, rounding, lo, hi, scale, out):  # pragma: no cover - compiled
+    """Input ``values (C, S, P)``: one (sample, channel) plane at a time through a float64 buffer, each stage
+    a loop over the plane (each vectorizes), stored into ``out (S, P, C)`` (one sample's codes in cache)."""
     n_c, s_n, n_p = values.shape
     buf = np.empty(n_p, dtype=np.float64)
     for s in range(s_n):
+        dst = out[s]
         for c in range(n_c):
             a = alpha[c]
             b = beta[c]
@@ -117,12 +127,31 @@ def _step_first_kernel(values, alpha, beta, rounding, lo, hi, scale, out):  # pr
             for p in range(n_p):
                 buf[p] = np.float64(row[p]) * a + b
             _finish_row_nb(buf, rounding, lo, hi, scale, c)
-            dst = out[s]
             for p in range(n_p):
                 dst[p, c] = buf[p]
 
 
-_step_first_nb = _jit(_step_first_kernel)
+def _step_rows_kernel(values, alpha, beta, rounding, lo, hi, scale, out):  # pragma: no cover - compiled
+    """Input ``values (C, R)``: chunks of rows, each channel's part through a float64 buffer, each stage a
+    loop over the chunk (each vectorizes), stored into ``out (R, C)``."""
+    n_c, n_r = values.shape
+    buf = np.empty(min(n_r, ROW_CHUNK), dtype=np.float64)
+    for r0 in range(0, n_r, ROW_CHUNK):  # a chunk of rows for every channel: the block's cache lines read once
+        n = min(ROW_CHUNK, n_r - r0)
+        part = buf[:n]
+        for c in range(n_c):
+            a = alpha[c]
+            b = beta[c]
+            row = values[c]
+            for r in range(n):
+                part[r] = np.float64(row[r0 + r]) * a + b
+            _finish_row_nb(part, rounding, lo, hi, scale, c)
+            for r in range(n):
+                out[r0 + r, c] = part[r]
+
+
+_step_planes_nb = _jit(_step_planes_kernel)
+_step_rows_nb = _jit(_step_rows_kernel)
 
 
 # --- 2. an elementwise merge on integer codes --------------------------------------------------------
