@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwflow.campaign.delta import int_kernels
+from hwflow.campaign.delta.compiled import ROUNDING_CODES
 from hwflow.campaign.delta.golden import compact_dtype
 from hwflow.campaign.delta.hoist import CHAIN_KINDS, chain_state
 from hwflow.campaign.delta.state import Block, Delta
@@ -104,8 +105,6 @@ def fold(program: Program, start: int, stop: int, weights: dict[tuple[str, str],
             lo = np.asarray(b, dtype=np.float64)
         else:
             hi = np.asarray(b, dtype=np.float64)
-    from hwflow.campaign.delta.compiled import ROUNDING_CODES
-
     return FoldedChain(start, stop, np.asarray(bound.alpha, dtype=np.float64), np.asarray(bound.beta, np.float64),
                        ROUNDING_CODES[bound.rounding], lo, hi, float(bound.scale or 0.0), t)
 
