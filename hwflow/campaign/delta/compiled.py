@@ -148,12 +148,14 @@ def conv_sum_numpy(gold, channels, samples, gh, gw, db, bits, lo, partial, xv, x
 
 def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv, xg, xch, wt, src, wptr, wky, wkx,
                      wci, wval, kh, kw, sh, sw, pt, pl, win, sgn, out, buf):  # pragma: no cover - compiled
-    """One sample at a time: its input difference once into zero-padded planes (``plane``, rows of
-    ``pw`` values), every channel's sum in ``wide`` laid out as those rows (position ``(y, x)`` at
-    ``y * pw + x``), so that with unit strides each faulty weight's term is one contiguous loop over
-    the shifted plane; then per channel its changed words, the wrap and the pooling or the copy out.
-    Loops index arrays by their induction variables (or unsigned offsets): numba then drops its
-    negative-index wraparound and LLVM vectorizes them."""
+    """Samples in blocks of ``SAMPLE_BLOCK``: each sample's input difference and the input channels its
+    changed words read go once into zero-padded planes (rows of ``pw`` values); then one channel at a
+    time, the block's samples in turn (``gold`` and ``out`` stream), every term is summed into ``wide``
+    laid out as those rows (position ``(y, x)`` at ``y * pw + x``), so that with unit strides each
+    faulty weight's and each changed word's term is one contiguous loop over a shifted plane; then the
+    wrap and the pooling or the copy out. Indices are unsigned (``u``): numba then drops its
+    negative-index wraparound and LLVM vectorizes the loops."""
+    u = np.uint64
     has_partial = partial.size > 0
     has_input = xv.size > 0
     pooled = win.shape[0] > 0
@@ -167,15 +169,14 @@ def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv,
     # planes are long enough for the last shifted read (the extra values are zeros or unused columns).
     span = (gh * pw + VECTOR - 1) // VECTOR * VECTOR
     length = max(ph * pw, (kh - 1) * pw + kw - 1 + span)
-    plane = np.zeros((max(n_b, 1), length), dtype=buf.dtype)
-    wide = np.zeros((n_c, span), dtype=buf.dtype)
+    wide = np.zeros(span, dtype=buf.dtype)
     n_q = win.shape[0]
     wwin = np.empty((n_q, win.shape[1]), dtype=np.uint64)  # the windows' positions in wide's layout
     for q in range(n_q):
         for t in range(win.shape[1]):
             wwin[q, t] = (win[q, t] // gw) * pw + win[q, t] % gw
     unit = sh == 1 and sw == 1
-    # The input channels the changed words read, each once per sample into a padded plane of its own.
+    # The input channels the changed words read, each into a plane of its own (slot).
     n_w = wci.shape[0]
     slot = np.empty(n_w, dtype=np.int64)
     used = np.full(src.shape[3], -1, dtype=np.int64)
@@ -189,94 +190,107 @@ def _conv_sum_kernel(gold, channels, samples, gh, gw, db, bits, lo, partial, xv,
     for ch in range(src.shape[3]):
         if used[ch] >= 0:
             word_ch[used[ch]] = ch
-    wplane = np.zeros((max(n_used, 1), length), dtype=buf.dtype)
-    for si in range(samples.shape[0]):
-        n = np.uint64(samples[si])
-        for k in range(n_used):
-            cw = word_ch[k]
-            for iy in range(ih):
-                base = np.uint64((iy + pt) * pw + pl)
-                for ix in range(iw):
-                    wplane[k, base + ix] = src[n, iy, ix, cw]
+    block = min(SAMPLE_BLOCK, max(1, samples.shape[0]))
+    plane = np.zeros((max(n_b, 1), length), dtype=buf.dtype)
+    inp = np.zeros((block if has_input else 1, n_c if has_input else 1, span), dtype=buf.dtype)
+    wplane = np.zeros((block, max(n_used, 1), length), dtype=buf.dtype)
+    for s0 in range(0, samples.shape[0], block):
+        s1 = min(samples.shape[0], s0 + block)
+        for si in range(s0, s1):
+            n = u(samples[si])
+            b = u(si - s0)
+            if has_input:  # the input term of every channel: each faulty weight times a shifted plane
+                for j in range(n_b):
+                    cj = u(xch[j])
+                    for iy in range(xv.shape[1]):
+                        base = u((iy + pt) * pw + pl)
+                        for ix in range(xv.shape[2]):
+                            plane[u(j), base + u(ix)] = xv[u(si), u(iy), u(ix), u(j)]
+                            plane[u(j), base + u(ix)] -= xg[n, u(iy), u(ix), cj]
+                acc = inp[b]
+                acc[:, :] = 0
+                for j in range(n_b):
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            if unit:
+                                shifted = plane[j, ky * pw + kx : ky * pw + kx + span]
+                                for ci in range(n_c):
+                                    wv = wt[ky, kx, j, ci]
+                                    if wv != 0:
+                                        for q in range(span):
+                                            acc[ci, q] += wv * shifted[q]
+                            else:
+                                for ci in range(n_c):
+                                    wv = wt[u(ky), u(kx), u(j), u(ci)]
+                                    if wv == 0:
+                                        continue
+                                    for y in range(gh):
+                                        start = u((y * sh + ky) * pw + kx)
+                                        base = u(y * pw)
+                                        for x in range(gw):
+                                            acc[u(ci), base + u(x)] += wv * plane[u(j), start + u(x * sw)]
+            for k in range(n_used):
+                cw = word_ch[k]
+                for iy in range(ih):
+                    base = u((iy + pt) * pw + pl)
+                    for ix in range(iw):
+                        wplane[b, u(k), base + u(ix)] = src[n, u(iy), u(ix), cw]
         for ci in range(n_c):
-            c = np.uint64(channels[ci])
+            c = u(channels[ci])
             dc = db[ci]
-            for y in range(gh):
-                base = np.uint64(y * pw)
-                for x in range(gw):
-                    wide[ci, base + x] = gold[c, n, y, x] + dc
-            if has_partial:
+            for si in range(s0, s1):
+                n = u(samples[si])
+                b = u(si - s0)
                 for y in range(gh):
-                    base = np.uint64(y * pw)
+                    base = u(y * pw)
                     for x in range(gw):
-                        wide[ci, base + x] += partial[si, y, x, ci]
-        if has_input:
-            for j in range(n_b):
-                cj = np.uint64(xch[j])
-                for iy in range(xv.shape[1]):
-                    base = np.uint64((iy + pt) * pw + pl)
-                    for ix in range(xv.shape[2]):
-                        plane[j, base + ix] = xv[si, iy, ix, j]
-                        plane[j, base + ix] -= xg[n, iy, ix, cj]
-            for j in range(n_b):
-                for ky in range(kh):
-                    for kx in range(kw):
-                        if unit:
-                            shifted = plane[j, ky * pw + kx : ky * pw + kx + span]
-                            for ci in range(n_c):
-                                wv = wt[ky, kx, j, ci]
-                                if wv == 0:
-                                    continue
-                                for q in range(span):
-                                    wide[ci, q] += wv * shifted[q]
-                        else:
-                            for ci in range(n_c):
-                                wv = wt[ky, kx, j, ci]
-                                if wv == 0:
-                                    continue
-                                for y in range(gh):
-                                    start = np.uint64((y * sh + ky) * pw + kx)
-                                    base = np.uint64(y * pw)
-                                    for x in range(gw):
-                                        wide[ci, base + x] += wv * plane[j, start + np.uint64(x * sw)]
-        for ci in range(n_c):
-            for w in range(wptr[ci], wptr[ci + 1]):
-                ky, kx, dv = wky[w], wkx[w], wval[w]
-                k = slot[w]
-                if unit:
-                    shifted = wplane[k, ky * pw + kx : ky * pw + kx + span]
+                        wide[base + u(x)] = gold[c, n, u(y), u(x)] + dc
+                if has_partial:
+                    for y in range(gh):
+                        base = u(y * pw)
+                        for x in range(gw):
+                            wide[base + u(x)] += partial[u(si), u(y), u(x), u(ci)]
+                if has_input:
                     for q in range(span):
-                        wide[ci, q] += dv * shifted[q]
+                        wide[u(q)] += inp[b, u(ci), u(q)]
+                for w in range(wptr[ci], wptr[ci + 1]):
+                    ky, kx, dv = wky[w], wkx[w], wval[w]
+                    k = u(slot[w])
+                    if unit:
+                        off = u(ky * pw + kx)
+                        for q in range(span):
+                            wide[u(q)] += dv * wplane[b, k, off + u(q)]
+                    else:
+                        for y in range(gh):
+                            start = u((y * sh + ky) * pw + kx)
+                            base = u(y * pw)
+                            for x in range(gw):
+                                wide[base + u(x)] += dv * wplane[b, k, start + u(x * sw)]
+                if bits > 0:
+                    for y in range(gh):
+                        base = u(y * pw)
+                        for x in range(gw):
+                            v = np.int64(wide[base + u(x)])
+                            wide[base + u(x)] = ((v - lo) & mask) + lo
+                if pooled:
+                    sg = sgn[ci]
+                    for q in range(n_q):
+                        best = wide[wwin[q, 0]] * sg
+                        for t in range(1, wwin.shape[1]):
+                            v2 = wide[wwin[q, t]] * sg
+                            if v2 > best:
+                                best = v2
+                        out[u(ci), u(si), u(q)] = best * sg
                 else:
                     for y in range(gh):
-                        start = np.uint64((y * sh + ky) * pw + kx)
-                        base = np.uint64(y * pw)
+                        base = u(y * pw)
+                        dest = u(y * gw)
                         for x in range(gw):
-                            wide[ci, base + x] += dv * wplane[k, start + np.uint64(x * sw)]
-            if bits > 0:
-                for y in range(gh):
-                    base = np.uint64(y * pw)
-                    for x in range(gw):
-                        v = np.int64(wide[ci, base + x])
-                        wide[ci, base + x] = ((v - lo) & mask) + lo
-            if pooled:
-                sg = sgn[ci]
-                for q in range(n_q):
-                    best = wide[ci, wwin[q, 0]] * sg
-                    for t in range(1, wwin.shape[1]):
-                        v2 = wide[ci, wwin[q, t]] * sg
-                        if v2 > best:
-                            best = v2
-                    out[ci, si, q] = best * sg
-            else:
-                for y in range(gh):
-                    base = np.uint64(y * pw)
-                    dest = np.uint64(y * gw)
-                    for x in range(gw):
-                        out[ci, si, dest + x] = wide[ci, base + x]
+                            out[u(ci), u(si), dest + u(x)] = wide[base + u(x)]
 
 
 VECTOR = 16  # values per unrolled vector loop of the kernel (two AVX-512 float32 registers)
+SAMPLE_BLOCK = 32  # samples whose planes are built before the channel loop (they stay in cache)
 _conv_sum_nb = _jit(_conv_sum_kernel)
 
 # --- 2. the im2col of an input difference -------------------------------------------------------
