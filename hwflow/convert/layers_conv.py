@@ -17,7 +17,9 @@ What hls4ml 1.3.0 makes of the Keras/QKeras layers (read after its optimizers ra
   folded ``W * gamma / sqrt(var + eps)`` (through the kernel quantizer) and
   ``gamma * (b - mean) / sqrt(var + eps) + beta`` (through the bias quantizer, if any), which hls4ml
   computes in ``Conv2DBatchnorm.initialize``: read as ``Kind.CONV2D`` with those arrays as stored.
-  (hls4ml 1.3.0 has no converter for ``QDepthwiseConv2DBatchnorm``: ``hwflow.zoo.loading`` refuses it.)
+- ``QDepthwiseConv2DBatchnorm``: hls4ml 1.3.0 has no converter for it; ``hwflow.convert.dwbn_hls``
+  registers one, ``DepthwiseConv2DBatchnorm``, a DepthwiseConv2D whose stored kernel and bias are QKeras's
+  inference fold through the layer's quantizers: read as ``Kind.DEPTHWISE2D`` with those arrays as stored.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def _depthwise_attrs(layer) -> dict:
 
 register_layer("DepthwiseConv1D", Kind.DEPTHWISE1D, attrs=_depthwise_attrs, resource_axes={"weight": (2, 0, 1)})
 register_layer("DepthwiseConv2D", Kind.DEPTHWISE2D, attrs=_depthwise_attrs, resource_axes={"weight": (3, 0, 1, 2)})
+register_layer("DepthwiseConv2DBatchnorm", Kind.DEPTHWISE2D, attrs=_depthwise_attrs,
+               resource_axes={"weight": (3, 0, 1, 2)})
 register_layer("PointwiseConv1D", Kind.CONV1D)
 register_layer("PointwiseConv2D", Kind.CONV2D)
 register_layer("Conv2DBatchnorm", Kind.CONV2D)

@@ -46,6 +46,7 @@ SUPPORTED_LAYERS = frozenset({
     "DepthwiseConv1D", "DepthwiseConv2D", "QDepthwiseConv2D",  # depth multiplier 1 (hwflow.convert.layers_conv)
     "SeparableConv1D", "SeparableConv2D", "QSeparableConv1D", "QSeparableConv2D",
     "QConv2DBatchnorm",  # hls4ml folds the batch norm into the kernel and bias
+    "QDepthwiseConv2DBatchnorm",  # folded the same way by hwflow.convert.dwbn_hls
     "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",  # hwflow.emulator.activations (no Softmax layer: see _HINTS)
 })  # fmt: skip
 ACTIVATIONS = frozenset({"linear", "relu", "softmax",
@@ -61,8 +62,6 @@ WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1
 the ``alpha`` values each is checked with; ``quantized_po2`` for kernels only."""
 
 _HINTS = {
-    "QDepthwiseConv2DBatchnorm": ("; hls4ml 1.3.0 has no converter for it: train with QDepthwiseConv2D followed by "
-                                  "BatchNormalization instead"),
     "Softmax": ("; hls4ml 1.3.0 writes C++ for a Softmax layer that does not compile (config Softmax_config<N>, "
                 "call softmax_config<N>): use Activation('softmax') or activation='softmax' instead"),
 }
