@@ -13,6 +13,13 @@ reads off the layer after hls4ml's optimizers ran.
   and every table size and type as the generated config has them.
   The config (``config_cpp``) is what the C++ compiles, so sizes that hls4ml derives while writing
   it (the stable form's smaller exp table, its ``inp_norm_t``) are read from there.
+
+The Keras ``Softmax`` *layer* takes the softmax activation's path: hls4ml 1.3.0's Keras handler sets
+its ``activation`` attribute to the class name ``'Softmax'``, so the generated C++ declares
+``Softmax_config<N>`` and calls ``softmax_config<N>`` and does not compile. :func:`register_softmax_layer`
+wraps that handler so that the attribute is ``'softmax'``, as for ``Activation('softmax')``: the same
+IR layer, templates, emulation and ``--keep-softmax`` (a final Softmax layer is otherwise removed,
+``hwflow.convert.hls.strip_softmax``, like a final softmax activation).
 """
 
 from __future__ import annotations
@@ -122,6 +129,26 @@ def _softmax_attrs(layer) -> dict:
         if impl == "stable" and norm is not None:
             attrs["inp_norm_t"] = str(parse_type(norm))
     return attrs
+
+
+def register_softmax_layer() -> None:
+    """Make hls4ml's handler of the Keras ``Softmax`` layer write the softmax activation's C++; idempotent."""
+    from hls4ml.converters.keras_v2_to_hls import layer_handlers
+
+    handler = layer_handlers.get("Softmax")
+    if handler is None:
+        msg = "hls4ml has no Keras handler for the Softmax layer (hwflow expects hls4ml 1.3.0's)"
+        raise UnsupportedLayerError(msg)
+    if getattr(handler, "_hwflow_softmax", False):
+        return
+
+    def parse_softmax_layer(keras_layer, input_names, input_shapes, data_reader):
+        layer, shape = handler(keras_layer, input_names, input_shapes, data_reader)
+        layer["activation"] = "softmax"  # hls4ml's own: 'Softmax', the class name, which its templates misname
+        return layer, shape
+
+    parse_softmax_layer._hwflow_softmax = True
+    layer_handlers["Softmax"] = parse_softmax_layer
 
 
 register_layer("Activation", Kind.ACTIVATION, attrs=_activation_attrs)

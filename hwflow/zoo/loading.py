@@ -47,7 +47,8 @@ SUPPORTED_LAYERS = frozenset({
     "SeparableConv1D", "SeparableConv2D", "QSeparableConv1D", "QSeparableConv2D",
     "QConv2DBatchnorm",  # hls4ml folds the batch norm into the kernel and bias
     "QDepthwiseConv2DBatchnorm",  # folded the same way by hwflow.convert.dwbn_hls
-    "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",  # hwflow.emulator.activations (no Softmax layer: see _HINTS)
+    "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU",  # hwflow.emulator.activations
+    "Softmax",  # the softmax activation's path (hwflow.convert.layers_activation.register_softmax_layer)
 })  # fmt: skip
 ACTIVATIONS = frozenset({"linear", "relu", "softmax",
                          "sigmoid", "tanh", "softplus", "softsign", "selu", "hard_sigmoid", "elu"})  # activations.py
@@ -62,8 +63,6 @@ WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1
 the ``alpha`` values each is checked with; ``quantized_po2`` for kernels only."""
 
 _HINTS = {
-    "Softmax": ("; hls4ml 1.3.0 writes C++ for a Softmax layer that does not compile (config Softmax_config<N>, "
-                "call softmax_config<N>): use Activation('softmax') or activation='softmax' instead"),
 }
 """Why a Keras class that looks supported is not, where there is more to say than that."""
 
