@@ -225,8 +225,11 @@ def test_dx_columns_equals_numpy(golden_dtype):
     for size, stride, pad, grid in (((3, 3), (1, 1), (0, 0), (6, 5)), ((3, 2), (2, 1), (1, 1), (4, 7)),
                                     ((3, 3), (1, 1), (0, 0), (4, 4)), ((1, 3), (1, 2), (0, 1), (8, 4))):
         out = np.zeros((len(samples),) + grid + (size[0] * size[1] * len(channels),), dtype=np.float32)
+        channel_first = np.moveaxis(np.ascontiguousarray(np.moveaxis(values, -1, 0)), 0, -1)  # as a pooled block
         fast, ref = _both(compiled.dx_columns, values, golden, samples, channels, size, stride, pad, out=out)
+        first, _ = _both(compiled.dx_columns, channel_first, golden, samples, channels, size, stride, pad, out=out)
         np.testing.assert_array_equal(fast, ref, err_msg=f"{values_dtype} {size} {stride} {pad}")
+        np.testing.assert_array_equal(first, ref, err_msg=f"channel first {values_dtype} {size} {stride} {pad}")
         # the definition, at the last output position (in the padding for some geometries)
         ky, kx, cc = size[0] - 1, size[1] - 1, 2
         k = (ky * size[1] + kx) * len(channels) + cc

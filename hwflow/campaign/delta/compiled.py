@@ -319,31 +319,34 @@ def dx_columns_numpy(values, golden, samples, channels, kh, kw, sh, sw, pt, pl, 
 
 
 def _dx_columns_kernel(values, golden, samples, channels, kh, kw, sh, sw, pt, pl, out):  # pragma: no cover
-    """Per sample: the difference once into a zero-padded plane, then each (output position, kernel
-    row) copies one contiguous run of ``KW * |C|`` values (the padded plane's row, the output's row)."""
+    """Per sample: the difference once into a zero-padded plane (channel by channel: a channel-first
+    block reads each channel's values in order), then each (output position, kernel row) copies one
+    contiguous run of ``KW * |C|`` values (the padded plane's row, the output's row). Indices are
+    unsigned: numba then drops its negative-index wraparound and the copies vectorize."""
+    u = np.uint64
     s_n, h, w, nc = values.shape
     out_h, out_w = out.shape[1], out.shape[2]
     ph = max(h + pt, (out_h - 1) * sh + kh)
     pw = max(w + pl, (out_w - 1) * sw + kw)
-    plane = np.zeros((ph, pw * nc), dtype=out.dtype)
+    row = pw * nc
+    plane = np.zeros(ph * row, dtype=out.dtype)
     run = kw * nc
     for si in range(s_n):
-        n = samples[si]
-        for iy in range(h):
-            for ix in range(w):
-                base = (ix + pl) * nc
-                for c in range(nc):
-                    dv = np.float64(values[si, iy, ix, c]) - np.float64(golden[n, iy, ix, channels[c]])
-                    plane[iy + pt, base + c] = dv
+        n = u(samples[si])
+        for c in range(nc):
+            ch = u(channels[c])
+            for iy in range(h):
+                base = u((iy + pt) * row + pl * nc + c)
+                for ix in range(w):
+                    plane[base + u(ix * nc)] = (np.float64(values[u(si), u(iy), u(ix), u(c)])
+                                                - np.float64(golden[n, u(iy), u(ix), ch]))
         for oy in range(out_h):
             for ox in range(out_w):
-                o = out[si, oy, ox]
-                start = ox * sw * nc
                 for ky in range(kh):
-                    src = plane[oy * sh + ky]
-                    k0 = ky * run
+                    src0 = u((oy * sh + ky) * row + ox * sw * nc)
+                    dst0 = u(ky * run)
                     for t in range(run):
-                        o[k0 + t] = src[start + t]
+                        out[u(si), u(oy), u(ox), dst0 + u(t)] = plane[src0 + u(t)]
 
 
 _dx_columns_nb = _jit(_dx_columns_kernel)
