@@ -2,7 +2,8 @@
 
 One small model holds three folded depthwise layers (3x3 stride 1 ``same``; 3x3 stride 2 ``valid`` without
 a bias; 2x2 stride 2 ``same``), with random batch-norm statistics so that each fold does something. It is
-compiled once per design: io_parallel Latency and io_stream Resource (the stored kernel transposed).
+compiled once per design: io_parallel Latency and io_stream Resource (the stored kernel transposed); weight
+scaling and the C-simulation board (io_stream Resource, reuse factor 3, arrays in BRAM) build their own.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def build(seed: int = 0):
                 values.append(rng.uniform(0.5, 1.5, shape))
             elif name == "moving_mean":
                 values.append(rng.normal(0, 0.3, shape))
+            elif name == "depthwise_kernel" and layer.name == "dwbn3":  # small folded words: weight scaling shifts them
+                values.append(rng.uniform(-0.08, 0.08, shape))
             else:
                 values.append(rng.uniform(-0.9, 0.9, shape))
         if values:
@@ -157,3 +160,43 @@ def test_engine_equals_full_emulation(model, design):
     folded = {a.key for a in design.image if a.layer in FOLDED}
     assert len(folded) == 2 * len(FOLDED)
     assert folded <= touched, folded - touched  # faults landed in every folded array
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_weight_scaling_of_the_folded_arrays_equals_csim(model, tmp_path):
+    """The rule's power-of-two shifts on the folded words, compiled into the C simulation (the logits; every
+    layer is compared unscaled above); then faults through the engine."""
+    from hwflow.convert import convert, image_from_hls
+    from hwflow.harden.scale import plan_rule
+    from hwflow.verify import build_csim
+
+    options = HlsOptions.make("parallel")
+    plan = plan_rule(image_from_hls(convert(model, options, tmp_path / "plain")))
+    scaled = [key for key, shift in plan.shifts().items() if shift > 0 and key.split("/")[0] in FOLDED]
+    assert scaled, plan.shifts()
+    design = build_csim(model, options, tmp_path / "scaled", storage=plan)
+    assert all(not design.image.get(*key.split("/")).scale.is_identity for key in scaled)
+    x = inputs(model)
+    np.testing.assert_array_equal(Emulator(design.program, design.image).logits(x).reshape(len(x), -1),
+                                  design.csim_logits(x))
+    hurt, _ = check_engine(design.program, design.image, inputs(model, 40), seed=6)
+    assert hurt > 3
+
+
+@needs_gxx
+@pytest.mark.slow
+def test_csim_board_with_the_folded_arrays_in_bram(model, tmp_path):
+    """The built design (io_stream, Resource, every array in BRAM behind the host port): fault-free and under
+    fault maps written through the port, it equals the emulator word for word."""
+    from hwflow.hardware.boards import load_board
+    from hwflow.hardware.csim_board import CSimBoard, board_image, check_board, sample_fault_maps
+    from hwflow.hardware.project import BuildOptions, generate
+
+    options = HlsOptions.make("stream", strategy="Resource", reuse_factor=3)
+    build = generate(model, load_board("pynq-z2"), tmp_path / "build", BuildOptions(options, min_words=1))
+    assert {a.key for a in build.image if a.layer in FOLDED} <= set(build.manifest.keys)
+    board = CSimBoard(tmp_path / "build")
+    maps = sample_fault_maps(board_image(build.image, build.manifest), 12, seed=5)
+    result = check_board(board, build.program, build.image, inputs(model, 16), maps)
+    assert result.ok, result.summary()
