@@ -62,8 +62,7 @@ WEIGHT_QUANTIZERS = {"quantized_bits": (None, 1, "auto_po2"), "binary": (None, 1
 """Kernel and bias quantizers hls4ml converts and hwflow emulates (hwflow.convert.layers_quant), with
 the ``alpha`` values each is checked with; ``quantized_po2`` for kernels only."""
 
-_HINTS = {
-}
+_HINTS: dict[str, str] = {}
 """Why a Keras class that looks supported is not, where there is more to say than that."""
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
