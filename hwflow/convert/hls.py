@@ -147,9 +147,13 @@ def hls_config(model, options: HlsOptions) -> dict:
     """hls4ml's per-layer configuration dictionary for ``model`` under ``options``."""
     import hls4ml
 
-    from hwflow.convert import clipact_hls
+    from hwflow.convert import clipact_hls, dwbn_hls
+    from hwflow.convert.layers_activation import register_softmax_layer
 
-    clipact_hls.register()  # hwflow's own layers, before hls4ml parses the model (idempotent)
+    # hwflow's own layers and handlers, before hls4ml parses the model (each idempotent)
+    clipact_hls.register()
+    dwbn_hls.register()  # QDepthwiseConv2DBatchnorm, which hls4ml 1.3.0 has no converter for
+    register_softmax_layer()  # the Keras Softmax layer, whose hls4ml handler emits C++ that does not compile
     with quiet():
         config = hls4ml.utils.config_from_keras_model(
             model, granularity="name", backend=options.backend.value,
