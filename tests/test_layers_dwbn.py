@@ -71,10 +71,7 @@ def inputs(model, n: int = SAMPLES, seed: int = 1) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model():
-    from hwflow.convert import dwbn_hls
-
-    dwbn_hls.register()
-    return build()
+    return build()  # no registration here: convert() itself registers the handler with hls4ml
 
 
 @pytest.fixture(scope="module")
