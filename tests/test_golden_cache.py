@@ -70,7 +70,7 @@ def _same_golden(a: Golden, b: Golden) -> None:
         assert x.dtype == y.dtype, key
         np.testing.assert_array_equal(x, y, err_msg=key)
     assert b.output is b.codes[b.program.layers[-1].name]  # one array under both names, as built
-    for name in ("kept", "accumulators", "columns", "samples", "_channel_major", "_bound"):
+    for name in ("kept", "accumulators", "samples", "_channel_major", "_bound"):
         assert getattr(a, name) == getattr(b, name), name
 
 

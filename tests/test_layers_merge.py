@@ -205,7 +205,7 @@ def test_graph_runs_on_the_plain_path_and_run_codes_continues_only_where_it_can(
 
 def test_golden_pass_keeps_every_input_a_merge_reads(nets, x):
     program, image = nets["parallel"]
-    _, kept, _, _ = plan(program)
+    _, kept, _ = plan(program)
     for layer in program.layers:
         if layer.kind is Kind.MERGE or (layer.kind is Kind.CONCATENATE and layer.attrs["concat_axis"] !=
                                         len(layer.output_shape) - 1):

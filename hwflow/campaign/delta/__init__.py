@@ -7,7 +7,11 @@
 - ``depthwise``: depthwise convolutions, per channel (the changed channels recomputed);
 - ``fallback``: the exact rule of every kind without its own (recompute the affected samples);
 - ``hoist``: max pooling moved before the monotone per-channel layers in front of it (exact), and
-  such a chain folded into the emulator's step function.
+  such a chain folded into the emulator's step function;
+- ``chain``: runs of per-channel layers without a pool (batch norm, ReLU, FT-ClipAct, read only by the
+  next layer) folded into one step function, as residual networks have them;
+- ``int_kernels``: the compiled integer kernels of folded runs and merges (each with its numpy
+  reference); ``compiled``, ``convsum``: the convolution rule's compiled sums.
 
 Importing the package registers every rule.
 """

@@ -47,11 +47,10 @@ def accumulator_key(name: str) -> str:
     return f"{name}#acc"
 
 
-def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set[str], set[str], set[str]]:
-    """What the golden pass keeps: ``key -> (shape of one sample, dtype)``, the kept layers, the layers
-    whose accumulator is kept, and an empty set where the layers with a stored im2col were: none is
-    kept any more, a convolution's rule reads shifted slices of its fault-free input
-    (``compiled.conv_sum``; the four-tuple stays for the callers that unpack it)."""
+def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set[str], set[str]]:
+    """What the golden pass keeps: ``key -> (shape of one sample, dtype)``, the kept layers and the
+    layers whose accumulator is kept. No im2col is kept: a convolution's rule reads shifted slices of
+    its fault-free input (``compiled.conv_sum``)."""
     layers = program.layers
     needed = {layers[0].name, layers[-1].name}
     accumulators = set()
@@ -68,7 +67,7 @@ def plan(program: Program) -> tuple[dict[str, tuple[tuple[int, ...], type]], set
     for name in accumulators:
         layer = program.layer(name)
         shapes[accumulator_key(name)] = (tuple(layer.output_shape), compact_dtype(layer.accum))
-    return shapes, {layer.name for layer in keep}, accumulators, set()
+    return shapes, {layer.name for layer in keep}, accumulators
 
 
 def bytes_per_sample(program: Program) -> int:
@@ -83,7 +82,7 @@ class Golden:
     def __init__(self, program: Program, image: WeightImage, emulator: Emulator, x: np.ndarray):
         self.program = program
         layers = program.layers
-        shapes, self.kept, self.accumulators, self.columns = plan(program)  # columns: empty (no im2col kept)
+        shapes, self.kept, self.accumulators = plan(program)
         n = len(x)
         self.samples = n
         self.codes: dict[str, np.ndarray] = {}

@@ -23,7 +23,12 @@ trial computes, has no rule.
 
 A rule may also say what the golden pass must keep beyond the first input (``needs_input``: every
 input of the layer is kept): ``needs_output(layer)`` (its own fault-free output, to trim against),
-``needs_accumulator``, ``needs_columns`` (``hwflow.campaign.delta.golden.plan``).
+``needs_accumulator`` (``hwflow.campaign.delta.golden.plan``).
+
+Optional, for the engine's folded runs (``hwflow.campaign.delta.chain``): ``takes_pending`` (the rule
+accepts a run's blocks unstepped, ``chain.PendingStep``, and applies the step itself, as the merge
+kernel does) and ``delta_then(step, folded)`` (the rule's delta with the folded run after it applied
+in the same pass, so a wide intermediate is never written).
 """
 
 from __future__ import annotations
