@@ -34,6 +34,19 @@ needs_gxx = pytest.mark.usefixtures("require_gxx")
 needs_fmnist = pytest.mark.usefixtures("require_fmnist")
 
 
+def traced_difference(clean: np.ndarray, faulty: np.ndarray) -> list:
+    """The traced difference of one layer as the engine carries it: one ``Block`` (the samples and channels
+    where the two runs differ), or none."""
+    from hwflow.campaign.delta.state import Block
+
+    lead = (clean != faulty).reshape(len(clean), -1, clean.shape[-1])
+    samples = np.flatnonzero(lead.any(axis=(1, 2)))
+    if not len(samples):
+        return []
+    channels = np.flatnonzero(lead[samples].any(axis=(0, 1)))
+    return [Block(samples, channels, np.take(faulty[samples], channels, axis=-1).astype(np.float64))]
+
+
 def random_bn_statistics(model, seed: int = 0):
     """``model`` with random batch-norm statistics, as training leaves them (so each batch norm does
     something, and hls4ml keeps it)."""

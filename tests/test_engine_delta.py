@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from hwflow.campaign import TrialEvaluator
-from hwflow.campaign.delta import Block, register_rule, rule_for
+from hwflow.campaign.delta import register_rule, rule_for
 from hwflow.campaign.delta.state import apply, trim
 from hwflow.emulator import Emulator, Kind, LayerSpec, Program
 from hwflow.errors import EmulatorError, UnsupportedLayerError
 from hwflow.faults import fault_model_from_spec
 from hwflow.fixed import Overflow, parse_type
-from tests.conftest import zoo_model
+from tests.conftest import traced_difference, zoo_model
 
 FAULT_SPECS = [
     {"model": "bitflip"},
@@ -196,16 +196,6 @@ def test_samples_in_chunks_when_the_codes_would_not_fit(nets, digits):
         np.testing.assert_array_equal(chunked.output_codes(m), whole.output_codes(m))
 
 
-def _diff_block(clean: np.ndarray, faulty: np.ndarray) -> list[Block]:
-    """The traced difference of one layer as the engine carries it (one block, or none)."""
-    differs = clean != faulty
-    lead = differs.reshape(len(clean), -1, differs.shape[-1])
-    samples = np.flatnonzero(lead.any(axis=(1, 2)))
-    if not len(samples):
-        return []
-    channels = np.flatnonzero(lead[samples].any(axis=(0, 1)))
-    return [Block(samples, channels, np.take(faulty[samples], channels, axis=-1).astype(np.float64))]
-
 
 @pytest.mark.parametrize("name", ["cnn-digits", "mlp-digits", "clip-zero", "float16", "cnn-digits-stream"])
 def test_each_rule_gives_the_traced_difference(nets, digits, name):
@@ -221,14 +211,14 @@ def test_each_rule_gives_the_traced_difference(nets, digits, name):
         faultmap = fault_model_from_spec({"model": "bitflip"}, [3e-3, 1e-2, 3e-2][i % 3]).sample(image, rng)
         faulty = Emulator(program, faultmap.apply(image)).trace(x)
         for layer in program.layers[1:]:
-            inputs = _diff_block(clean[layer.inputs[0]], faulty[layer.inputs[0]])
+            inputs = traced_difference(clean[layer.inputs[0]], faulty[layer.inputs[0]])
             step = evaluator.layer_step(layer.name, inputs, faultmap)
             if not inputs and not step.changed:
                 continue
             out = rule_for(layer).delta(step)
             np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
             exact = trim(out, clean[layer.name])
-            expected = _diff_block(clean[layer.name], faulty[layer.name])
+            expected = traced_difference(clean[layer.name], faulty[layer.name])
             got_samples = np.sort(np.concatenate([b.samples for b in exact])) if exact else np.zeros(0, int)
             np.testing.assert_array_equal(got_samples, expected[0].samples if expected else np.zeros(0, int))
             checked.add(layer.kind)

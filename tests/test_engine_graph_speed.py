@@ -30,7 +30,7 @@ from hwflow.emulator.step import StepFunction
 from hwflow.errors import EmulatorError
 from hwflow.faults import fault_model_from_spec
 from hwflow.fixed import FixedType, Overflow, Rounding
-from tests.conftest import random_bn_statistics, zoo_model
+from tests.conftest import random_bn_statistics, traced_difference, zoo_model
 
 needs_numba = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="the compiled kernels need numba")
 
@@ -338,21 +338,22 @@ def test_the_rules_give_the_traced_difference(nets, x):
             fold = longest_fold(program, start, stop, weights)
             src, end = program.layers[start].inputs[0], program.names[fold.stop - 1]
             for lazy in (False, True):
-                out = fold.apply(_diff(clean[src], faulty[src]), lazy=lazy)
+                out = fold.apply(traced_difference(clean[src], faulty[src]), lazy=lazy)
                 assert all(isinstance(b, PendingStep) for b in out) == lazy or not out
                 np.testing.assert_array_equal(apply(out, clean[end]), faulty[end], err_msg=end)
             checked.add(end)
         for layer in program.layers:
             if layer.kind in (Kind.POOL2D, Kind.ZEROPAD2D):  # the integer pooling and padding rules
-                step = evaluator.layer_step(layer.name, _diff(clean[layer.inputs[0]], faulty[layer.inputs[0]]),
-                                            faultmap)
+                first = traced_difference(clean[layer.inputs[0]], faulty[layer.inputs[0]])
+                step = evaluator.layer_step(layer.name, first, faultmap)
                 out = rule_for(layer).delta(step)
                 np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
                 checked.add(layer.name)
             if layer.kind is not Kind.MERGE:
                 continue
-            step = evaluator.layer_step(layer.name, _diff(clean[layer.inputs[0]], faulty[layer.inputs[0]]), faultmap)
-            step.more_inputs = (_diff(clean[layer.inputs[1]], faulty[layer.inputs[1]]),)
+            first = traced_difference(clean[layer.inputs[0]], faulty[layer.inputs[0]])
+            step = evaluator.layer_step(layer.name, first, faultmap)
+            step.more_inputs = (traced_difference(clean[layer.inputs[1]], faulty[layer.inputs[1]]),)
             rule = rule_for(layer)
             out = rule.delta(step)
             np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
@@ -369,15 +370,6 @@ def test_the_rules_give_the_traced_difference(nets, x):
     assert isinstance(rule_for(pool), Pool)
     assert _exact(pool.accum, program.layer(pool.inputs[0]).result.frac)  # the int64 sum ran, not the kernel
 
-
-def _diff(clean: np.ndarray, faulty: np.ndarray) -> list[Block]:
-    """The traced difference of one layer as the engine carries it (one block, or none)."""
-    lead = (clean != faulty).reshape(len(clean), -1, clean.shape[-1])
-    samples = np.flatnonzero(lead.any(axis=(1, 2)))
-    if not len(samples):
-        return []
-    channels = np.flatnonzero(lead[samples].any(axis=(0, 1)))
-    return [Block(samples, channels, np.take(faulty[samples], channels, axis=-1).astype(np.float64))]
 
 
 def test_without_numba_the_engine_runs_the_plain_rules_exactly(nets, x):

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from hwflow.campaign import TrialEvaluator
-from hwflow.campaign.delta import RULES, Block, rule_for
+from hwflow.campaign.delta import RULES, rule_for
 from hwflow.campaign.delta.fallback import FALLBACK
 from hwflow.campaign.delta.golden import plan
 from hwflow.campaign.delta.state import apply, take, trim
 from hwflow.emulator import Emulator, Kind
 from hwflow.errors import EmulatorError, UnsupportedLayerError
 from hwflow.faults import fault_model_from_spec
-from tests.conftest import needs_gxx
+from tests.conftest import needs_gxx, traced_difference
 
 SAMPLES = 60
 MERGE_OPS = {"add", "subtract", "multiply", "average", "maximum", "minimum"}
@@ -250,15 +250,6 @@ def test_engine_equals_full_emulation(nets, x, name):
     assert _check(program, image, x, y, maps) > 10  # the maps really changed outputs
 
 
-def _diff(clean: np.ndarray, faulty: np.ndarray) -> list[Block]:
-    """The traced difference of one layer as the engine carries it (one block, or none)."""
-    lead = (clean != faulty).reshape(len(clean), -1, clean.shape[-1])
-    samples = np.flatnonzero(lead.any(axis=(1, 2)))
-    if not len(samples):
-        return []
-    channels = np.flatnonzero(lead[samples].any(axis=(0, 1)))
-    return [Block(samples, channels, np.take(faulty[samples], channels, axis=-1).astype(np.float64))]
-
 
 def _rules_give_the_traced_difference(program, image, x, kinds, rule=None) -> set:
     """Per layer of ``kinds``: the rule (``rule`` or the layer's own), given the traced differences of every
@@ -274,14 +265,15 @@ def _rules_give_the_traced_difference(program, image, x, kinds, rule=None) -> se
         for layer in program.layers[1:]:
             if layer.kind not in kinds:
                 continue
-            step = evaluator.layer_step(layer.name, _diff(clean[layer.inputs[0]], faulty[layer.inputs[0]]), faultmap)
-            step.more_inputs = tuple(_diff(clean[n], faulty[n]) for n in layer.inputs[1:])
+            first = traced_difference(clean[layer.inputs[0]], faulty[layer.inputs[0]])
+            step = evaluator.layer_step(layer.name, first, faultmap)
+            step.more_inputs = tuple(traced_difference(clean[n], faulty[n]) for n in layer.inputs[1:])
             if not step.inputs and not any(step.more_inputs) and not step.changed:
                 continue
             out = (rule or rule_for(layer)).delta(step)
             np.testing.assert_array_equal(apply(out, clean[layer.name]), faulty[layer.name], err_msg=layer.name)
             exact = trim(out, clean[layer.name])
-            expected = _diff(clean[layer.name], faulty[layer.name])
+            expected = traced_difference(clean[layer.name], faulty[layer.name])
             got = np.sort(np.concatenate([b.samples for b in exact])) if exact else np.zeros(0, int)
             np.testing.assert_array_equal(got, expected[0].samples if expected else np.zeros(0, int))
             checked.add(layer.name)
