@@ -94,7 +94,8 @@ class TrialEvaluator:
         self._types = {layer.name: layer.result for layer in program.layers}
         # Layers read by the next layer alone: a chain is hoisted past, and a convolution's output cropped
         # to a pool's windows, only where no other layer (a branch, a merge) reads what is skipped.
-        self._only_next = {i for i in range(len(program.layers)) if self._readers(program, i) == [i + 1]}
+        readers = program.readers
+        self._only_next = {i for i, layer in enumerate(program.layers) if readers[layer.name] == [i + 1]}
         self._chains = {start: end for start, end in chains(program).items()
                         if all(k in self._only_next for k in range(start, end))}
         # The last layer reading each output: a trial's blocks of a layer are dropped after it.
@@ -107,8 +108,6 @@ class TrialEvaluator:
         # A run whose last layer is read by one layer alone, whose rule steps blocks on the fly (a merge):
         # its blocks stay unstepped (``chain.PendingStep``). A run read alone from a layer whose rule can
         # finish with it (``delta_then``: a merge, then ReLU) runs in that rule's pass.
-        readers = {layer.name: [k for k, other in enumerate(program.layers) if layer.name in other.inputs]
-                   for layer in program.layers}
         self._lazy = {k: len(readers[layer.name]) == 1 and self._offers(program.layers[readers[layer.name][0]],
                                                                        "takes_pending")
                       for k, layer in enumerate(program.layers)}
@@ -299,12 +298,6 @@ class TrialEvaluator:
         if (i, stop) not in self._folds:
             self._folds[(i, stop)] = longest_fold(self.program, i, stop, self._clean)
         return self._folds[(i, stop)]
-
-    @staticmethod
-    def _readers(program: Program, i: int) -> list[int]:
-        """The indices of the layers reading layer ``i``'s output."""
-        name = program.layers[i].name
-        return [k for k, layer in enumerate(program.layers) if name in layer.inputs]
 
     def _release(self, deltas: dict[str, Delta], i: int) -> None:
         """Drop the blocks that no layer after ``i`` reads."""

@@ -141,13 +141,18 @@ class Program:
         return {name: i for i, layer in enumerate(self.layers) for name in layer.inputs}
 
     @functools.cached_property
+    def readers(self) -> dict[str, list[int]]:
+        """The indices of the layers reading each layer's output, in order (empty for the output)."""
+        out: dict[str, list[int]] = {layer.name: [] for layer in self.layers}
+        for i, layer in enumerate(self.layers):
+            for name in layer.inputs:
+                out.setdefault(name, []).append(i)
+        return out
+
+    @functools.cached_property
     def reader_count(self) -> dict[str, int]:
         """How many layers read each layer's output (two or more at a branch)."""
-        counts: dict[str, int] = {}
-        for layer in self.layers:
-            for name in layer.inputs:
-                counts[name] = counts.get(name, 0) + 1
-        return counts
+        return {name: len(readers) for name, readers in self.readers.items() if readers}
 
     def layer(self, name: str) -> LayerSpec:
         for layer in self.layers:
