@@ -133,6 +133,17 @@ class BoundStep:
     scale: float | None
     _tiles: dict = field(default_factory=dict, compare=False, repr=False)
 
+    def clamp_bounds(self, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+        """The lower and upper per-channel clamps as arrays of ``dtype`` (empty where the step has none), the
+        form the compiled step kernels take."""
+        lo = hi = np.zeros(0, dtype=dtype)
+        for op, bound in self.clamps:
+            if op is np.maximum:
+                lo = np.asarray(bound, dtype=dtype)
+            else:
+                hi = np.asarray(bound, dtype=dtype)
+        return lo, hi
+
     def __call__(self, s: np.ndarray) -> np.ndarray:
         """Channels last: ``s (..., C)``."""
         shape, c = s.shape, len(self.alpha)

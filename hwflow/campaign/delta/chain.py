@@ -99,12 +99,7 @@ def fold(program: Program, start: int, stop: int, weights: dict[tuple[str, str],
     if fn is None:
         return None
     bound = fn.bind(None, False)  # float64: exact for every code of the input type (``steps.finish`` checked)
-    lo = hi = np.zeros(0, dtype=np.float64)
-    for op, b in bound.clamps:
-        if op is np.maximum:
-            lo = np.asarray(b, dtype=np.float64)
-        else:
-            hi = np.asarray(b, dtype=np.float64)
+    lo, hi = bound.clamp_bounds(np.float64)
     return FoldedChain(start, stop, np.asarray(bound.alpha, dtype=np.float64), np.asarray(bound.beta, np.float64),
                        ROUNDING_CODES[bound.rounding], lo, hi, float(bound.scale or 0.0), t)
 

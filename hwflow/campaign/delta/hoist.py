@@ -122,12 +122,7 @@ def apply_step(delta: Delta, bound) -> Delta:
 
 def step_channels_first(fn: steps.BoundStep, s: np.ndarray) -> np.ndarray:
     """``fn.channels_first(s)`` for ``s (C, R)``, in one compiled pass (``compiled.step_channels_first``)."""
-    lo = hi = np.zeros(0, dtype=fn.dtype)
-    for op, bound in fn.clamps:
-        if op is np.maximum:
-            lo = np.asarray(bound, dtype=fn.dtype)
-        else:
-            hi = np.asarray(bound, dtype=fn.dtype)
+    lo, hi = fn.clamp_bounds(fn.dtype)
     out = np.empty(s.shape, dtype=fn.dtype)
     compiled.step_channels_first(s, fn.alpha, fn.beta, compiled.ROUNDING_CODES[fn.rounding], lo, hi,
                                  float(fn.scale or 0.0), out)
