@@ -133,12 +133,18 @@ def _check_two(layer: LayerSpec, inputs: list) -> None:
         raise EmulatorError(msg)
 
 
-def merge_op(emulator: Emulator, layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
+def _two_of_one_shape(layer: LayerSpec, inputs: list) -> tuple[np.ndarray, np.ndarray]:
+    """An elementwise merge's two inputs, refused unless there are two of equal shapes."""
     _check_two(layer, inputs)
     a, b = inputs
     if a.shape != b.shape:
         msg = f"merge layer {layer.name}: inputs of shapes {a.shape[1:]} and {b.shape[1:]}; the shapes must be equal"
         raise EmulatorError(msg)
+    return a, b
+
+
+def merge_op(emulator: Emulator, layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
+    a, b = _two_of_one_shape(layer, inputs)
     return elementwise(layer.attrs["op"], a, types[0], b, types[1], layer.result)
 
 
@@ -167,9 +173,5 @@ def concatenate_int(layer: LayerSpec, inputs: list[np.ndarray], types: list[Fixe
 
 def merge_int(layer: LayerSpec, inputs: list[np.ndarray], types: list[FixedType]) -> np.ndarray:
     """:func:`merge_op` on int64 codes (the fused path's form)."""
-    _check_two(layer, inputs)
-    a, b = inputs
-    if a.shape != b.shape:
-        msg = f"merge layer {layer.name}: inputs of shapes {a.shape[1:]} and {b.shape[1:]}; the shapes must be equal"
-        raise EmulatorError(msg)
+    a, b = _two_of_one_shape(layer, inputs)
     return elementwise_int(layer.attrs["op"], a, types[0], b, types[1], layer.result)
