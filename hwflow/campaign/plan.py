@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hwflow.campaign.spec import CampaignSpec
+from hwflow.campaign.spec import CampaignSpec, FaultSpec
 from hwflow.results import TrialKey
 
 
@@ -46,8 +46,15 @@ def fault_label(fault: dict) -> str:
     return label
 
 
+def sweep_trial(master: int, variant: str, fault: FaultSpec, rate: float, index: int) -> Trial:
+    """Trial ``index`` of a rate sweep point (the same whether the spec's trials or a precision target asked for it)."""
+    key = TrialKey(variant, "sweep", fault_label(fault.spec), "", -1, float(rate), index)
+    return Trial(key, trial_seed(master, key), dict(fault.spec))
+
+
 def plan(spec: CampaignSpec, variant: str, widths: dict[str, int]) -> list[Trial]:
-    """Every trial of one variant: the rate sweeps, then the sensitivity studies.
+    """Every trial of one variant: the rate sweeps, then the sensitivity studies (a precision target's extra
+    trials come later, from ``hwflow.campaign.precision``).
 
     ``widths`` maps each layer holding weight memory to its widest stored word, in image order.
     """
@@ -55,11 +62,8 @@ def plan(spec: CampaignSpec, variant: str, widths: dict[str, int]) -> list[Trial
     max_width = max(widths.values(), default=0)
     trials = []
     for fault in spec.faults:
-        label = fault_label(fault.spec)
         for rate in fault.rates:
-            for t in range(fault.trials):
-                key = TrialKey(variant, "sweep", label, "", -1, float(rate), t)
-                trials.append(Trial(key, trial_seed(spec.seed, key), dict(fault.spec)))
+            trials += [sweep_trial(spec.seed, variant, fault, rate, t) for t in range(fault.trials)]
     sens = spec.sensitivity
     if sens is not None and spec.faults:
         base = {k: v for k, v in spec.faults[0].spec.items() if k not in ("layers", "bits")}

@@ -92,17 +92,54 @@ def run_campaign(spec: CampaignSpec, db_path: str | Path, workers: int | None = 
                 ev = _evaluator(payload, v.label)
                 db.put_baseline(Baseline(spec.name, v.label, "emulator", len(y), ev.golden_correct, ev.metric.name,
                                          ev.metric.golden_value, ev.metric.metric.higher_is_better))
-        tasks = [todo[i : i + TASK_TRIALS] for i in range(0, len(todo), TASK_TRIALS)]
         log.info("%s: %d trials planned, %d already done, %d to run", spec.name, planned, planned - len(todo),
                  len(todo))
-        bar = _progress(len(todo), spec.name, progress)
-        try:
-            for rows in _execute(payload, tasks, workers, scheduler):
-                db.add_trials(rows)
-                bar.update(len(rows))
-        finally:
-            bar.close()
-    return CampaignResult(planned, planned - len(todo), len(todo))
+        ran = _run_trials(payload, todo, db, workers, scheduler, spec.name, progress)
+        grown = 0
+        while spec.precision is not None:  # grow the points whose intervals are still too wide, round by round
+            grown, more = _grown_points(spec, db, [v.label for v in variants])
+            if not more:
+                break
+            log.info("%s: %d trials more for the precision target (±%g)", spec.name, len(more),
+                     spec.precision.half_width)
+            ran += _run_trials(payload, more, db, workers, scheduler, spec.name, progress)
+    return CampaignResult(planned + grown, planned + grown - ran, ran)
+
+
+def _run_trials(payload: Payload, todo: list[tuple[str, Trial]], db: ResultsDB, workers: int | None,
+                scheduler: str | None, name: str, progress: bool) -> int:
+    """Run ``todo``, committing each task's rows as it finishes; returns how many trials ran."""
+    tasks = [todo[i : i + TASK_TRIALS] for i in range(0, len(todo), TASK_TRIALS)]
+    bar = _progress(len(todo), name, progress)
+    try:
+        for rows in _execute(payload, tasks, workers, scheduler):
+            db.add_trials(rows)
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    return len(todo)
+
+
+def _grown_points(spec: CampaignSpec, db: ResultsDB, labels: list[str]) -> tuple[int, list[tuple[str, Trial]]]:
+    """(trials beyond the spec's counts the precision target asks for so far, those of them not yet run)."""
+    from hwflow.campaign.plan import fault_label, sweep_trial
+    from hwflow.campaign.precision import trials_needed
+
+    stored: dict[tuple, dict[int, float]] = {}
+    for r in db.trials(spec.name, board="emulator"):
+        if r.study == "sweep":
+            stored.setdefault((r.variant, r.fault_model, float(r.rate)), {})[r.trial] = r.value
+    grown, more = 0, []
+    for label in labels:
+        for fault in spec.faults:
+            for rate in fault.rates:
+                values = stored.get((label, fault_label(fault.spec), float(rate)), {})
+                prefix = list(itertools.takewhile(lambda v: v is not None, (values.get(i) for i in itertools.count())))
+                n = trials_needed(prefix, fault.trials, spec.precision)
+                grown += n - fault.trials
+                more += [(label, sweep_trial(spec.seed, label, fault, rate, i)) for i in range(fault.trials, n)
+                         if i not in values]
+    return grown, more
 
 
 def _execute(payload: Payload, tasks: list, workers: int | None, scheduler: str | None) -> Iterator[list]:

@@ -73,6 +73,18 @@ class SensitivitySpec:
     studies: tuple[str, ...] = ("layer", "bit")
 
 
+@dataclass(frozen=True)
+class PrecisionSpec:
+    """Grow each rate sweep point until its interval is as narrow as asked: the fault entries' ``trials`` are
+    then the minimum a point runs (``hwflow.campaign.precision`` has the rule and why it is reproducible)."""
+
+    half_width: float
+    """The widest 95 % Student-t half-width accepted, in the metric's own units (top-1 accuracy is a fraction:
+    0.02 is ±2 points)."""
+    max_trials: int
+    """No point runs more trials than this, however wide its interval stays."""
+
+
 HLS_DEFAULTS = {"backend": "Vitis", "strategy": "Latency", "reuse_factor": 1}
 """The HLS options of an emulated design besides ``io``, as ``hwflow build`` defaults them."""
 
@@ -105,6 +117,9 @@ class CampaignSpec:
     models: tuple[ModelSpec, ...] = ()
     faults: tuple[FaultSpec, ...] = ()
     sensitivity: SensitivitySpec | None = None
+    precision: PrecisionSpec | None = None
+    """A precision target for the rate sweeps (``precision:`` with ``half_width`` and ``max_trials``); None: every
+    point runs exactly its ``trials``."""
     hardening: dict | None = None
     """Settings of the hardening searches (``hwflow.harden.pipeline.HardenConfig`` fields), checked."""
     metric: MetricSpec = MetricSpec()
@@ -127,6 +142,8 @@ class CampaignSpec:
         data.pop("require")  # requirements judge trials, they do not change them
         if data["hardening"] is None:  # specs without it compare equal to those stored before it existed
             data.pop("hardening")
+        if data["precision"] is None:  # likewise a spec without a precision target
+            data.pop("precision")
         data["metric"] = self.metric.to_json()  # likewise the default metric
         if self.metric == MetricSpec():
             data.pop("metric")
@@ -168,7 +185,9 @@ def only_more_trials(old: dict, new: dict) -> bool:
     """True when ``new`` (a spec's JSON) is ``old`` with the same or more trials everywhere.
 
     Trial seeds depend on the trial's key and index only, so the first N trials of a grown campaign
-    are exactly the N already run: growing a campaign keeps its results and adds trials.
+    are exactly the N already run: growing a campaign keeps its results and adds trials. A precision
+    target counts as more trials when it is added, made narrower or allowed more trials; removing or
+    loosening one is fewer.
     """
 
     def counts_and_rest(spec: dict):
@@ -176,11 +195,25 @@ def only_more_trials(old: dict, new: dict) -> bool:
         counts = [f.pop("trials", None) for f in spec.get("faults") or []]
         if spec.get("sensitivity"):
             counts.append(spec["sensitivity"].pop("trials", None))
-        return counts, spec
+        return counts, spec.pop("precision", None), spec
 
-    (a, rest_a), (b, rest_b) = counts_and_rest(old), counts_and_rest(new)
+    (a, pa, rest_a), (b, pb, rest_b) = counts_and_rest(old), counts_and_rest(new)
     return rest_a == rest_b and len(a) == len(b) and all(
-        isinstance(x, int) and isinstance(y, int) and y >= x for x, y in zip(a, b, strict=True))
+        isinstance(x, int) and isinstance(y, int) and y >= x for x, y in zip(a, b, strict=True)) \
+        and _more_precise(pa, pb)
+
+
+def _more_precise(old: dict | None, new: dict | None) -> bool:
+    """True when the precision target ``new`` runs every trial ``old`` runs (None: no target)."""
+    if old is None:
+        return True
+    if new is None:
+        return False
+    try:
+        return float(new["half_width"]) <= float(old["half_width"]) and int(new["max_trials"]) >= int(
+            old["max_trials"])
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def read_yaml(path: str | Path, what: str = "campaign spec", loader: type | None = None) -> object:
@@ -231,6 +264,7 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
     trials = r.integer("trials", None, minimum=1)
     faults = tuple(_fault(f, f"faults[{i}]", r, rates, trials) for i, f in enumerate(r.items("faults")))
     sensitivity = _sensitivity(r.mapping("sensitivity", None), r)
+    precision = _precision(r.mapping("precision", None), r, faults)
     hardening = _hardening(r.mapping("hardening", None), r)
     metric = _metric(r)
     from hwflow.gate.requirements import parse_requirements
@@ -245,7 +279,8 @@ def parse_spec(data: object, where: str = "<spec>") -> CampaignSpec:
 
     dataset = dataset or models_dataset(spec)
     models = tuple(_zoo_metric(m, metric) for m in spec.models)
-    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, hardening=hardening,
+    return replace(spec, dataset=dataset, faults=faults, sensitivity=sensitivity, precision=precision,
+                   hardening=hardening,
                    metric=metric or MetricSpec(), models=models, require=require)
 
 
@@ -476,6 +511,27 @@ def _sensitivity(data: dict | None, parent: _Reader) -> SensitivitySpec | None:
     spec = SensitivitySpec(rate[0], r.integer("trials", 20, minimum=1), studies)
     r.finish()
     return spec
+
+
+def _precision(data: dict | None, parent: _Reader, faults: tuple[FaultSpec, ...]) -> PrecisionSpec | None:
+    if data is None:
+        return None
+    r = parent.child(data, "precision")
+    value = r._get("half_width", _REQUIRED)
+    if isinstance(value, str):  # YAML reads 2e-2 as text: accept numbers written either way
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        r.fail("half_width", f"must be a number above 0, in the metric's units (top-1: 0.02 is ±2 points), "
+               f"got {value!r}")
+    most = max((f.trials for f in faults), default=1)
+    max_trials = r.integer("max_trials", minimum=2)
+    if max_trials < most:
+        r.fail("max_trials", f"must be at least the trials a point runs anyway ({most}), got {max_trials}")
+    r.finish()
+    return PrecisionSpec(float(value), max_trials)
 
 
 def _hardening(data: dict | None, parent: _Reader) -> dict | None:

@@ -89,7 +89,8 @@ def scaled_spec(spec: CampaignSpec, n: int) -> CampaignSpec:
     """The spec with every trial count capped at ``n`` (the campaign after ``n`` trials per point)."""
     faults = tuple(replace(f, trials=min(f.trials, n)) for f in spec.faults)
     sens = spec.sensitivity
-    return replace(spec, faults=faults, sensitivity=replace(sens, trials=min(sens.trials, n)) if sens else None)
+    return replace(spec, faults=faults, sensitivity=replace(sens, trials=min(sens.trials, n)) if sens else None,
+                   precision=None)  # the gate stops on its verdicts, not on the intervals' width
 
 
 def schedule(spec: CampaignSpec, batch: int | None) -> list[int]:
@@ -209,6 +210,10 @@ def _ensure(current: CampaignSpec, db_path, variants, config: GateConfig) -> int
         if sens is not None:
             sens = replace(sens, trials=max(sens.trials, int(stored["sensitivity"]["trials"])))
         target = replace(current, faults=faults, sensitivity=sens)
+        if stored.get("precision") is not None:  # its target stays: dropping it reads as fewer trials
+            from hwflow.campaign.spec import PrecisionSpec
+
+            target = replace(target, precision=PrecisionSpec(**stored["precision"]))
     from hwflow.campaign.golden_cache import active
     from hwflow.gate.cache import golden_folder
 

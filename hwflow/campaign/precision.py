@@ -1,0 +1,56 @@
+"""How many trials a rate sweep point runs under a precision target (``precision:`` in a spec).
+
+A point (variant, fault model, rate) first runs its ``trials``. While its 95 % Student-t half-width over
+the first ``n`` trials is wider than the target, it is grown to the count its spread says it needs::
+
+    n' = min(max_trials, max(n + ceil(n / 10), ceil(1.1 · n · (h / target)²)))
+
+(a half-width shrinks as 1/√n; the 10 % margin saves a round when the spread estimate was low), and
+judged again on the first ``n'``. The rule looks only at the first ``n`` trials of each round, never at
+trials a database holds beyond them, and a trial's value depends on its seed only; so the counts
+reached do not depend on workers, interruptions or order: a resumed, a parallel and a serial campaign
+run the same trials and stop at the same counts.
+
+Stopping on the interval's width (not its position) keeps the interval's coverage close to its
+nominal 95 %: the width depends on the spread, which is nearly independent of the mean.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from hwflow.campaign.spec import PrecisionSpec
+from hwflow.report.stats import t_interval
+
+MARGIN = 1.1
+"""Trials asked for beyond what the spread so far says, so that a point rarely needs a third round."""
+
+
+def next_count(values: Sequence[float], n: int, target: PrecisionSpec) -> int:
+    """The count a point grows to after ``n`` trials (``n`` itself: it is done).
+
+    ``values``: the point's per-trial metric values by trial index, at least its first ``n``."""
+    if n >= target.max_trials:
+        return n
+    half = t_interval(values[:n])[3] if n >= 2 else math.inf
+    if math.isnan(half) or half <= target.half_width:  # NaN: an undefined metric, which more trials do not fix
+        return n
+    need = math.ceil(MARGIN * n * (half / target.half_width) ** 2)
+    return min(target.max_trials, max(n + math.ceil(n / 10), need))
+
+
+def trials_needed(values: Sequence[float], start: int, target: PrecisionSpec | None) -> int:
+    """The count a point's rounds reach with the trials in hand: its final count, or the next round's.
+
+    ``values``: the point's metric values by trial index, the run prefix (trials 0, 1, ... without gaps);
+    ``start``: the point's ``trials``."""
+    n = start
+    if target is None:
+        return n
+    while n <= len(values):
+        grown = next_count(values, n, target)
+        if grown == n:
+            return n
+        n = grown
+    return n
