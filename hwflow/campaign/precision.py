@@ -3,9 +3,10 @@
 A point (variant, fault model, rate) first runs its ``trials``. While its 95 % Student-t half-width over
 the first ``n`` trials is wider than the target, it is grown to the count its spread says it needs::
 
-    n' = min(max_trials, max(n + ceil(n / 10), ceil(1.1 · n · (h / target)²)))
+    n' = min(max_trials, ceil(1.1 · n · (h / target)²))
 
-(a half-width shrinks as 1/√n; the 10 % margin saves a round when the spread estimate was low), and
+(a half-width shrinks as 1/√n; the 10 % margin saves a round when the spread estimate was low, and
+makes every round grow by a tenth at least, since h > target), and
 judged again on the first ``n'``. The rule looks only at the first ``n`` trials of each round, never at
 trials a database holds beyond them, and a trial's value depends on its seed only; so the counts
 reached do not depend on workers, interruptions or order: a resumed, a parallel and a serial campaign
@@ -33,11 +34,12 @@ def next_count(values: Sequence[float], n: int, target: PrecisionSpec) -> int:
     ``values``: the point's per-trial metric values by trial index, at least its first ``n``."""
     if n >= target.max_trials:
         return n
-    half = t_interval(values[:n])[3] if n >= 2 else math.inf
+    if n < 2:  # one trial says nothing about the spread of fault maps
+        return 2
+    half = t_interval(values[:n])[3]
     if math.isnan(half) or half <= target.half_width:  # NaN: an undefined metric, which more trials do not fix
         return n
-    need = math.ceil(MARGIN * n * (half / target.half_width) ** 2)
-    return min(target.max_trials, max(n + math.ceil(n / 10), need))
+    return min(target.max_trials, math.ceil(MARGIN * n * (half / target.half_width) ** 2))
 
 
 def trials_needed(values: Sequence[float], start: int, target: PrecisionSpec | None) -> int:
