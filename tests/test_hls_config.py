@@ -433,6 +433,29 @@ def test_a_layer_type_shadowed_by_a_layer_name_is_reported(mlp, tmp_path):
     assert program_from_hls(graph).layer("bn1").result != parse_type("fixed<12,4>")  # hls4ml's precedence
 
 
+def test_activation_types_left_to_the_model_default_are_reported(mlp, tmp_path):
+    """A file of LayerType and Model entries only: hls4ml builds the QActivations at the Model default, not at
+    their quantizers' types, and the design no longer computes what QKeras does; each one is reported."""
+    config = {"Model": {"Precision": {"default": "fixed<16,6>"}},
+              "LayerType": {"Dense": {"Precision": {"accum": "fixed<24,10>"}}}}
+    graph = convert(mlp, resolve_options(load_hls_config(write(tmp_path, config))), tmp_path / "m")
+    notes = {n.field: n for n in graph.hwflow_config.notes}
+    own = convert(mlp, HlsOptions(), tmp_path / "own")
+    activations = [layer.name for layer in own.get_layers() if layer.get_attr("activation_quantizer") is not None
+                   or type(layer).__name__ == "Activation" and "relu" in layer.name]
+    assert activations
+    for name in activations:
+        note = notes[f"LayerName.{name}.Precision.result"]
+        want = str(program_from_hls(own).layer(name).result)
+        assert note.user is None
+        assert note.hwflow == str(program_from_hls(graph).layer(name).result) == str(parse_type("fixed<16,6>"))
+        assert f"QKeras quantizer is {want}" in note.why
+    # Set by the file (LayerName here, or by type), the same types are not reported.
+    config["LayerName"] = {name: {"Precision": {"result": "fixed<16,6>"}} for name in activations}
+    graph = convert(mlp, resolve_options(load_hls_config(write(tmp_path, config, "named.yml"))), tmp_path / "n")
+    assert not [n for n in graph.hwflow_config.notes if n.field.endswith(".Precision.result")]
+
+
 def test_campaign_scaled_variant_is_searched_on_the_configured_design(tmp_path):
     import json
 

@@ -188,9 +188,51 @@ def check_graph(hls_model, options, notes: list[MergeNote], shifts: dict[str, in
                f"{', '.join(ports)} into top-level ports, but hwflow decides which weight arrays are host-writable "
                "(hwflow build --min-words / --memories): remove BramFactor from the file")
         raise ConversionError(msg)
+    notes += _defaulted_quantizer_types(hls_model, options, to_user)
     report = ConfigReport(user.name, user.digest, checked, tuple(notes))
     log.info("%s", report.summary())
     return report
+
+
+def _defaulted_quantizer_types(hls_model, options, to_user) -> list[MergeNote]:
+    """Result types a QKeras quantizer gives in hwflow's own configuration (a ``QActivation``'s) that the file
+    leaves unset, where hls4ml built another type (``Model``'s default): the design then no longer computes
+    what QKeras computes. Reported, not refused (the emulator follows the design as built), so that a file
+    written with ``LayerType`` or ``Model`` entries only does not silently widen the activations."""
+    from hwflow.fixed import from_hls4ml, parse_type
+
+    model = hls_model.config.config.get("KerasModel")
+    if model is None:
+        return []
+    reference = _reference(model, options)["LayerName"]
+    hls = hls_model.config.config["HLSConfig"]
+    names, types = hls.get("LayerName") or {}, hls.get("LayerType") or {}
+    notes = []
+    for layer in hls_model.get_layers():
+        text = _precision_of(reference.get(layer.name), "result")
+        t = layer.types.get("result_t")
+        if text is None or str(text).lower() == "auto" or t is None:
+            continue
+        if _precision_of(names.get(layer.name), "result") or _precision_of(types.get(type(layer).__name__), "result"):
+            continue  # the file sets it: check_graph compared it above, or hls4ml applied it by type
+        try:
+            got, want = from_hls4ml(t.precision), parse_type(str(text))
+        except FormatError:
+            continue
+        if got != want:
+            notes.append(MergeNote(
+                f"LayerName.{to_user(layer.name)}.Precision.result", None, str(got),
+                f"the file leaves it to the Model default, but the layer's QKeras quantizer is {want}: the design "
+                f"no longer computes what QKeras does; set this type to {want} to follow QKeras"))
+    return notes
+
+
+def _precision_of(entry, var: str):
+    """The type a ``LayerName`` / ``LayerType`` entry gives ``var`` (a plain ``Precision`` string: every type)."""
+    precision = entry.get("Precision") if isinstance(entry, dict) else None
+    if isinstance(precision, dict):
+        return precision.get(var)
+    return precision
 
 
 def _reference(model, options) -> dict:
