@@ -96,8 +96,9 @@ def _with_accumulators(program: Program, overflow: Overflow | None = None, width
     return Program(tuple(layers), program.io_type)
 
 
-def _check_many(program, image, x, y, seed: int, trials: int, specs=FAULT_SPECS, rates=RATES, chunk=64):
-    evaluator = TrialEvaluator(program, image, x, y, chunk=chunk)
+def _check_many(program, image, x, y, seed: int, trials: int, specs=FAULT_SPECS, rates=RATES, chunk=64,
+                dense="auto"):
+    evaluator = TrialEvaluator(program, image, x, y, chunk=chunk, dense=dense)
     rng = np.random.default_rng(seed)
     hurt = 0
     for i in range(trials):
@@ -117,6 +118,21 @@ def test_engine_equals_full_emulation(nets, digits, name):
     program, image = nets[name]
     hurt = _check_many(program, image, digits.x_test[:150], digits.y_test[:150], seed=len(name), trials=84)
     assert hurt > 5  # the maps really changed outputs
+
+
+@pytest.mark.parametrize("name", ["cnn-digits", "cnn-digits-stream", "clip-zero", "scaled-pow2", "float16"])
+def test_dense_trials_rerun_fused_on_a_chain_too(nets, digits, name, monkeypatch):
+    """``dense=0``: every trial reruns fused from the first layer after its first faulty one that has a cut (a
+    chain keeps its delta rules by default, being faster there): exact, also after a cropped convolution
+    (which is no cut) and a hoisted pool."""
+    program, image = nets[name]
+    reruns = []
+    original = TrialEvaluator._rerun
+    monkeypatch.setattr(TrialEvaluator, "_rerun", lambda self, i, *a: reruns.append(i) or original(self, i, *a))
+    hurt = _check_many(program, image, digits.x_test[:150], digits.y_test[:150], seed=len(name) + 1, trials=36,
+                       dense=0.0)
+    assert hurt > 5
+    assert len(reruns) > 10
 
 
 def test_hoisted_chains_without_the_step_function(nets, digits, monkeypatch):
@@ -154,10 +170,13 @@ def test_saturating_resource_layers_sum_in_hls4mls_order(nets, digits):
     assert hurt > 3
 
 
-def test_cnn_fmnist_equals_full_emulation(fmnist):
+@pytest.mark.parametrize("dense", ["auto", 0.0])
+def test_cnn_fmnist_equals_full_emulation(fmnist, dense):
+    """With its delta rules, and rerun fused from every dense trial's first cut (conv3 is cropped to the windows
+    of the hoisted pool after it: its blocks are no cut to rerun from)."""
     program, image = _convert(zoo_model("cnn-fmnist", 8, 8, seed=4))
     x, y = fmnist.x_test[:120], fmnist.y_test[:120]
-    hurt = _check_many(program, image, x, y, seed=11, trials=42, rates=[1e-5, 1e-4, 1e-3, 1e-2])
+    hurt = _check_many(program, image, x, y, seed=11, trials=42, rates=[1e-5, 1e-4, 1e-3, 1e-2], dense=dense)
     assert hurt > 5
 
 

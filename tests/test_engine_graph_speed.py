@@ -275,9 +275,11 @@ class Spy:
         monkeypatch.setattr(int_kernels, "merge_codes", merge)
 
 
-def _check(program, image, x, maps) -> int:
+def _check(program, image, x, maps, dense=None) -> int:
+    """Every trial's output codes and outcome equal full emulation. ``dense=None`` (the default here): the delta
+    rules run to the output, as these tests spy on them; a share: dense trials rerun fused (``_rerun``)."""
     y = np.random.default_rng(3).integers(0, 5, len(x))
-    evaluator = TrialEvaluator(program, image, x, y, chunk=16, golden_cache=None)
+    evaluator = TrialEvaluator(program, image, x, y, chunk=16, golden_cache=None, dense=dense)
     hurt = 0
     for i, faultmap in enumerate(maps):
         reference = Emulator(program, faultmap.apply(image)).run(x)
@@ -318,6 +320,29 @@ def test_engine_equals_full_emulation_on_the_residual_net(nets, x, io, monkeypat
     assert spy.folds > 20
     assert spy.pre > 5
     assert spy.post > 5
+
+
+@needs_numba
+@pytest.mark.parametrize("dense", [0.0, "auto"])
+@pytest.mark.parametrize("io", ["parallel", "stream"])
+def test_dense_trials_rerun_fused_exactly(nets, x, io, dense, monkeypatch):
+    """A trial whose blocks turn dense reruns the rest of the network on the fused path, with the faulty weights,
+    from the faulty codes of every value the rest reads (a shortcut's too): still equal to full emulation, at
+    every cut (``dense=0``: the first layer after the first faulty one that has a cut) and at the default share."""
+    program, image = nets[io]
+    reruns = []
+    original = TrialEvaluator._rerun
+    monkeypatch.setattr(TrialEvaluator, "_rerun",
+                        lambda self, i, cut, *a: reruns.append(cut) or original(self, i, cut, *a))
+    rng = np.random.default_rng(21)
+    maps = [fault_model_from_spec(SPECS[i % len(SPECS)], RATES[(i // len(SPECS)) % len(RATES)]).sample(image, rng)
+            for i in range(15)]
+    convs = tuple(a.layer for a in image if a.name == "weight")
+    maps += [fault_model_from_spec({"model": "bitflip", "layers": [layer]}, 3e-2).sample(image, rng)
+             for layer in convs + ("s1_bn2", "avg_bn")]
+    assert _check(program, image, x, maps, dense=dense) > 10
+    assert len(reruns) > 10
+    assert any(len(cut) > 1 for cut in reruns)  # some rerun started inside a residual block: two values live
 
 
 @needs_numba
@@ -399,3 +424,4 @@ def test_engine_equals_full_emulation_on_resnet8(monkeypatch):
     assert spy.folds >= 10
     assert spy.pre >= 3
     assert spy.post >= 3
+    assert _check(program, image, x, maps, dense="auto") >= 2  # dense trials rerun fused (a campaign's default)

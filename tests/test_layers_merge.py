@@ -226,15 +226,18 @@ BRANCHES = [["conv1"], ["conv2", "conv3"], ["short"], ["b1"], ["b2"], ["d1"], ["
 
 
 def _check(program, image, x, y, maps) -> int:
-    evaluator = TrialEvaluator(program, image, x, y, chunk=32)
-    hurt = 0
-    for i, faultmap in enumerate(maps):
-        reference = Emulator(program, faultmap.apply(image)).run(x)
-        np.testing.assert_array_equal(evaluator.output_codes(faultmap), reference, err_msg=str(i))
-        outcome = evaluator.evaluate(faultmap)
-        assert outcome == evaluator.full_evaluate(faultmap, x), i
-        hurt += outcome.mismatches > 0
-    assert evaluator.evaluate_many(maps) == [evaluator.full_evaluate(m, x) for m in maps]
+    """Outcomes and output codes equal full emulation: with the delta rules to the output, and with dense trials
+    rerun fused (the default on a graph)."""
+    for dense in (None, "auto"):
+        evaluator = TrialEvaluator(program, image, x, y, chunk=32, dense=dense)
+        hurt = 0
+        for i, faultmap in enumerate(maps):
+            reference = Emulator(program, faultmap.apply(image)).run(x)
+            np.testing.assert_array_equal(evaluator.output_codes(faultmap), reference, err_msg=f"{dense} {i}")
+            outcome = evaluator.evaluate(faultmap)
+            assert outcome == evaluator.full_evaluate(faultmap, x), (dense, i)
+            hurt += outcome.mismatches > 0
+        assert evaluator.evaluate_many(maps) == [evaluator.full_evaluate(m, x) for m in maps]
     return hurt
 
 

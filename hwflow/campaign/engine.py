@@ -40,6 +40,11 @@ MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
 CROP_SHARE = 0.7  # a convolution before a hoisted pool computes only the positions the pool reads when
 # they are at most this share of its output (cnn-fmnist: conv3's 2x2 of 3x3, not conv2's 10x10 of 11x11)
 MEMORY = 3 << 30  # bytes of fault-free codes kept at once (issue 11: at most 4 GiB in all)
+DENSE = 0.3  # on a graph, a trial whose blocks cover this share of some value's codes reruns the rest of the
+# network fused from there (``TrialEvaluator._rerun``). Measured, one thread: on resnet8 (1,000 images) a dense
+# trial's delta rules cost 1.6-2x a full fused pass (every stack reaches every sample through the shortcuts),
+# and the rerun halves its trials (1e-4: 597 -> 305 ms); on cnn-fmnist's chain the delta rules stay the
+# cheaper (1e-3: 90 ms against 192 ms rerun), so a chain keeps them
 
 
 @dataclass(frozen=True)
@@ -67,13 +72,20 @@ class TrialEvaluator:
 
     def __init__(self, program: Program, image: WeightImage, x: np.ndarray, y: np.ndarray, chunk: int = 256,
                  memory: int = MEMORY, metric: MetricSpec | None = None, targets: np.ndarray | None = None,
-                 golden_cache: str | Path | None = None):
+                 golden_cache: str | Path | None = None, dense: float | str | None = "auto"):
         """``memory``: bytes the fault-free codes may take. When the evaluation samples need more, they
         are split into chunks that fit; each trial batch then walks the chunks, recomputing each
         chunk's fault-free pass once per batch (``evaluate_many`` amortizes it over the batch).
         ``golden_cache``: a folder of fault-free passes under content keys (``hwflow.campaign.golden_cache``),
-        read instead of recomputed where an entry is there; None: the one ``HWFLOW_GOLDEN_CACHE`` names, if any."""
+        read instead of recomputed where an entry is there; None: the one ``HWFLOW_GOLDEN_CACHE`` names, if any.
+        ``dense``: the share of a value's codes a trial's blocks must cover for the rest of the network to
+        rerun on the emulator's fused path from there, on the faulty codes and weights (``_rerun``); None:
+        the delta rules run to the end; ``"auto"``: ``DENSE`` on a graph, None on a chain."""
         self._golden_cache = GoldenCache(golden_cache) if golden_cache is not None else GoldenCache.from_env()
+        from hwflow.emulator.fused import sequential
+
+        self.dense = (None if sequential(program) else DENSE) if dense == "auto" else dense
+        self._cuts: dict[int, tuple[str, ...] | None] = {}  # layer -> the kept values its rerun starts from
         self.program = program
         self.image = image
         self.x = x
@@ -190,7 +202,7 @@ class TrialEvaluator:
     def layer_step(self, name: str, inputs: Delta, faultmap) -> Step:
         """What layer ``name``'s rule is given in a trial of ``faultmap`` whose input differs by ``inputs``
         (for tests and diagnostics: ``rule_for(layer).delta(step)``)."""
-        return self._step(self.program.layer(name), inputs, self._changes(faultmap).get(name, {}), self._store(0))
+        return self._step(self.program.layer(name), inputs, self._changes(faultmap)[0].get(name, {}), self._store(0))
 
     def output_codes(self, faultmap) -> np.ndarray:
         """The faulty network's output codes for every sample (int64), by delta propagation."""
@@ -204,8 +216,9 @@ class TrialEvaluator:
 
     # --- propagation -------------------------------------------------------------------------------
 
-    def _changes(self, faultmap) -> dict[str, dict[str, np.ndarray]]:
-        """Per layer, per array: the logical flat indices of the words the map really changes."""
+    def _changes(self, faultmap) -> tuple[dict[str, dict[str, tuple]], WeightImage]:
+        """Per layer, per array: the logical flat indices of the words the map really changes, and the
+        faulty array; with the faulty image."""
         faulty = faultmap.apply(self.image)
         changed: dict[str, dict[str, np.ndarray]] = {}
         for key in faultmap.keys_touched():
@@ -216,20 +229,24 @@ class TrialEvaluator:
             where = np.flatnonzero(new.words != old.words)
             if where.size:
                 changed.setdefault(layer, {})[name] = (np.sort(self._logical[key][where]), new)
-        return changed
+        return changed, faulty
 
     def _propagate(self, faultmap, store: Golden) -> Delta:
         """The blocks by which the output differs from the fault-free output."""
-        changed = self._changes(faultmap)
+        changed, faulty = self._changes(faultmap)
         if not changed:
             return []
         layers = self.program.layers
         first = min(self._index[name] for name in changed)
         last = max(self._index[name] for name in changed)
         deltas: dict[str, Delta] = {}
+        cropped = set()  # convolutions whose blocks hold only the positions a hoisted pool reads (no rerun from them)
         i = first
         while i < len(layers):
             layer = layers[i]
+            cut = self._cut(i, store) if self.dense is not None and i > first else None
+            if cut is not None and not cropped.intersection(cut) and self._is_dense(cut, deltas, store.samples):
+                return self._rerun(i, cut, deltas, changed, faulty, store)
             inputs = deltas.get(layer.inputs[0], []) if i > first else []
             more = tuple(deltas.get(name, []) for name in layer.inputs[1:])  # a merge's other inputs
             mine = changed.get(layer.name, {})
@@ -261,6 +278,8 @@ class TrialEvaluator:
                 continue
             step = self._step(layer, inputs, mine, store)
             step.crop = self._crop(i, changed)
+            if step.crop is not None:
+                cropped.add(layer.name)
             step.more_inputs = more
             rule = rule_for(layer)
             after = self._folded(i + 1, changed) if i + 1 in self._then else None
@@ -280,6 +299,52 @@ class TrialEvaluator:
             self._release(deltas, i)
             i += 1
         return deltas[layers[-1].name]
+
+    def _cut(self, i: int, store: Golden) -> tuple[str, ...] | None:
+        """The values computed before layer ``i`` that layers ``i..`` read, when the fault-free pass keeps
+        every one of them (so a trial's faulty codes of each can be written); None: no rerun from ``i``."""
+        if i not in self._cuts:
+            layers = self.program.layers
+            names = tuple(dict.fromkeys(n for layer in layers[i:] for n in layer.inputs if self._index[n] < i))
+            self._cuts[i] = names if names and all(store.has(n) for n in names) else None
+        return self._cuts[i]
+
+    def _is_dense(self, cut: tuple[str, ...], deltas: dict[str, Delta], samples: int) -> bool:
+        """Whether the blocks of some value of ``cut`` cover at least ``dense`` of its codes."""
+        for name in cut:
+            delta = deltas.get(name)
+            if delta:
+                held = sum(len(b.samples) * len(b.channels) for b in delta)
+                if held >= self.dense * samples * int(self.program.layer(name).output_shape[-1]):
+                    return True
+        return False
+
+    def _rerun(self, i: int, cut: tuple[str, ...], deltas: dict[str, Delta], changed: dict, faulty: WeightImage,
+               store: Golden) -> Delta:
+        """The output blocks of a trial whose deltas turned dense at layer ``i``: layers ``i..`` rerun on the
+        emulator's fused path (exact, as every pass of it), with the faulty weights, from the faulty codes of
+        ``cut``, for the samples some block holds (every sample when a later layer's own words are faulty)."""
+        from hwflow.campaign.delta.golden import compact_dtype
+        from hwflow.campaign.delta.state import Block, covered, take
+
+        if any(self._index[name] >= i for name in changed):
+            samples = np.arange(store.samples, dtype=np.int64)
+        else:
+            samples = np.unique(np.concatenate([covered(deltas.get(name, [])) for name in cut]))
+        values = {}
+        for name in cut:
+            dtype = compact_dtype(self.program.layer(name).result)
+            x = np.array(take(store[name], samples, None), dtype=dtype)  # a copy: the blocks are written in
+            for b in deltas.get(name, []):
+                pos = np.searchsorted(samples, b.samples)  # every block sample is among ``samples``
+                part = x[pos]
+                part[..., b.channels] = b.values
+                x[pos] = part
+            values[name] = x
+        keys = {f"{layer}/{array}" for layer, arrays in changed.items() for array in arrays}
+        out = self.emulator.with_arrays(faulty, keys).run_values(values, self.program.layers[i].name)
+        channels = np.arange(out.shape[-1], dtype=np.int64)
+        return trim([Block(samples, channels, out)], store.output)
 
     @staticmethod
     def _offers(layer, what: str) -> bool:
