@@ -40,6 +40,7 @@ MAC_KINDS = (Kind.DENSE, Kind.CONV1D, Kind.CONV2D)
 CROP_SHARE = 0.7  # a convolution before a hoisted pool computes only the positions the pool reads when
 # they are at most this share of its output (cnn-fmnist: conv3's 2x2 of 3x3, not conv2's 10x10 of 11x11)
 MEMORY = 3 << 30  # bytes of fault-free codes kept at once (issue 11: at most 4 GiB in all)
+RERUN_CHUNK = 256  # samples per pass of a rerun
 DENSE = 0.3  # on a graph, a trial whose blocks cover this share of some value's codes reruns the rest of the
 # network fused from there (``TrialEvaluator._rerun``). Measured, one thread: on resnet8 (1,000 images) a dense
 # trial's delta rules cost 1.6-2x a full fused pass (every stack reaches every sample through the shortcuts),
@@ -342,9 +343,14 @@ class TrialEvaluator:
                 x[pos] = part
             values[name] = x
         keys = {f"{layer}/{array}" for layer, arrays in changed.items() for array in arrays}
-        out = self.emulator.with_arrays(faulty, keys).run_values(values, self.program.layers[i].name)
-        channels = np.arange(out.shape[-1], dtype=np.int64)
-        return trim([Block(samples, channels, out)], store.output)
+        emulator = self.emulator.with_arrays(faulty, keys)
+        first = self.program.layers[i].name
+        out = []
+        for lo in range(0, len(samples), RERUN_CHUNK):  # a chunk's activations stay small (two trials run side by side)
+            part = emulator.run_values({name: v[lo : lo + RERUN_CHUNK] for name, v in values.items()}, first)
+            out += trim([Block(samples[lo : lo + RERUN_CHUNK], np.arange(part.shape[-1], dtype=np.int64), part)],
+                        store.output)
+        return out
 
     @staticmethod
     def _offers(layer, what: str) -> bool:
