@@ -238,6 +238,47 @@ def test_dry_run_pull_and_report_compare_board_with_emulator(mlp, deployed, tmp_
         ("result", "bitflip", 0.01, 0, ("correct",))]
 
 
+def test_under_a_precision_target_the_board_runs_the_trials_the_emulator_grew_to(mlp, tmp_path, capsys):
+    """With the emulator campaign's database the bundle plans every trial its points grew to, so board and
+    emulator pair up on all of them; a campaign not finished, another spec's or absent is refused."""
+    from hwflow.deploy.bundle import grown_on_the_emulator
+
+    program, image = mlp
+    build = make_build(tmp_path / "build", program, image)
+    spec_path = write_spec(tmp_path / "campaign.yaml", precision={"half_width": 0.02, "max_trials": 12})
+    spec = load_spec(spec_path)
+    db = tmp_path / "campaign.sqlite"
+    with pytest.raises(DeployError, match="no results database there"):
+        pack(build, spec_path, tmp_path / "b.tar.gz", db=db)
+    run_campaign(spec, db, workers=1, progress=False, variants=[Variant("mlp/baseline", program, image)])
+    with ResultsDB(db) as d:
+        emulator = {r.key for r in d.trials(spec.name, board="emulator")}
+    fixed = len(host_plan(spec, "mlp/baseline", image, 40).trials)
+    assert len(emulator) > fixed  # the target grew some points
+    result = pack(build, spec_path, tmp_path / "b.tar.gz", db=db)
+    bundle = load_bundle(unpack(result.path, tmp_path / "board"))
+    assert {t.key for t in bundle.plan.trials} == emulator
+    assert result.trials == len(emulator)
+    # Without the database: each point's trials, and the CLI says what --db would add.
+    out = tmp_path / "nodb.tar.gz"
+    assert hwflow_main(["deploy", str(build), "--campaign", str(spec_path), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{fixed} trials of campaign" in printed
+    assert "precision target" in printed
+    assert "--db" in printed
+    with ResultsDB(db) as d:  # killed before its last round finished
+        d.conn.execute("DELETE FROM trials WHERE trial = (SELECT MAX(trial) FROM trials)")
+        d.conn.commit()
+    with pytest.raises(DeployError, match="has not finished its precision target"):
+        grown_on_the_emulator(spec, "mlp/baseline", db)
+    other = write_spec(tmp_path / "other.yaml", seed=6, precision={"half_width": 0.02, "max_trials": 12})
+    with pytest.raises(DeployError, match="another spec"):
+        pack(build, other, tmp_path / "c.tar.gz", db=db)
+    renamed = write_spec(tmp_path / "renamed.yaml", name="elsewhere")
+    with pytest.raises(DeployError, match="holds no campaign 'elsewhere'"):
+        pack(build, renamed, tmp_path / "d.tar.gz", db=db)
+
+
 def test_pull_refuses_conflicts(mlp, deployed, tmp_path):
     program, image = mlp
     _, _, spec_path, _, root = deployed

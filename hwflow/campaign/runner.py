@@ -122,24 +122,37 @@ def _run_trials(payload: Payload, todo: list[tuple[str, Trial]], db: ResultsDB, 
 
 def _grown_points(spec: CampaignSpec, db: ResultsDB, labels: list[str]) -> tuple[int, list[tuple[str, Trial]]]:
     """(trials beyond the spec's counts the precision target asks for so far, those of them not yet run)."""
+    grown, more = 0, []
+    rows = db.trials(spec.name, board="emulator")
+    for label in labels:
+        asked, missing = grown_trials(spec, rows, label)
+        grown += len(asked)
+        more += [(label, t) for t in missing]
+    return grown, more
+
+
+def grown_trials(spec: CampaignSpec, rows: list[TrialRow], label: str) -> tuple[list[Trial], list[Trial]]:
+    """The rate sweep trials of variant ``label`` beyond the spec's counts that its precision target asks for,
+    given the emulator's ``rows`` so far, and those of them the rows lack. None asked without a target; a
+    finished campaign lacks none (``hwflow deploy`` plans the board's trials with them)."""
     from hwflow.campaign.plan import fault_label, sweep_trial
     from hwflow.campaign.precision import trials_needed
 
     stored: dict[tuple, dict[int, float]] = {}
-    for r in db.trials(spec.name, board="emulator"):
-        if r.study == "sweep":
-            stored.setdefault((r.variant, r.fault_model, float(r.rate)), {})[r.trial] = r.value
-    grown, more = 0, []
-    for label in labels:
-        for fault in spec.faults:
-            for rate in fault.rates:
-                values = stored.get((label, fault_label(fault.spec), float(rate)), {})
-                prefix = list(itertools.takewhile(lambda v: v is not None, (values.get(i) for i in itertools.count())))
-                n = trials_needed(prefix, fault.trials, spec.precision)
-                grown += n - fault.trials
-                more += [(label, sweep_trial(spec.seed, label, fault, rate, i)) for i in range(fault.trials, n)
-                         if i not in values]
-    return grown, more
+    for r in rows:
+        if r.study == "sweep" and r.variant == label and r.board == "emulator":
+            stored.setdefault((r.fault_model, float(r.rate)), {})[r.trial] = r.value
+    asked, missing = [], []
+    for fault in spec.faults:
+        for rate in fault.rates:
+            values = stored.get((fault_label(fault.spec), float(rate)), {})
+            prefix = list(itertools.takewhile(lambda v: v is not None, (values.get(i) for i in itertools.count())))
+            for i in range(fault.trials, trials_needed(prefix, fault.trials, spec.precision)):
+                trial = sweep_trial(spec.seed, label, fault, rate, i)
+                asked.append(trial)
+                if i not in values:
+                    missing.append(trial)
+    return asked, missing
 
 
 def _execute(payload: Payload, tasks: list, workers: int | None, scheduler: str | None) -> Iterator[list]:

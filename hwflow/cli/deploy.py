@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, help="bundle to write (.tar.gz)")
     p.add_argument("--variant", help="which of the campaign's variants this build is (<model>/<variant>); "
                    "needed when the campaign has several")
+    p.add_argument("--db", help="the emulator campaign's results (hwflow campaign --db): under a precision target the "
+                   "board runs every trial the emulator's points grew to (default: each point's trials)")
     p.add_argument("--bitstream", help="the bitstream (default: <top>.bit under the build folder; its .hwh beside it)")
     p.add_argument("--no-bitstream", action="store_true",
                    help="pack without a bitstream: a dry-run bundle for python -m hwflow_host --board emulator")
@@ -32,8 +34,13 @@ def run(args) -> int:
 
     own, note = check_build_dir(args.build, args.campaign, args.variant, args.hls_config)  # same hls4ml config
     r = pack(args.build, args.campaign, args.out, variant=args.variant, bitstream=args.bitstream,
-             require_bitstream=not args.no_bitstream)
+             require_bitstream=not args.no_bitstream, db=args.db)
     size = r.path.stat().st_size / 1e6
+    from hwflow.campaign import load_spec
+
+    if args.db is None and load_spec(args.campaign).precision is not None:
+        print(f"note: campaign {r.campaign} has a precision target: this bundle runs each point's trials; give --db "
+              "with the emulator campaign's results to run every trial its points grew to")
     print(f"{r.path}: {r.variant}, {r.trials} trials of campaign {r.campaign} on {r.samples} samples, "
           f"bitstream {r.bitstream or 'none (dry run only)'} ({size:.1f} MB)")
     host, name, top = args.board_host, r.path.name, r.top

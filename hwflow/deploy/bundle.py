@@ -61,6 +61,41 @@ class PackResult:
     layout_note: str | None = None  # why `hwflow campaign`'s rows are not this build's reference, if they are not
 
 
+def grown_on_the_emulator(spec, label: str, db_path: str | Path) -> list:
+    """The trials a precision target added to ``label``'s points in the emulator campaign of ``db_path``;
+    refused when that campaign is another spec's or has not finished growing (the board would run other
+    trials than the emulator ends with)."""
+    from hwflow.campaign.runner import grown_trials
+    from hwflow.campaign.spec import only_more_trials
+    from hwflow.results import ResultsDB
+    from hwflow.results.db import ResultsError
+
+    if not Path(db_path).is_file():
+        msg = f"{db_path}: no results database there (--db: the emulator campaign's, written by hwflow campaign)"
+        raise DeployError(msg)
+    with ResultsDB(db_path) as db:
+        try:
+            stored = db.campaign_spec(spec.name)
+        except ResultsError:
+            msg = f"{db_path} holds no campaign {spec.name!r}: run hwflow campaign with this spec and --db {db_path}"
+            raise DeployError(msg) from None
+        rows = db.trials(spec.name, board="emulator")
+    mine = spec.to_json()
+    if stored != mine and not only_more_trials(mine, stored):
+        msg = (f"{db_path}: campaign {spec.name!r} was run with another spec than {spec.source}: the board's trials "
+               "would not pair up with its trials")
+        raise DeployError(msg)
+    if spec.precision is None:
+        return []
+    asked, missing = grown_trials(spec, rows, label)
+    if missing or not any(r.variant == label for r in rows):
+        msg = (f"{db_path}: campaign {spec.name!r} has not finished its precision target for {label} ("
+               f"{len(missing)} trials to run at least): run hwflow campaign {spec.source} --db {db_path} to its end "
+               "first, so that the board runs the trials the emulator ends with")
+        raise DeployError(msg)
+    return asked
+
+
 def layout_note(spec, manifest: Manifest, program_source: dict) -> str | None:
     """Does ``hwflow campaign`` emulate this build? It converts with the spec's io, backend and strategy;
     another strategy or backend may store the weights in another order (hls4ml transposes some for
@@ -106,8 +141,12 @@ def choose_variant(spec, manifest: Manifest, variant: str | None) -> str:
 
 
 def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, variant: str | None = None,
-         bitstream: str | Path | None = None, require_bitstream: bool = True) -> PackResult:
-    """Write the bundle ``out`` (a .tar.gz unpacking to one folder named after it)."""
+         bitstream: str | Path | None = None, require_bitstream: bool = True,
+         db: str | Path | None = None) -> PackResult:
+    """Write the bundle ``out`` (a .tar.gz unpacking to one folder named after it).
+
+    ``db``: the emulator campaign's results; under a precision target the board then runs every trial the
+    emulator's points grew to, so that the two pair up on all of them (without it: each point's ``trials``)."""
     from hwflow.campaign import load_spec
     from hwflow.campaign.metric import npz_targets
     from hwflow.campaign.runner import evaluation_data
@@ -139,7 +178,8 @@ def pack(build_dir: str | Path, spec_path: str | Path, out: str | Path, *, varia
     label = choose_variant(spec, manifest, variant)
     x, y = evaluation_data(spec)
     targets = npz_targets(spec.dataset, spec.split, spec.samples)
-    plan = host_plan(spec, label, image, len(y), in_memory={m.key for m in manifest.memories})
+    grown = grown_on_the_emulator(spec, label, db) if db is not None else None
+    plan = host_plan(spec, label, image, len(y), in_memory={m.key for m in manifest.memories}, grown=grown)
     note = layout_note(spec, manifest, json.loads(program.read_text()).get("source", {}))
 
     name = out.name[: -len(".tar.gz")] if out.name.endswith(".tar.gz") else out.stem

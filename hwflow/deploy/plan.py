@@ -30,14 +30,15 @@ def layer_widths(image: WeightImage) -> dict[str, int]:
 
 
 def host_plan(spec: CampaignSpec, variant: str, image: WeightImage, samples: int,
-              in_memory: set[str] | None = None) -> CampaignPlan:
+              in_memory: set[str] | None = None, grown: list | None = None) -> CampaignPlan:
     """The trials of ``variant`` with their seeds, fault specs and FaultMap digests.
 
     ``in_memory``: the array keys the build holds in host-writable memory; a trial whose faults
-    land elsewhere is refused here, not half-way through the campaign on the board.
+    land elsewhere is refused here, not half-way through the campaign on the board. ``grown``: the
+    trials a precision target added on the emulator (``runner.grown_trials``), run on the board too.
     """
     trials = []
-    for t in plan(spec, variant, layer_widths(image)):
+    for t in plan(spec, variant, layer_widths(image)) + list(grown or ()):
         faultmap = fault_model_from_spec(t.fault, t.key.rate).sample(image, np.random.default_rng(t.seed))
         if in_memory is not None:
             outside = sorted(faultmap.keys_touched() - in_memory)
