@@ -14,7 +14,7 @@ import numpy as np
 
 from hwflow.convert.names import names_of
 from hwflow.emulator.program import WEIGHTED, Kind, LayerSpec, Program
-from hwflow.errors import ConversionError, UnsupportedLayerError
+from hwflow.errors import ConversionError, FormatError, UnsupportedLayerError
 from hwflow.fixed import from_hls4ml, quantize_float
 from hwflow.image import Kind as FormatKind
 from hwflow.image import Scale, StorageFormat, StoragePlan, StoredArray, WeightImage
@@ -86,6 +86,18 @@ def _kind(layer) -> Kind:
     return kind
 
 
+def _layer_type(precision, var: str, name: str):
+    """A layer's hls4ml type as the emulator's, or a ConversionError that names the layer and what to do (hls4ml
+    infers types wider than the emulator's 62 bits for unquantized layers after wide ones)."""
+    try:
+        return from_hls4ml(precision)
+    except FormatError as err:
+        msg = (f"layer {name}: its {var} type {precision}: {err}. hls4ml inferred it from the layer's inputs: give "
+               f"it a narrower type in your hls4ml configuration (--hls-config, LayerName.{name}.Precision.{var}), "
+               "or quantize the layers before it (QKeras)")
+        raise ConversionError(msg) from None
+
+
 def program_from_hls(hls_model, source: dict | None = None) -> Program:
     """The emulator's Program for a converted ModelGraph, with the user's layer names."""
     from hwflow.convert.layers_quant import mac_attrs  # here: layers_quant registers itself with this module
@@ -118,8 +130,8 @@ def program_from_hls(hls_model, source: dict | None = None) -> Program:
                 inputs=tuple(names.to_user(_producer(hls_model, name)) for name in layer.inputs)
                 if kind is not Kind.INPUT else (),
                 output_shape=tuple(int(d) for d in layer.get_output_variable().shape),
-                result=from_hls4ml(layer.get_output_variable().type.precision),
-                accum=from_hls4ml(accum.precision) if accum is not None else None,
+                result=_layer_type(layer.get_output_variable().type.precision, "result", names.to_user(layer.name)),
+                accum=_layer_type(accum.precision, "accum", names.to_user(layer.name)) if accum is not None else None,
                 attrs=attrs,
             )
         )

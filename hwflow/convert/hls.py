@@ -147,13 +147,14 @@ def hls_config(model, options: HlsOptions) -> dict:
     """hls4ml's per-layer configuration dictionary for ``model`` under ``options``."""
     import hls4ml
 
-    from hwflow.convert import clipact_hls, dwbn_hls
+    from hwflow.convert import clipact_hls, dwbn_hls, hls_fixes
     from hwflow.convert.layers_activation import register_softmax_layer
 
     # hwflow's own layers and handlers, before hls4ml parses the model (each idempotent)
     clipact_hls.register()
     dwbn_hls.register()  # QDepthwiseConv2DBatchnorm, which hls4ml 1.3.0 has no converter for
     register_softmax_layer()  # the Keras Softmax layer, whose hls4ml handler emits C++ that does not compile
+    hls_fixes.register()  # hls4ml's batch-norm fold into a depthwise kernel, which broadcasts it wrongly
     with quiet():
         config = hls4ml.utils.config_from_keras_model(
             model, granularity="name", backend=options.backend.value,
