@@ -94,6 +94,14 @@ def csim_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def cnn_digits_file(tmp_path_factory):
+    """An untrained 8-bit cnn-digits (seed 1) saved as a model file, once: the campaign tests' own model."""
+    path = tmp_path_factory.mktemp("campaign-model") / "cnn.h5"
+    zoo_model("cnn-digits", 8, 8, seed=1).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits():
     from hwflow.data import load_dataset
 

@@ -18,23 +18,15 @@ from hwflow.campaign.plan import plan, trial_seed
 from hwflow.campaign.runner import evaluation_data
 from hwflow.errors import SpecError
 from hwflow.results import ResultsDB
-from tests.conftest import zoo_model
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("campaign-model") / "cnn.h5"
-    zoo_model("cnn-digits", 8, 8, seed=1).save(path)
-    return path
-
-
-def _spec_dict(model_file, **over):
+def _spec_dict(cnn_digits_file, **over):
     base = {
         "name": "t",
         "seed": 11,
         "dataset": "digits",
         "samples": 120,
-        "models": [{"path": str(model_file), "name": "cnn"}],
+        "models": [{"path": str(cnn_digits_file), "name": "cnn"}],
         "rates": [1e-3, 1e-2],
         "trials": 6,
         "faults": [{"model": "bitflip"}, {"model": "stuck-at", "value": "mixed"}],
@@ -66,25 +58,25 @@ def _write(tmp_path, data, name="spec.yaml"):
         ({"reuse_factor": 0}, "reuse_factor: must be >= 1"),
     ],
 )
-def test_spec_errors_name_the_field(model_file, change, message):
+def test_spec_errors_name_the_field(cnn_digits_file, change, message):
     with pytest.raises(SpecError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        parse_spec(_spec_dict(model_file, **change), "spec.yaml")
+        parse_spec(_spec_dict(cnn_digits_file, **change), "spec.yaml")
 
 
-def test_hls_options_are_recorded_only_when_they_differ_from_the_defaults(model_file):
+def test_hls_options_are_recorded_only_when_they_differ_from_the_defaults(cnn_digits_file):
     # Specs registered before the HLS options existed stay equal to the same spec read today.
-    plain = parse_spec(_spec_dict(model_file), "spec.yaml")
+    plain = parse_spec(_spec_dict(cnn_digits_file), "spec.yaml")
     assert not {"backend", "strategy", "reuse_factor"} & set(plain.to_json())
-    resource = parse_spec(_spec_dict(model_file, strategy="Resource", reuse_factor=8), "spec.yaml")
+    resource = parse_spec(_spec_dict(cnn_digits_file, strategy="Resource", reuse_factor=8), "spec.yaml")
     assert (resource.backend, resource.strategy, resource.reuse_factor) == ("Vitis", "Resource", 8)
     recorded = resource.to_json()
     assert (recorded["strategy"], recorded["reuse_factor"]) == ("Resource", 8)
 
 
-def test_missing_spec_file_and_missing_model(tmp_path, model_file):
+def test_missing_spec_file_and_missing_model(tmp_path, cnn_digits_file):
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "nope.yaml")
-    spec = load_spec(_write(tmp_path, _spec_dict(model_file, models=[{"path": "gone.h5"}])))
+    spec = load_spec(_write(tmp_path, _spec_dict(cnn_digits_file, models=[{"path": "gone.h5"}])))
     with pytest.raises(SpecError, match="gone.h5"):
         run_campaign(spec, tmp_path / "r.sqlite", workers=1, progress=False)
 
@@ -99,10 +91,10 @@ def test_examples_parse():
 
 
 @pytest.fixture(scope="module")
-def variant(model_file, tmp_path_factory):
+def variant(cnn_digits_file, tmp_path_factory):
     from hwflow.campaign.variants import build_variants
 
-    spec = parse_spec(_spec_dict(model_file), str(tmp_path_factory.mktemp("s") / "spec.yaml"))
+    spec = parse_spec(_spec_dict(cnn_digits_file), str(tmp_path_factory.mktemp("s") / "spec.yaml"))
     return spec, build_variants(spec)[0]
 
 
@@ -210,8 +202,8 @@ def test_a_second_run_in_the_same_process_uses_its_own_variant(variant, tmp_path
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_equals_uninterrupted(model_file, tmp_path):
-    spec_path = _write(tmp_path, _spec_dict(model_file, trials=30, rates=[1e-3, 3e-3, 1e-2]))
+def test_sigkill_and_resume_equals_uninterrupted(cnn_digits_file, tmp_path):
+    spec_path = _write(tmp_path, _spec_dict(cnn_digits_file, trials=30, rates=[1e-3, 3e-3, 1e-2]))
     clean = tmp_path / "clean.sqlite"
     run_campaign(load_spec(spec_path), clean, workers=1, progress=False)
     killed = tmp_path / "killed.sqlite"

@@ -17,7 +17,6 @@ from hwflow.campaign.spec import PrecisionSpec, only_more_trials
 from hwflow.errors import SpecError
 from hwflow.report.stats import t_interval
 from hwflow.results import ResultsDB
-from tests.conftest import zoo_model
 
 TARGET = PrecisionSpec(half_width=0.02, max_trials=100)
 
@@ -90,16 +89,9 @@ def test_stopped_intervals_keep_most_of_their_coverage_on_skewed_outcomes():
     assert abs(np.mean(drift)) < 0.003  # optimistic by a few tenths of a point at most
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("precision-model") / "cnn.h5"
-    zoo_model("cnn-digits", 8, 8, seed=1).save(path)
-    return path
-
-
-def _spec(model_file, **over):
+def _spec(cnn_digits_file, **over):
     data = {"name": "p", "seed": 5, "dataset": "digits", "samples": 120,
-            "models": [{"path": str(model_file), "name": "cnn"}], "rates": [1e-4, 5e-2], "trials": 4,
+            "models": [{"path": str(cnn_digits_file), "name": "cnn"}], "rates": [1e-4, 5e-2], "trials": 4,
             "faults": [{"model": "bitflip"}]}
     data.update(over)
     return parse_spec(data, "spec.yaml")
@@ -119,17 +111,18 @@ def _spec(model_file, **over):
         ([0.02, 10], "precision: must be a mapping"),
     ],
 )
-def test_spec_errors_name_the_field(model_file, precision, message):
+def test_spec_errors_name_the_field(cnn_digits_file, precision, message):
     with pytest.raises(SpecError, match=message):
-        _spec(model_file, precision=precision)
+        _spec(cnn_digits_file, precision=precision)
 
 
-def test_spec_reads_the_target_and_stores_it_only_when_given(model_file):
-    assert _spec(model_file, precision={"half_width": "2e-2", "max_trials": 50}).precision == PrecisionSpec(0.02, 50)
-    plain = _spec(model_file)
+def test_spec_reads_the_target_and_stores_it_only_when_given(cnn_digits_file):
+    given = _spec(cnn_digits_file, precision={"half_width": "2e-2", "max_trials": 50})
+    assert given.precision == PrecisionSpec(0.02, 50)
+    plain = _spec(cnn_digits_file)
     assert plain.precision is None
     assert "precision" not in plain.to_json()
-    assert _spec(model_file, precision={"half_width": 0.02, "max_trials": 50}).to_json()["precision"] == {
+    assert _spec(cnn_digits_file, precision={"half_width": 0.02, "max_trials": 50}).to_json()["precision"] == {
         "half_width": 0.02, "max_trials": 50}
 
 
@@ -144,11 +137,11 @@ def test_spec_reads_the_target_and_stores_it_only_when_given(model_file):
         ({"half_width": 0.02, "max_trials": 50}, {"half_width": 0.02, "max_trials": 40}, False),
     ],
 )
-def test_which_target_changes_continue_a_campaign(model_file, old, new, continues):
-    a = _spec(model_file, **({"precision": old} if old else {})).to_json()
-    b = _spec(model_file, **({"precision": new} if new else {})).to_json()
+def test_which_target_changes_continue_a_campaign(cnn_digits_file, old, new, continues):
+    a = _spec(cnn_digits_file, **({"precision": old} if old else {})).to_json()
+    b = _spec(cnn_digits_file, **({"precision": new} if new else {})).to_json()
     assert only_more_trials(a, b) is continues
-    assert not only_more_trials(a, _spec(model_file, seed=6, **({"precision": new} if new else {})).to_json())
+    assert not only_more_trials(a, _spec(cnn_digits_file, seed=6, **({"precision": new} if new else {})).to_json())
 
 
 def _values_by_point(db_path):
@@ -161,15 +154,15 @@ def _values_by_point(db_path):
 
 
 @pytest.fixture(scope="module")
-def variant(model_file):
+def variant(cnn_digits_file):
     from hwflow.campaign.variants import build_variants
 
-    return build_variants(_spec(model_file))[0]
+    return build_variants(_spec(cnn_digits_file))[0]
 
 
-def test_a_campaign_grows_its_wide_points_to_a_fixed_campaigns_first_trials(model_file, variant, tmp_path):
+def test_a_campaign_grows_its_wide_points_to_a_fixed_campaigns_first_trials(cnn_digits_file, variant, tmp_path):
     target = PrecisionSpec(half_width=0.02, max_trials=60)
-    spec = _spec(model_file, precision={"half_width": target.half_width, "max_trials": target.max_trials})
+    spec = _spec(cnn_digits_file, precision={"half_width": target.half_width, "max_trials": target.max_trials})
     fixed = replace(spec, precision=None, faults=tuple(replace(f, trials=target.max_trials) for f in spec.faults))
     run_campaign(fixed, tmp_path / "fixed.sqlite", workers=1, progress=False, variants=[variant])
     result = run_campaign(spec, tmp_path / "grown.sqlite", workers=1, progress=False, variants=[variant])
@@ -192,8 +185,8 @@ def test_a_campaign_grows_its_wide_points_to_a_fixed_campaigns_first_trials(mode
     assert run_campaign(spec, tmp_path / "grown.sqlite", workers=1, progress=False, variants=[variant]).ran == 0
 
 
-def test_a_stored_fixed_campaign_continues_under_a_target(model_file, variant, tmp_path):
-    spec = _spec(model_file)
+def test_a_stored_fixed_campaign_continues_under_a_target(cnn_digits_file, variant, tmp_path):
+    spec = _spec(cnn_digits_file)
     db = tmp_path / "c.sqlite"
     first = run_campaign(spec, db, workers=1, progress=False, variants=[variant])
     target = replace(spec, precision=PrecisionSpec(0.02, 60))
@@ -206,8 +199,8 @@ def test_a_stored_fixed_campaign_continues_under_a_target(model_file, variant, t
         run_campaign(spec, db, workers=1, progress=False, variants=[variant])
 
 
-def test_the_gate_judges_fixed_batches_without_the_target(model_file):
+def test_the_gate_judges_fixed_batches_without_the_target(cnn_digits_file):
     from hwflow.gate.run import scaled_spec
 
-    spec = _spec(model_file, precision={"half_width": 0.02, "max_trials": 50})
+    spec = _spec(cnn_digits_file, precision={"half_width": 0.02, "max_trials": 50})
     assert scaled_spec(spec, 2).precision is None
