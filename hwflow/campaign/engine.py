@@ -325,23 +325,16 @@ class TrialEvaluator:
         """The output blocks of a trial whose deltas turned dense at layer ``i``: layers ``i..`` rerun on the
         emulator's fused path (exact, as every pass of it), with the faulty weights, from the faulty codes of
         ``cut``, for the samples some block holds (every sample when a later layer's own words are faulty)."""
+        from hwflow.campaign.delta.fallback import faulty_input
         from hwflow.campaign.delta.golden import compact_dtype
-        from hwflow.campaign.delta.state import Block, covered, take
+        from hwflow.campaign.delta.state import Block, covered
 
         if any(self._index[name] >= i for name in changed):
             samples = np.arange(store.samples, dtype=np.int64)
         else:
             samples = np.unique(np.concatenate([covered(deltas.get(name, [])) for name in cut]))
-        values = {}
-        for name in cut:
-            dtype = compact_dtype(self.program.layer(name).result)
-            x = np.array(take(store[name], samples, None), dtype=dtype)  # a copy: the blocks are written in
-            for b in deltas.get(name, []):
-                pos = np.searchsorted(samples, b.samples)  # every block sample is among ``samples``
-                part = x[pos]
-                part[..., b.channels] = b.values
-                x[pos] = part
-            values[name] = x
+        values = {name: faulty_input(store[name], deltas.get(name, []), samples,
+                                     dtype=compact_dtype(self.program.layer(name).result)) for name in cut}
         keys = {f"{layer}/{array}" for layer, arrays in changed.items() for array in arrays}
         emulator = self.emulator.with_arrays(faulty, keys)
         first = self.program.layers[i].name

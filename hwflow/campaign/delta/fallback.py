@@ -31,10 +31,14 @@ if TYPE_CHECKING:
 F64_EXACT = 52  # codes of types up to this width travel as float64 (the plain path's dtype), wider as int64
 
 
-def faulty_input(golden: np.ndarray, delta: Delta, samples: np.ndarray, width: int = 0) -> np.ndarray:
+def faulty_input(golden: np.ndarray, delta: Delta, samples: np.ndarray, width: int = 0,
+                 dtype: type | None = None) -> np.ndarray:
     """The faulty codes of one input for ``samples`` (sorted, distinct): its fault-free codes with the
-    blocks of ``delta`` written in where they hold one of ``samples``."""
-    dtype = np.float64 if width <= F64_EXACT else np.int64
+    blocks of ``delta`` written in where they hold one of ``samples``. ``dtype``: the codes' dtype (any
+    that holds them exactly); None: float64 up to ``F64_EXACT`` bits of ``width``, int64 above (the plain
+    kernels' dtypes)."""
+    if dtype is None:
+        dtype = np.float64 if width <= F64_EXACT else np.int64
     x = np.array(take(golden, samples, None), dtype=dtype)
     for b in delta:
         pos = np.searchsorted(samples, b.samples)
