@@ -194,11 +194,11 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     if names:
         log.debug("renamed for hls4ml: %s", ", ".join(f"{k} -> {v}" for k, v in names.internal.items()))
     model = names.apply(model)
-    notes = []
+    notes, reference = [], None
     if options.user_config is not None:  # the user's design, as written, plus what hwflow must set
         from hwflow.convert.hls_merge import merge
 
-        config, notes = merge(model, original, options, names)
+        config, notes, reference = merge(model, original, options, names)
     else:
         config = hls_config(model, options)
     shifts = {names.to_internal(k.split("/")[0]) + "/" + k.split("/")[1]: v
@@ -241,7 +241,7 @@ def convert(model, options: HlsOptions, output_dir: str | Path, storage: Storage
     if options.user_config is not None:
         from hwflow.convert.hls_merge import check_graph
 
-        hls_model.hwflow_config = check_graph(hls_model, options, notes, shifts, names)
+        hls_model.hwflow_config = check_graph(hls_model, options, notes, shifts, names, reference)
     return hls_model
 
 

@@ -64,8 +64,9 @@ class ConfigReport:
                 "notes": [vars(n) for n in self.notes]}
 
 
-def merge(model, original, options, renames=None) -> tuple[dict, list[MergeNote]]:
-    """The ``HLSConfig`` hls4ml gets for ``model`` (softmax removed) from ``options.user_config``.
+def merge(model, original, options, renames=None) -> tuple[dict, list[MergeNote], dict]:
+    """The ``HLSConfig`` hls4ml gets for ``model`` (softmax removed) from ``options.user_config``, the notes of
+    the merge, and hwflow's own per-layer configuration of ``model`` (``LayerName``), for ``check_graph``.
 
     ``original`` is the model as given (before the softmax was removed), whose layer names the file
     may still name; ``renames`` the ``NameMap`` of layers renamed for hls4ml (the file uses the
@@ -123,13 +124,16 @@ def merge(model, original, options, renames=None) -> tuple[dict, list[MergeNote]
     if options.trace:
         for entry in names.values():
             entry["Trace"] = True
-    return config, notes
+    return config, notes, reference
 
 
-def check_graph(hls_model, options, notes: list[MergeNote], shifts: dict[str, int], renames=None) -> ConfigReport:
+def check_graph(hls_model, options, notes: list[MergeNote], shifts: dict[str, int], renames=None,
+                reference: dict | None = None) -> ConfigReport:
     """Read the converted graph back: the file's explicit settings must be what hls4ml built.
 
     ``shifts`` are the storage plan's, by hls4ml's layer names; messages give the user's names.
+    ``reference``: hwflow's own ``LayerName`` configuration of the model (``merge``'s); None: no check of
+    the types the file leaves to the default.
     """
     from hwflow.fixed import from_hls4ml, parse_type
 
@@ -188,23 +192,19 @@ def check_graph(hls_model, options, notes: list[MergeNote], shifts: dict[str, in
                f"{', '.join(ports)} into top-level ports, but hwflow decides which weight arrays are host-writable "
                "(hwflow build --min-words / --memories): remove BramFactor from the file")
         raise ConversionError(msg)
-    notes += _defaulted_quantizer_types(hls_model, options, to_user)
+    notes += _defaulted_quantizer_types(hls_model, reference or {}, to_user)
     report = ConfigReport(user.name, user.digest, checked, tuple(notes))
     log.info("%s", report.summary())
     return report
 
 
-def _defaulted_quantizer_types(hls_model, options, to_user) -> list[MergeNote]:
+def _defaulted_quantizer_types(hls_model, reference: dict, to_user) -> list[MergeNote]:
     """Result types a QKeras quantizer gives in hwflow's own configuration (a ``QActivation``'s) that the file
     leaves unset, where hls4ml built another type (``Model``'s default): the design then no longer computes
     what QKeras computes. Reported, not refused (the emulator follows the design as built), so that a file
     written with ``LayerType`` or ``Model`` entries only does not silently widen the activations."""
     from hwflow.fixed import from_hls4ml, parse_type
 
-    model = hls_model.config.config.get("KerasModel")
-    if model is None:
-        return []
-    reference = _reference(model, options)["LayerName"]
     hls = hls_model.config.config["HLSConfig"]
     names, types = hls.get("LayerName") or {}, hls.get("LayerType") or {}
     notes = []
